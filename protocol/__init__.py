@@ -1,0 +1,1 @@
+"""pgt.protocol: the wire contract shared by host, firmware and simulator (runs on MicroPython too)."""

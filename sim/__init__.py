@@ -1,0 +1,1 @@
+"""pgt.sim: the simulated ring and the simulated firmware target."""
