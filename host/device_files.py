@@ -1,0 +1,42 @@
+"""The on-device file set: which source files go to the board, and where.
+
+The board (and the MicroPython VM in the tests) sees the same import paths as the host: ``pgt/protocol/...``
+and ``pgt/firmware/...`` under a minimal ``pgt/__init__.py``. ``pgt flash`` and the test VM both lay out
+the files from here, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BOARD_PACKAGE_INIT = '"""pgt on the board: protocol and firmware only."""\n'
+
+ON_DEVICE_PACKAGES = ("protocol", "firmware")
+
+
+def device_files() -> dict[str, Path]:
+    """Map of path on the device (e.g. ``pgt/protocol/framing.py``) to the source file on this machine."""
+    import pgt.firmware
+    import pgt.protocol
+
+    files: dict[str, Path] = {}
+    for name, package in (("protocol", pgt.protocol), ("firmware", pgt.firmware)):
+        root = Path(package.__file__).parent
+        for src in sorted(root.glob("*.py")):
+            files[f"pgt/{name}/{src.name}"] = src
+    return files
+
+
+def lay_out(dest: Path) -> list[Path]:
+    """Write the on-device tree (``pgt/__init__.py`` and the package files) below ``dest``."""
+    written = []
+    init = dest / "pgt" / "__init__.py"
+    init.parent.mkdir(parents=True, exist_ok=True)
+    init.write_text(BOARD_PACKAGE_INIT)
+    written.append(init)
+    for rel, src in device_files().items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(src.read_bytes())
+        written.append(target)
+    return written

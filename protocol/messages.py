@@ -1,0 +1,132 @@
+"""Message schema: protocol version, ops, fields, error codes, and request validation.
+
+Every request is a msgpack map with ``op`` (str) and ``seq`` (uint32) plus the op's fields; every request
+gets exactly one reply, a map that echoes ``seq`` and has ``op`` set to the request's op, or to ``"error"``
+(then with ``code``, ``msg`` and ``req``, the op asked for). docs/protocol.md is the full specification.
+
+``validate(req)`` checks a decoded request against ``SCHEMA`` and returns None or an (error code, message)
+pair; it never raises. Checks that depend on the device (channel counts, batch limit) are the Core's.
+Runs unchanged on MicroPython.
+"""
+
+PROTOCOL_VERSION = 1
+
+HELLO = "hello"
+CONFIG = "config"
+RUN = "run"
+STATUS = "status"
+STOP = "stop"
+EXIT = "exit"
+PING = "ping"
+ERROR = "error"
+
+# Stable error codes (never renumber; add new ones at the end).
+E_MALFORMED = 1  # payload is not a msgpack map
+E_UNKNOWN_OP = 2  # op is not one of OPS
+E_MISSING_FIELD = 3  # a required field is absent
+E_BAD_TYPE = 4  # a field has the wrong type
+E_BAD_VALUE = 5  # a field's value is out of its range
+E_BAD_SHAPE = 6  # a block's size does not match its shape or the device's channels
+E_TOO_LARGE = 7  # a batch larger than the device's max_batch
+E_HAL_FAULT = 8  # the hardware layer failed; the drive was set to zero
+E_INTERNAL = 9  # an unexpected error inside the device; the drive was set to zero
+
+ERROR_NAMES = {
+    E_MALFORMED: "malformed",
+    E_UNKNOWN_OP: "unknown_op",
+    E_MISSING_FIELD: "missing_field",
+    E_BAD_TYPE: "bad_type",
+    E_BAD_VALUE: "bad_value",
+    E_BAD_SHAPE: "bad_shape",
+    E_TOO_LARGE: "too_large",
+    E_HAL_FAULT: "hal_fault",
+    E_INTERNAL: "internal",
+}
+
+U32_MAX = 0xFFFFFFFF
+
+# Field types: "uint" (int 0..2**32-1, not bool), "bin" (bytes), "uints" (array of uint), "bool".
+# op -> (required fields, optional fields), each a tuple of (name, type).
+SCHEMA = {
+    HELLO: ((), ()),
+    PING: ((), (("data", "bin"),)),
+    CONFIG: ((), (("settle_us", "uint"), ("n_avg", "uint"), ("timeout_ms", "uint"),
+                  ("drive_lo", "uints"), ("drive_hi", "uints"))),
+    RUN: ((("n", "uint"), ("k", "uint"), ("drive", "bin")), ()),
+    STATUS: ((), ()),
+    STOP: ((), ()),
+    EXIT: ((), ()),
+}
+
+OPS = tuple(SCHEMA)
+
+
+def is_uint(v):
+    return type(v) is int and 0 <= v <= U32_MAX
+
+
+def _type_ok(value, kind):
+    if kind == "uint":
+        return is_uint(value)
+    if kind == "bin":
+        return isinstance(value, (bytes, bytearray, memoryview))
+    if kind == "uints":
+        if not isinstance(value, list):
+            return False
+        for v in value:
+            if not is_uint(v):
+                return False
+        return True
+    if kind == "bool":
+        return type(value) is bool
+    return False
+
+
+def validate(req):
+    """None if ``req`` is a well-formed request, else (error code, message). Never raises."""
+    if not isinstance(req, dict):
+        return E_MALFORMED, "request is not a map"
+    op = req.get("op")
+    if "seq" not in req:
+        return E_MISSING_FIELD, "missing field: seq"
+    if not is_uint(req["seq"]):
+        return E_BAD_TYPE, "seq must be a uint32"
+    if op is None:
+        return E_MISSING_FIELD, "missing field: op"
+    if not isinstance(op, str):
+        return E_BAD_TYPE, "op must be a string"
+    spec = SCHEMA.get(op)
+    if spec is None:
+        return E_UNKNOWN_OP, "unknown op: " + op[:32]
+    for name, kind in spec[0]:
+        if name not in req:
+            return E_MISSING_FIELD, "missing field: " + name
+        if not _type_ok(req[name], kind):
+            return E_BAD_TYPE, name + " must be " + kind
+    for name, kind in spec[1]:
+        if name in req and not _type_ok(req[name], kind):
+            return E_BAD_TYPE, name + " must be " + kind
+    return None
+
+
+def request_seq(req):
+    """The request's seq if it is a valid uint32, else None (then the reply carries nil)."""
+    if isinstance(req, dict):
+        seq = req.get("seq")
+        if is_uint(seq):
+            return seq
+    return None
+
+
+def reply(op, seq, fields=None):
+    """A reply map for ``op`` echoing ``seq``."""
+    out = {"op": op, "seq": seq}
+    if fields:
+        for key in fields:
+            out[key] = fields[key]
+    return out
+
+
+def error_reply(seq, code, msg, req_op=None):
+    """An ``error`` reply echoing ``seq`` (None when the request had no valid seq)."""
+    return {"op": ERROR, "seq": seq, "code": code, "msg": msg, "req": req_op}
