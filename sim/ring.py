@@ -72,7 +72,7 @@ class RingParams:
     passband_modes: float = 10.0  # half-width of the YIG delay-line passband in mode spacings (~50 MHz):
     # typical transmission bands of 20-100 MHz (Watt & Kostylev 2020, Anderson et al. 2022)
     passband_db: float = 1.0  # gain lost at +-passband_modes from the passband centre (typical)
-    detune_db: float = 0.6  # gain lost by the selected mode half a spacing off its 2-pi condition (typical)
+    detune_db: float = 0.3  # gain lost by the selected mode half a spacing off its 2-pi condition (typical)
     ripple_db: float = 0.4  # std of per-mode transmission ripple (steps at mode hops): YIG delay lines show
     # ~1 dB ripple from antenna reflections / multiple spin-wave modes (Anderson et al. 2022)
     mode_step_sharpness: float = 12.0  # sigmoid slope per mode spacing for the smoothed staircase (model
@@ -99,18 +99,22 @@ class RingParams:
     settle_s: float = 1e-3  # device seconds per forward row: coil and ring settle in 0.1-10 ms (RING_MODEL)
 
     # --- level B: virtual-node round-trip map (see pgt.sim.ring_memory) ------------------------------
+    # Envelope units: |a|^2 = 1 is the amplifier's saturation power. The five marked (*) were tuned together
+    # so that STM ~ 4.7 and PC ~ 1.6 (measured by Watt & Kostylev 2020-21: STM 4.68-4.77, PC 1.47-1.74).
     b_nodes: int = 32  # virtual nodes per round trip (Watt et al. 2021 use tens of nodes)
-    b_loop_gain: float = 0.82  # small-signal round-trip amplitude gain below threshold: memory
-    # ~ 1/(1 - g) ~ 5.6 round trips (tuned to STM ~ 4.7, Watt & Kostylev 2020-21)
-    b_phase: float = 0.7  # round-trip carrier phase offset in rad (any; sets interference between steps)
-    b_nl_phase: float = 0.6  # nonlinear phase per round trip per unit |a|^2 (spin-wave self-phase mod.)
-    b_nl_loss: float = 0.15  # nonlinear loss per unit |a|^2 (four-magnon scattering; typical)
-    b_p_sat: float = 1.0  # amplifier saturation |s|^2 in envelope units
-    b_coupling: float = 0.3  # fraction mixed in from the previous node (finite amplifier/YIG bandwidth)
-    b_input_scale: float = 0.6  # amplitude of the injected masked input
-    b_input_bias: float = 0.5  # carrier injected with the input so square-law readout sees it linearly
+    b_loop_gain: float = 0.95  # (*) small-signal round-trip amplitude gain, delay-line loss included:
+    # just below threshold, memory ~ 1/(1 - g) round trips (less once the amplifier compresses)
+    b_phase: float = 0.7  # round-trip carrier phase offset in rad (any value; sets interference of steps)
+    b_nl_phase: float = 5.0  # (*) nonlinear phase per round trip per unit |a|^2: spin-wave self-phase
+    # modulation reaches several rad at high power in active rings (soliton formation, Kalinikos et al.)
+    b_nl_loss: float = 0.3  # (*) nonlinear loss per unit |a|^2 (four-magnon scattering; typical)
+    b_p_sat: float = 1.0  # amplifier saturation |s|^2 (defines the envelope unit)
+    b_coupling: float = 0.6  # (*) fraction mixed in from the previous node: the node length is shorter
+    # than the amplifier/YIG response time (finite bandwidth), as in Watt et al. 2021
+    b_input_scale: float = 0.8  # (*) amplitude of the injected masked input, in envelope units
+    b_input_bias: float = 0.5  # carrier injected with the input, so the square-law readout sees it linearly
     b_amp_noise: float = 0.003  # amplifier noise per node per round trip (envelope units; ~40-50 dB SNR)
-    b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units)
+    b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units; ~40 dB SNR, RING_MODEL.md)
 
     def __post_init__(self) -> None:
         if self.n_inputs < 1 or self.n_outputs < 1:
@@ -202,9 +206,7 @@ class Ring:
         self.seed = seed
         self.level = level
         p = self.params
-        structure_rng, self._noise_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
-        )
+        structure_rng, self._noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         self._mix = _make_mixing(p, structure_rng)
         self.n_inputs = p.n_inputs
         self.n_outputs = p.n_outputs if level == "A" else p.b_nodes
@@ -241,9 +243,7 @@ class Ring:
         x = self._check(drive_mA, self.n_inputs, "drive block")
         return np.asarray(self._mean_map(self.normalise(x), self._drift_db[None, :])["g0"])
 
-    def _mean_map(
-        self, z: np.ndarray, drift_db: np.ndarray, want_grad: bool = False
-    ) -> dict[str, np.ndarray]:
+    def _mean_map(self, z: np.ndarray, drift_db: np.ndarray, want_grad: bool = False) -> dict[str, np.ndarray]:
         """Noise-free level-A map from z (n, k); returns intermediates (and local derivatives)."""
         p, mx = self.params, self._mix
         s = z @ mx.wg.T
@@ -253,14 +253,7 @@ class Ring:
         ripple = mx.ripple[:, 0] + np.einsum("nmk,mk->nm", sig, dr)
         u = (h - mx.hc) / p.passband_modes
         sin_ph = np.sin(np.pi * h)
-        g_db = (
-            mx.bias_db
-            + p.gain_span_db * s
-            - p.passband_db * u**2
-            - p.detune_db * sin_ph**2
-            + ripple
-            + drift_db
-        )
+        g_db = mx.bias_db + p.gain_span_db * s - p.passband_db * u**2 - p.detune_db * sin_ph**2 + ripple + drift_db
         g0 = np.exp(_LN10_10 * g_db)
         out: dict[str, np.ndarray] = {"s": s, "h": h, "g_db": g_db, "g0": g0}
         if want_grad:
@@ -274,9 +267,7 @@ class Ring:
             out["dgdb_dh"] = dgdb_dh
         return out
 
-    def _power_volts(
-        self, excess: np.ndarray, want_grad: bool = False
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _power_volts(self, excess: np.ndarray, want_grad: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Excess gain -> detector volts (noise-free), and dV/d(excess) if asked."""
         p = self.params
         b = p.threshold_sharpness
@@ -312,9 +303,7 @@ class Ring:
             excess = np.maximum(excess, -1e3)
         v, _ = self._power_volts(excess)
         if p.gain_noise_rel > 0.0:
-            v = p.v_offset + (v - p.v_offset) * (
-                1.0 + p.gain_noise_rel * self._noise_rng.standard_normal(v.shape)
-            )
+            v = p.v_offset + (v - p.v_offset) * (1.0 + p.gain_noise_rel * self._noise_rng.standard_normal(v.shape))
         if p.read_noise_V > 0.0:
             v = v + p.read_noise_V * self._noise_rng.standard_normal(v.shape)
         if p.adc_bits > 0:
@@ -323,14 +312,43 @@ class Ring:
         self.clock_s += n * self.settle_s
         return np.asarray(v)
 
+    def idle(self, seconds: float) -> None:
+        """Let simulated device time pass without a query (the drift keeps walking)."""
+        if seconds < 0:
+            raise ValueError("idle time must be non-negative")
+        p = self.params
+        if p.drift_rel_per_min > 0.0 and seconds > 0:
+            sigma = self._drift_sigma_db(seconds)
+            step = np.sqrt(0.5) * self._noise_rng.standard_normal() + np.sqrt(0.5) * self._noise_rng.standard_normal(
+                p.n_outputs
+            )
+            self._drift_db = self._drift_db + sigma * step
+        self.clock_s += seconds
+
+    def gain_axis(self, tap: int) -> np.ndarray:
+        """A drive direction (mA, max |entry| = 1) that raises tap's loop gain without moving its coil field.
+
+        Useful for threshold and hysteresis sweeps: ``mid + t * axis`` for t in a mA range.
+        """
+        mx = self._mix
+        wg, wh = mx.wg[tap], mx.wh[tap]
+        v = wg - (wg @ wh) / (wh @ wh) * wh
+        v = v * (self.drive_high - self.drive_low) / 2.0  # back from z to mA per unit z
+        return np.asarray(v / np.abs(v).max())
+
+    def _drift_sigma_db(self, seconds: float) -> float:
+        """RMS drift of G0 in dB over ``seconds`` (random walk)."""
+        p = self.params
+        return float(10.0 * np.log10(1.0 + p.drift_rel_per_min) * np.sqrt(seconds / 60.0))
+
     def _advance_drift(self, n: int) -> np.ndarray:
         """Drift (dB) for each of n rows, advancing the random walk by settle_s per row."""
         p = self.params
         m = self.params.n_outputs
         if p.drift_rel_per_min <= 0.0 or n == 0:
             return np.broadcast_to(self._drift_db, (n, m))
-        # RMS relative change of G0 per minute -> dB per sqrt(s); half common (temperature), half per tap.
-        sigma = 10.0 * np.log10(1.0 + p.drift_rel_per_min) / np.sqrt(60.0) * np.sqrt(self.settle_s)
+        # RMS relative change of G0 per minute -> dB per row; half common (temperature), half per tap.
+        sigma = self._drift_sigma_db(self.settle_s)
         common = self._noise_rng.standard_normal((n, 1))
         own = self._noise_rng.standard_normal((n, m))
         steps = sigma * (np.sqrt(0.5) * common + np.sqrt(0.5) * own)

@@ -1,0 +1,174 @@
+"""Characterise a simulated ring the way one would characterise the real one, and plot it.
+
+``characterize(out_dir)`` writes ``transfer.png`` (drive -> output per channel), ``threshold.png`` (a gain
+sweep up then down: threshold and hysteresis loop), ``noise.png`` (one drive repeated), ``drift.png``
+(one drive read over simulated minutes) and ``summary.txt`` (the figures, including STM and PC of level B
+with a ridge readout), and returns the figures as a dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .ring import Ring, RingParams  # noqa: E402
+from .ring_memory import memory_figures  # noqa: E402
+
+__all__ = ["characterize"]
+
+
+def _transfer(ring: Ring, out: Path, n_points: int = 101) -> dict[str, float]:
+    """Sweep each channel over its range with the others at mid-range."""
+    k = ring.n_inputs
+    mid = (ring.drive_low + ring.drive_high) / 2.0
+    cols = int(np.ceil(np.sqrt(k)))
+    rows = int(np.ceil(k / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), sharey=True, squeeze=False)
+    spans = []
+    for c in range(k):
+        sweep = np.linspace(ring.drive_low[c], ring.drive_high[c], n_points)
+        x = np.tile(mid, (n_points, 1))
+        x[:, c] = sweep
+        v = ring.forward(x)
+        spans.append(float(np.ptp(v, axis=0).max()))
+        ax = axes[c // cols][c % cols]
+        ax.plot(sweep, v, lw=0.7)
+        ax.set_title(f"drive channel {c}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for c in range(k, rows * cols):
+        axes[c // cols][c % cols].axis("off")
+    fig.supxlabel("drive (mA), others at mid-range")
+    fig.supylabel("detector output (V), all taps")
+    fig.tight_layout()
+    fig.savefig(out / "transfer.png", dpi=90)
+    plt.close(fig)
+    return {"transfer_max_swing_V": float(max(spans))}
+
+
+def _area(y: np.ndarray, x: np.ndarray) -> float:
+    """Trapezoid integral of y over x (|dx|)."""
+    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.abs(np.diff(x))))
+
+
+def _threshold(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
+    """Sweep one tap's loop gain up then down (coil field held): threshold and hysteresis loop."""
+    mid = (ring.drive_low + ring.drive_high) / 2.0
+    t = np.linspace(-1.0, 1.0, n_points) * float(np.max(ring.drive_high - ring.drive_low)) / 2.0
+    best, best_x = 0, np.zeros((n_points, ring.n_inputs))
+    best_score = -np.inf
+    for tap in range(ring.n_outputs):  # the tap whose sweep crosses threshold nearest the middle
+        x = np.clip(mid + t[:, None] * ring.gain_axis(tap), ring.drive_low, ring.drive_high)
+        g = ring.loop_gain(x)[:, tap]
+        if g.min() < 0.9 and g.max() > 1.3:
+            score = -abs(float(np.argmin(np.abs(g - 1.0))) - n_points / 2)
+            if score > best_score:
+                best, best_x, best_score = tap, x, score
+    x = best_x
+    g = ring.loop_gain(x)[:, best]
+    up = ring.forward(x)[:, best]
+    down = ring.forward(x[::-1])[::-1, best]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    g_th, band = ring.params.threshold_gain, max(ring.params.hysteresis_band, 0.01)
+    near = np.abs(g - g_th) < 4 * band
+    for ax, sel, title in ((axes[0], slice(None), "threshold"), (axes[1], near, "hysteresis (zoom)")):
+        ax.plot(g[sel], up[sel], ".-", ms=2, lw=0.8, label="gain up")
+        ax.plot(g[sel], down[sel], ".-", ms=2, lw=0.8, label="gain down")
+        ax.axvline(g_th, color="k", lw=0.5, ls=":")
+        ax.set_xlabel("small-signal loop gain G0")
+        ax.set_title(title)
+    axes[0].set_ylabel(f"tap {best} output (V)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "threshold.png", dpi=90)
+    plt.close(fig)
+    return {"threshold_tap": float(best), "hysteresis_loop_area_V": _area(np.abs(down - up), g)}
+
+
+def _noise(ring: Ring, out: Path, n: int = 2000) -> dict[str, float]:
+    """Repeat one drive ``n`` times: spread per tap, histogram of the busiest tap."""
+    mid = (ring.drive_low + ring.drive_high) / 2.0
+    v = ring.forward(np.tile(mid, (n, 1)))
+    tap = int(np.argmax(v.mean(axis=0)))
+    dev = v[:, tap] - v[:, tap].mean()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(dev * 1e3, bins=50)
+    ax.set_xlabel(f"tap {tap} output - mean (mV), {n} repeats of one drive")
+    ax.set_ylabel("count")
+    ax.set_title(f"noise: std {dev.std() * 1e3:.2f} mV at {v[:, tap].mean():.3f} V")
+    fig.tight_layout()
+    fig.savefig(out / "noise.png", dpi=90)
+    plt.close(fig)
+    return {"noise_std_V": float(dev.std()), "noise_mean_V": float(v[:, tap].mean())}
+
+
+def _drift(ring: Ring, out: Path, minutes: float = 10.0, reads: int = 20, every_s: float = 5.0) -> dict[str, float]:
+    """Read one drive ``reads`` times every ``every_s`` simulated seconds for ``minutes``."""
+    mid = (ring.drive_low + ring.drive_high) / 2.0
+    block = np.tile(mid, (reads, 1))
+    times, means = [], []
+    n_points = int(minutes * 60.0 / every_s)
+    for _ in range(n_points):
+        times.append(ring.clock_s)
+        means.append(ring.forward(block).mean(axis=0))
+        ring.idle(max(every_s - reads * ring.settle_s, 0.0))
+    t = np.asarray(times) / 60.0
+    m = np.asarray(means)
+    active = m[0] > ring.params.v_offset + 0.05
+    rel = m[:, active] / m[0, active] - 1.0 if active.any() else np.zeros((len(t), 1))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(t, 100.0 * rel, lw=0.7)
+    ax.set_xlabel("simulated device time (min)")
+    ax.set_ylabel("output change (%), active taps")
+    ax.set_title("drift at a fixed drive")
+    fig.tight_layout()
+    fig.savefig(out / "drift.png", dpi=90)
+    plt.close(fig)
+    # Slow component: mean of the last minute minus mean of the first minute (per-read noise averages out).
+    k = max(int(60.0 / every_s), 1)
+    change = rel[-k:].mean(axis=0) - rel[:k].mean(axis=0)
+    per_min = float(np.sqrt(np.mean(change**2) / max(minutes - 1.0, 1e-9)))
+    return {"drift_output_rel_rms_per_sqrt_min": per_min, "drift_minutes": float(minutes)}
+
+
+def characterize(out_dir: Path, seed: int = 0, level: str = "A") -> dict[str, Any]:
+    """Write the characterisation plots and summary.txt into ``out_dir``; return the summary figures."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = RingParams()
+    ring = Ring(params, seed=seed, level=level)
+    figures: dict[str, Any] = {"seed": seed, "level": level, "n_inputs": ring.n_inputs, "n_outputs": ring.n_outputs}
+    figures.update(_transfer(ring, out))
+    if level == "A":
+        # Threshold loop on a fresh ring with drift off, so the loop is the hysteresis and not the walk.
+        figures.update(_threshold(Ring(dataclasses.replace(params, drift_rel_per_min=0.0), seed=seed), out))
+    figures.update(_noise(Ring(params, seed=seed, level=level), out))
+    if level == "A":
+        figures.update(_drift(Ring(params, seed=seed), out))
+        rng = np.random.default_rng(seed)
+        g0 = Ring(params.noise_free(), seed=seed).loop_gain(
+            rng.uniform(ring.drive_low, ring.drive_high, (2000, ring.n_inputs))
+        )
+        figures["fraction_above_threshold_uniform_drive"] = float((g0 > params.threshold_gain).mean())
+    mem = memory_figures(seed=seed, params=params)
+    figures["level_b_stm"] = mem["stm"]
+    figures["level_b_pc"] = mem["pc"]
+    figures["read_noise_V_param"] = params.read_noise_V
+    figures["gain_noise_rel_param"] = params.gain_noise_rel
+    figures["drift_rel_per_min_param"] = params.drift_rel_per_min
+    figures["settle_s"] = params.settle_s
+    lines = [f"pgt simulated ring characterisation (seed {seed}, level {level})", ""]
+    lines += [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in figures.items()]
+    lines += [
+        "",
+        "STM / PC: level B, random binary input, ridge readout, delays 1..20, held-out half.",
+        "Real ring (Watt & Kostylev 2020-21): STM 4.68-4.77, PC 1.47-1.74.",
+    ]
+    (out / "summary.txt").write_text("\n".join(lines) + "\n")
+    return figures
