@@ -1,0 +1,30 @@
+"""characterize() writes its plots and summary and returns the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgt.sim.characterize import characterize
+from pgt.sim.ring import RingParams
+
+
+def test_characterize_writes_files(tmp_path: Path) -> None:
+    out = tmp_path / "char"
+    figs = characterize(out, seed=1)
+    for name in ("transfer.png", "threshold.png", "noise.png", "drift.png", "summary.txt"):
+        path = out / name
+        assert path.exists() and path.stat().st_size > 100, name
+    assert (out / "transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "summary.txt").read_text()
+    assert "level_b_stm" in text and "level_b_pc" in text
+    assert 3.0 < figs["level_b_stm"] < 7.0 and 0.8 < figs["level_b_pc"] < 3.0
+    p = RingParams()
+    assert abs(figs["noise_std_V"] / p.read_noise_V - 1.0) < 0.5
+    assert figs["hysteresis_loop_area_V"] > 0.0
+    assert 0.2 < figs["fraction_above_threshold_uniform_drive"] < 0.8
+
+
+def test_characterize_level_b(tmp_path: Path) -> None:
+    figs = characterize(tmp_path, seed=0, level="B")
+    assert (tmp_path / "transfer.png").exists() and (tmp_path / "summary.txt").exists()
+    assert figs["level"] == "B" and "level_b_stm" in figs
