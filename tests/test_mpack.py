@@ -5,6 +5,7 @@ from typing import Any
 import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pgt.protocol import mpack
 
 scalars = (

@@ -7,6 +7,7 @@ Script lines: ``req <hex payload>``, ``wait <ms>``, ``poll``, ``fail`` (the HAL 
 import binascii
 
 from fake_hal import FakeClock, FakeHAL
+
 from pgt.firmware.core import Core
 
 
