@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from pgt.errors import UserError
 
 __all__ = [

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+
 from pgt.reservoir import DifferentiableReservoir, Reservoir
 from pgt.sim.ring import Ring, RingParams, RingReservoir, make_ring_reservoir
 from pgt.sim.ring_memory import memory_figures, ridge_fit
@@ -361,3 +362,49 @@ def test_stm_and_pc_near_the_real_ring() -> None:
     assert np.all((stm > 3.5) & (stm < 6.0)), stm
     assert np.all((pc > 1.0) & (pc < 2.5)), pc
     assert 4.0 < stm.mean() < 5.5 and 1.3 < pc.mean() < 2.1
+
+
+def test_dense_ring_dense_trains_on_digits_through_the_exact_vjp() -> None:
+    """The trainer's network shape: 64 -> 16 tanh -> drive (mA) -> ring -> 32 -> 10, trained by backprop
+    through ``vjp``. It must learn (measured: 96-98 % test accuracy after 12 epochs)."""
+    from sklearn.datasets import load_digits
+
+    xs, ys = load_digits(return_X_y=True)
+    xs = xs / 16.0 - 0.5
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(ys))
+    tr, te = idx[:1400], idx[1400:]
+    ring = Ring(QUIET, seed=0)
+    w1, b1 = rng.normal(size=(64, 16)) * 0.3, np.zeros(16)
+    w2, b2 = rng.normal(size=(32, 10)) * 0.1, np.zeros(10)
+    y0 = ring.forward(50.0 + 45.0 * np.tanh(xs[tr] @ w1))
+    mu, sd = y0.mean(axis=0), y0.std(axis=0) + 1e-3
+    params = [w1, b1, w2, b2]
+    m1 = [np.zeros_like(q) for q in params]
+    m2 = [np.zeros_like(q) for q in params]
+
+    def forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        a = np.tanh(x @ w1 + b1)
+        u = 50.0 + 45.0 * a
+        z = (ring.forward(u) - mu) / sd
+        return a, u, z, z @ w2 + b2
+
+    step = 0
+    for _ in range(12):
+        order = rng.permutation(tr)
+        for i in range(0, len(order), 64):
+            bi = order[i : i + 64]
+            a, u, z, logits = forward(xs[bi])
+            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(len(bi)), ys[bi]] -= 1.0
+            g = p / len(bi)
+            gh = ring.vjp(u, (g @ w2.T) / sd) * 45.0 * (1.0 - a**2)
+            grads = [xs[bi].T @ gh, gh.sum(axis=0), z.T @ g, g.sum(axis=0)]
+            step += 1
+            for j, (q, gq) in enumerate(zip(params, grads)):
+                m1[j] = 0.9 * m1[j] + 0.1 * gq
+                m2[j] = 0.999 * m2[j] + 0.001 * gq**2
+                q -= 0.01 * (m1[j] / (1 - 0.9**step)) / (np.sqrt(m2[j] / (1 - 0.999**step)) + 1e-8)
+    accuracy = (forward(xs[te])[3].argmax(axis=1) == ys[te]).mean()
+    assert accuracy > 0.92, accuracy
