@@ -226,11 +226,13 @@ class RandomFeatureSurrogate:
         phi = np.tanh(x @ self.A + self.b)
         return np.concatenate([np.ones((u.shape[0], 1)), x, phi], axis=1), x, phi
 
-    def fit(self, u: Array, y: Array) -> None:
+    def fit(self, u: Array, y: Array) -> float:
+        """Refit on (drives, normalised readings); returns the RMS training residual."""
         f, _, _ = self._features(u)
         scale = np.mean(f * f, axis=0)
         gram = f.T @ f + self.ridge * u.shape[0] * np.diag(scale + 1e-12)
         self.W = np.linalg.solve(gram, f.T @ y)
+        return float(np.sqrt(np.mean((f @ self.W - y) ** 2)))
 
     def predict(self, u: Array) -> Array:
         if self.W is None:
@@ -288,8 +290,7 @@ class SurrogatePGT(Estimator):
             self.surrogate.set_range(ph.low, ph.high)
         u = np.concatenate(self._u)[-self.buffer :]
         y = ph.normalise(np.concatenate(self._y)[-self.buffer :])
-        self.surrogate.fit(u, y)
-        self.fit_error = float(np.sqrt(np.mean((self.surrogate.predict(u) - y) ** 2)))
+        self.fit_error = self.surrogate.fit(u, y)
         self._since_fit = 0
 
     def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:

@@ -234,7 +234,7 @@ class Trainer:
                          "params": {k: v.copy() for k, v in self.model.params.items()}}
         rec = {
             "step": self.step,
-            "loss": self._loss_sum / max(self._loss_n, 1),
+            "loss": self._loss_sum / self._loss_n if self._loss_n else None,
             "val_acc": val_acc,
             "test_acc": test_acc,
             "training_queries": self.counters.training,
@@ -393,8 +393,9 @@ def fit(
 
 def progress_line(rec: dict[str, Any]) -> str:
     """One line for a metrics record: step, loss, accuracies, queries, device time."""
+    loss = "   -  " if rec["loss"] is None else format(rec["loss"], ".4f")
     return (
-        f"step {rec['step']:5d}  loss {rec['loss']:.4f}  val {100 * rec['val_acc']:5.1f}%  "
+        f"step {rec['step']:5d}  loss {loss}  val {100 * rec['val_acc']:5.1f}%  "
         f"test {100 * rec['test_acc']:5.1f}%  queries {rec['queries']:,} "
         f"(train {rec['training_queries']:,})  device {rec['device_seconds']:.1f} s"
     )
