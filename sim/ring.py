@@ -20,7 +20,9 @@ quantisation. Drift is a random walk of ``G0`` (in dB) that evolves with the sim
 (with excess ``G0 - 1 + hb``) until ``G0 < 1 - hb``; off, it starts only at ``G0 > 1``.
 
 Level B (``level="B"``) is the time-multiplexed virtual-node round-trip map of :mod:`pgt.sim.ring_memory`;
-``forward`` treats each row as one input step of a running series (the state persists across calls).
+``forward`` treats each row as one input step (one round trip) of a running series (the state persists
+across calls, so it is history-dependent and has no vjp) and reads the node powers through the detector
+(``v_offset + b_volts_per_unit |a|^2``) and the ADC; ``run_series`` returns the raw node powers.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class RingParams:
     read_noise_V: float = 0.005  # additive; 20 log10(0.5 V / 5 mV) = 40 dB SNR, mid of 30-50 dB (RING_MODEL)
     gain_noise_rel: float = 0.005  # multiplicative noise per query (typical amplifier gain jitter, 0.5 %)
     drift_rel_per_min: float = 0.003  # random walk of G0: RMS 0.3 %/min (RING_MODEL: 0.1-1 %/min)
-    adc_bits: int = 12  # microcontroller ADC (RING_MODEL.md; RP2040/ESP32 are 12 bit)
+    adc_bits: int = 12  # microcontroller ADC (RING_MODEL.md; RP2040/ESP32 are 12 bit); 0 = no quantisation
     volts_low: float = 0.0  # ADC input range: 0..3.3 V reference (RP2040 ADC_VREF)
     volts_high: float = 3.3
     settle_s: float = 1e-3  # device seconds per forward row: coil and ring settle in 0.1-10 ms (RING_MODEL)
@@ -116,6 +118,8 @@ class RingParams:
     b_input_bias: float = 0.5  # carrier injected with the input, so the square-law readout sees it linearly
     b_amp_noise: float = 0.003  # amplifier noise per node per round trip (envelope units; ~40-50 dB SNR)
     b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units; ~40 dB SNR, RING_MODEL.md)
+    b_volts_per_unit: float = 0.5  # detector volts per unit |a|^2 in forward(): saturation power at the
+    # detector is ~0.5 mW (p_sat_mW / 4 through the readout coupler) x kappa ~ 0.5 V, square-law region
 
     def __post_init__(self) -> None:
         if self.n_inputs < 1 or self.n_outputs < 1:
@@ -126,6 +130,18 @@ class RingParams:
             raise ValueError("volts_high must exceed volts_low")
         if self.b_nodes < 1:
             raise ValueError("level B needs at least one virtual node")
+        for name in (
+            "hysteresis_band",
+            "read_noise_V",
+            "gain_noise_rel",
+            "drift_rel_per_min",
+            "adc_bits",
+            "b_amp_noise",
+            "b_read_noise",
+            "settle_s",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative")
 
     def noise_free(self) -> RingParams:
         """A copy with every noise, drift, quantisation and hysteresis switched off (a pure function)."""
@@ -289,11 +305,11 @@ class Ring:
         """Drive with a block (n, n_inputs) of currents in mA; return detector volts (n, n_outputs)."""
         x = self._check(drive_mA, self.n_inputs, "drive block")
         n = x.shape[0]
-        if self._b is not None:
-            out = np.asarray(self._b.forward(self.normalise(x)))
-            self.clock_s += n * self.settle_s
-            return out
         p = self.params
+        if self._b is not None:
+            v = p.v_offset + p.b_volts_per_unit * np.asarray(self._b.forward(self.normalise(x)))
+            self.clock_s += n * self.settle_s
+            return self._quantise(v)
         drift = self._advance_drift(n)
         mm = self._mean_map(self.normalise(x), drift)
         g0 = mm["g0"]
@@ -307,10 +323,15 @@ class Ring:
             v = p.v_offset + (v - p.v_offset) * (1.0 + p.gain_noise_rel * self._noise_rng.standard_normal(v.shape))
         if p.read_noise_V > 0.0:
             v = v + p.read_noise_V * self._noise_rng.standard_normal(v.shape)
+        self.clock_s += n * self.settle_s
+        return self._quantise(v)
+
+    def _quantise(self, v: np.ndarray) -> np.ndarray:
+        """ADC: clip to the input range and round to the code grid (if adc_bits > 0)."""
+        p = self.params
         if p.adc_bits > 0:
             lsb = (p.volts_high - p.volts_low) / (2**p.adc_bits - 1)
             v = p.volts_low + lsb * np.round((np.clip(v, p.volts_low, p.volts_high) - p.volts_low) / lsb)
-        self.clock_s += n * self.settle_s
         return np.asarray(v)
 
     def idle(self, seconds: float) -> None:
@@ -372,10 +393,10 @@ class Ring:
         return np.asarray(state)
 
     def vjp(self, drive_mA: np.ndarray, grad_volts: np.ndarray) -> np.ndarray:
-        """Exact d<grad_volts, V(drive)>/d drive (mA^-1 V-weighted) of the noise-free level-A map.
+        """Exact ``d<grad_volts, V(drive)>/d drive`` (n, n_inputs) of the noise-free level-A map.
 
-        Zero for channels at or beyond their limits only beyond them (clipping gives flat regions); at the
-        limit itself the one-sided interior derivative is returned. Does not advance the clock.
+        Zero for channels beyond their limits (clipping gives flat regions); at a limit itself the one-sided
+        interior derivative is returned. Does not advance the clock and is not a query.
         """
         if self.level != "A":
             raise NotImplementedError("vjp is available for level A only")
@@ -451,6 +472,7 @@ class RingReservoir:
             "settle_s": self.ring.settle_s,
             "volts_low": self.ring.volts_low,
             "volts_high": self.ring.volts_high,
+            "params": dataclasses.asdict(self.ring.params),
         }
 
     def forward(self, x: np.ndarray) -> np.ndarray:
