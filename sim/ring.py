@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 _LN10_10 = np.log(10.0) / 10.0  # d(G)/d(G_dB) = G * ln(10)/10
+_WINDOW = 10  # mode-hop steps evaluated around h (+-5 spacings: sigmoid(-60) ~ 1e-26 at sharpness 12)
 
 
 class DriveShapeError(UserError, ValueError):
@@ -190,6 +191,7 @@ class _Mixing:
     ripple: np.ndarray  # (m, K+1) per-mode transmission ripple in dB
     k_lo: int  # lowest mode index represented
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,) half-integer step positions
+    dripple: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (m, K) ripple change per hop
 
 
 def _make_mixing(p: RingParams, rng: np.random.Generator) -> _Mixing:
@@ -205,7 +207,8 @@ def _make_mixing(p: RingParams, rng: np.random.Generator) -> _Mixing:
     k_lo = -k_max
     steps = np.arange(k_lo, k_max) + 0.5  # K steps between modes k_lo .. k_max
     ripple = rng.normal(0.0, p.ripple_db, size=(m, steps.size + 1))
-    return _Mixing(wg=wg, wh=wh, h0=h0, hc=hc, bias_db=bias_db, ripple=ripple, k_lo=k_lo, steps=steps)
+    dripple = np.diff(ripple, axis=1)
+    return _Mixing(wg=wg, wh=wh, h0=h0, hc=hc, bias_db=bias_db, ripple=ripple, k_lo=k_lo, steps=steps, dripple=dripple)
 
 
 class Ring:
@@ -265,16 +268,24 @@ class Ring:
         p, mx = self.params, self._mix
         s = z @ mx.wg.T
         h = z @ mx.wh.T + mx.h0
-        sig = _sigmoid(p.mode_step_sharpness * (h[..., None] - mx.steps))  # (n, m, K)
-        dr = np.diff(mx.ripple, axis=1)  # (m, K): ripple change at each hop
-        ripple = mx.ripple[:, 0] + np.einsum("nmk,mk->nm", sig, dr)
+        # Smoothed staircase ripple(h) = r_0 + sum_k sigmoid(beta (h - step_k)) (r_{k+1} - r_k). Steps more
+        # than _WINDOW/2 mode spacings away are exactly 0 or 1 in float64 at the default sharpness, so only a
+        # window of steps around h is evaluated (the ones below it telescope into r_lo).
+        win = min(_WINDOW, mx.steps.size)
+        lo = np.floor(h - mx.steps[0]).astype(np.intp) - win // 2 + 1
+        lo = np.clip(lo, 0, mx.steps.size - win)
+        cols = lo[..., None] + np.arange(win)  # (n, m, W) step indices
+        rows = np.arange(h.shape[1])[None, :, None]
+        dr = mx.dripple[rows, cols]  # (n, m, W)
+        sig = _sigmoid(p.mode_step_sharpness * (h[..., None] - mx.steps[cols]))
+        ripple = mx.ripple[np.arange(h.shape[1])[None, :], lo] + np.sum(sig * dr, axis=-1)
         u = (h - mx.hc) / p.passband_modes
         sin_ph = np.sin(np.pi * h)
         g_db = mx.bias_db + p.gain_span_db * s - p.passband_db * u**2 - p.detune_db * sin_ph**2 + ripple + drift_db
         g0 = np.exp(_LN10_10 * g_db)
         out: dict[str, np.ndarray] = {"s": s, "h": h, "g_db": g_db, "g0": g0}
         if want_grad:
-            dripple_dh = p.mode_step_sharpness * np.einsum("nmk,mk->nm", sig * (1.0 - sig), dr)
+            dripple_dh = p.mode_step_sharpness * np.sum(sig * (1.0 - sig) * dr, axis=-1)
             dgdb_dh = (
                 -2.0 * p.passband_db * u / p.passband_modes
                 - p.detune_db * 2.0 * sin_ph * np.cos(np.pi * h) * np.pi
