@@ -6,6 +6,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from pgt.reservoir import DifferentiableReservoir, Reservoir
 from pgt.sim.ring import Ring, RingParams, RingReservoir, make_ring_reservoir
@@ -408,3 +411,29 @@ def test_dense_ring_dense_trains_on_digits_through_the_exact_vjp() -> None:
                 q -= 0.01 * (m1[j] / (1 - 0.9**step)) / (np.sqrt(m2[j] / (1 - 0.999**step)) + 1e-8)
     accuracy = (forward(xs[te])[3].argmax(axis=1) == ys[te]).mean()
     assert accuracy > 0.92, accuracy
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    arrays(np.float64, (3, 16), elements=st.floats(-1e6, 1e6, allow_nan=False)),
+    st.integers(0, 2**31 - 1),
+)
+def test_any_finite_drive_gives_finite_readings_in_adc_range(x: np.ndarray, seed: int) -> None:
+    ring = Ring(seed=seed % 1000)
+    v = ring.forward(x)
+    assert np.all(np.isfinite(v))
+    assert np.all((v >= ring.volts_low) & (v <= ring.volts_high))
+    g = Ring(QUIET, seed=seed % 1000).vjp(x, np.ones((3, 32)))
+    assert np.all(np.isfinite(g))
+    outside = (x < ring.drive_low) | (x > ring.drive_high)
+    assert np.all(g[outside] == 0.0)
+
+
+def test_noise_free_switches_everything_off() -> None:
+    p = RingParams()
+    assert not p.is_noise_free
+    q = p.noise_free()
+    assert q.is_noise_free and q.hysteresis_band == 0 and q.adc_bits == 0 and q.drift_rel_per_min == 0
+    assert dataclasses.replace(q, read_noise_V=0.001).is_noise_free is False
+    with pytest.raises(ValueError):
+        RingParams(read_noise_V=-1.0)
