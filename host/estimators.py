@@ -316,7 +316,7 @@ class ParameterPGT(Estimator):
     ``params`` restricts the perturbation to parameters whose name starts with one of the given prefixes
     (default: all); the others get a zero gradient. Every perturbed copy of the model goes through the
     device in the same block as the baseline, row-interleaved. ``sigma`` is relative to the RMS of the
-    perturbed parameters; None = 1e-2 (or from calibration).
+    perturbed parameters; None = chosen by :meth:`calibrate` (1e-2 if never calibrated).
     """
 
     name = "param"
@@ -324,8 +324,14 @@ class ParameterPGT(Estimator):
     def __init__(
         self, seed: int | np.random.Generator = 0, directions: int = 1, two_sided: bool = True,
         dist: str = "rademacher", sigma: float | None = None, params: tuple[str, ...] | None = None,
+        snr: float = 3.0, sigma_range: tuple[float, float] = (1e-3, 0.2),
     ) -> None:
         super().__init__(seed)
+        self.snr = snr
+        self.sigma_range = sigma_range
+        self._dirs: list[dict[str, Array]] = []
+        self._c = 0.0
+        self._names_used: list[str] = []
         if directions < 1:
             raise UserError("directions must be at least 1")
         self.directions = directions
@@ -345,14 +351,37 @@ class ParameterPGT(Estimator):
         return names
 
     def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
+        """Device noise, then the loss noise and the loss-difference slope to choose ``sigma``.
+
+        Repeats the unperturbed batch ``r`` times and evaluates ``r`` antithetic pairs at ``sigma0`` (one
+        block); ``sigma`` is set so that a loss difference stands ``snr`` times above the loss noise of a
+        difference, within ``sigma_range``.
+        """
         cal = measure_noise(model, batch[0], self.rng)
         if self.sigma is None:
-            self.sigma = 1e-2
+            r, sigma0 = 4, 1e-2
+            saved = (self.directions, self.two_sided, self.sigma)
+            self.directions, self.two_sided, self.sigma = r, True, sigma0
+            try:
+                losses, q = self._losses(model, batch, extra_baselines=r)
+            finally:
+                self.directions, self.two_sided, self.sigma = saved
+            cal.queries += q
+            base = np.asarray(losses[:r])
+            diffs = np.asarray(losses[r::2]) - np.asarray(losses[r + 1 :: 2])
+            loss_noise = float(base.std(ddof=1))
+            signal = float(np.sqrt(np.mean(diffs**2)))
+            want = sigma0 * self.snr * np.sqrt(2.0) * loss_noise / max(signal, 1e-30)
+            self.sigma = float(np.clip(want, *self.sigma_range))
         cal.sigma = self.sigma
         self.calibration = cal
         return cal
 
-    def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:
+    def _losses(self, model: HybridModel, batch: Batch, extra_baselines: int = 0) -> tuple[list[float], int]:
+        """Losses of every version of the model (baselines first, then +/- or + per direction), one block.
+
+        Draws the directions into ``self._dirs`` and the step size into ``self._c``.
+        """
         x, labels = batch
         ph = model.physical
         names = self._names(model)
@@ -362,7 +391,8 @@ class ParameterPGT(Estimator):
         K = self.directions
         dirs = [{n: _directions(self.rng, base[n].shape, self.dist) for n in names} for _ in range(K)]
         signs = [(i, s) for i in range(K) for s in ((1.0, -1.0) if self.two_sided else (1.0,))]
-        versions: list[tuple[int, float]] = ([] if self.two_sided else [(-1, 0.0)]) + signs
+        n_base = extra_baselines + (0 if self.two_sided else 1)
+        versions: list[tuple[int, float]] = [(-1, 0.0)] * n_base + signs
 
         def set_version(i: int, s: float) -> None:
             for n in names:
@@ -375,7 +405,7 @@ class ParameterPGT(Estimator):
                 a, pc = model.pre(x)
                 drives.append(ph.drive(a)[0])
                 caches.append(pc)
-            block = np.stack(drives, axis=1)  # (rows, V, k): interleaved
+            block = np.stack(drives, axis=1)  # (rows, V, k): the versions interleaved row by row
             n_rows, n_v = block.shape[0], block.shape[1]
             y = ph.query(block.reshape(-1, ph.k)).reshape(n_rows, n_v, ph.m)
             losses = []
@@ -385,20 +415,23 @@ class ParameterPGT(Estimator):
                 losses.append(softmax_cross_entropy(logits, labels)[0])
         finally:
             set_version(-1, 0.0)
+        self._dirs, self._c, self._names_used = dirs, c, names
+        return losses, int(n_rows * n_v)
+
+    def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:
+        losses, queries = self._losses(model, batch)
+        dirs, c, names, K = self._dirs, self._c, self._names_used, self.directions
         grads: Grads = {n: np.zeros_like(p) for n, p in model.params.items()}
         if self.two_sided:
-            for i in range(K):
-                coef = (losses[2 * i] - losses[2 * i + 1]) / (2.0 * c * K)
-                for n in names:
-                    grads[n] += coef * dirs[i][n]
+            coefs = [(losses[2 * i] - losses[2 * i + 1]) / (2.0 * c * K) for i in range(K)]
             loss = float(np.mean(losses))
         else:
-            for i in range(K):
-                coef = (losses[i + 1] - losses[0]) / (c * K)
-                for n in names:
-                    grads[n] += coef * dirs[i][n]
+            coefs = [(losses[i + 1] - losses[0]) / (c * K) for i in range(K)]
             loss = float(losses[0])
-        return loss, grads, int(n_rows * n_v)
+        for i, coef in enumerate(coefs):
+            for n in names:
+                grads[n] += coef * dirs[i][n]
+        return loss, grads, queries
 
 
 ESTIMATORS: dict[str, type[Estimator]] = {

@@ -32,8 +32,9 @@ class PhysicalLayer:
         finite = np.isfinite(low) & np.isfinite(high)
         self.low = low
         self.high = high
-        self.center = np.where(finite, 0.5 * (low + high), 0.0)
-        self.scale = np.where(finite, 0.5 * (high - low) * margin, 1.0)
+        self.center = np.where(finite, 0.5 * (np.where(finite, low, 0.0) + np.where(finite, high, 0.0)), 0.0)
+        self.scale = np.where(finite, 0.5 * (np.where(finite, high, 1.0) - np.where(finite, low, -1.0)) * margin,
+                              1.0)
         self.mu = np.zeros(self.m)
         self.sd = np.ones(self.m)
         self.calibrated = False
