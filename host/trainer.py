@@ -138,6 +138,7 @@ class Trainer:
         cfg = self.config
         if cfg.steps < 0 or cfg.batch_size < 1 or cfg.eval_every < 1 or cfg.checkpoint_every < 1:
             raise UserError("steps must be >= 0; batch size, eval and checkpoint intervals >= 1")
+        make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, 1.0, cfg.steps), cfg.clip)  # validate names
         self.reservoir = reservoir
         self.task = task or load_task(cfg.task)
         self.on_eval = on_eval

@@ -1,0 +1,61 @@
+"""``pgt train`` and ``pgt demo`` end to end (in-process simulated ring): outputs, resume, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pgt.cli import main
+
+pytest.importorskip("pgt.sim.ring")
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert needle in err
+
+
+def test_train_writes_metrics_checkpoint_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--steps", "20", "--eval-every", "10", "--checkpoint-every", "10", "--out", str(tmp_path)])
+    assert rc == 0
+    captured = capsys.readouterr()
+    (run_dir,) = tmp_path.iterdir()
+    assert run_dir.name.startswith("digits-mlp-surrogate-s0-")
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [0, 10, 20]
+    assert lines[-1]["queries"] > lines[-1]["training_queries"] > 20 * 32
+    assert (run_dir / "checkpoint.pkl").exists() and (run_dir / "accuracy.png").stat().st_size > 1000
+    assert json.loads((run_dir / "config.json").read_text())["config"]["seed"] == 0
+    assert "queries" in captured.err and "device" in captured.err  # progress lines on stderr
+    assert "best test accuracy" in captured.out
+
+    # Resuming a finished run changes nothing.
+    before = (run_dir / "metrics.jsonl").read_bytes()
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    assert (run_dir / "metrics.jsonl").read_bytes() == before
+
+
+def test_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(capsys, ["train", "--task", "mnist", "--out", str(tmp_path)], "unknown task 'mnist'")
+    _one_line_error(capsys, ["train", "--estimator", "magic", "--out", str(tmp_path)], "unknown estimator")
+    _one_line_error(capsys, ["train", "--model", "cnn", "--out", str(tmp_path)], "unknown model")
+    _one_line_error(capsys, ["train", "--task", "digits-seq", "--model", "mlp", "--out", str(tmp_path)],
+                    "sequence task")
+    _one_line_error(capsys, ["train", "--resume", str(tmp_path / "missing")], "no checkpoint")
+    _one_line_error(capsys, ["train", "--optimizer", "lbfgs", "--steps", "1", "--out", str(tmp_path)],
+                    "unknown optimizer")
+    assert main(["train", "--device", "bogus://nowhere", "--steps", "1", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("pgt train: error:")
+
+
+def test_demo_prints_the_comparison(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--steps", "20", "--estimators", "surrogate", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "backprop" in out and "surrogate" in out and "train queries" in out
+    assert list(tmp_path.glob("demo-*/accuracy.png"))
+    _one_line_error(capsys, ["demo", "--estimators", "telepathy"], "--estimators")
