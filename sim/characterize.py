@@ -1,9 +1,9 @@
 """Characterise a simulated ring the way one would characterise the real one, and plot it.
 
 ``characterize(out_dir)`` writes ``transfer.png`` (drive -> output per channel), ``threshold.png`` (a gain
-sweep up then down: threshold and hysteresis loop), ``noise.png`` (one drive repeated), ``drift.png``
-(one drive read over simulated minutes) and ``summary.txt`` (the figures, including STM and PC of level B
-with a ridge readout), and returns the figures as a dict.
+sweep up then down: threshold and hysteresis loop), ``modes.png`` (a coil sweep: mode hops), ``noise.png``
+(one drive repeated), ``drift.png`` (one drive read over simulated minutes) and ``summary.txt`` (the
+figures, including STM and PC of level B with a ridge readout), and returns the figures as a dict.
 """
 
 from __future__ import annotations
@@ -91,6 +91,29 @@ def _threshold(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
     return {"threshold_tap": float(best), "hysteresis_loop_area_V": _area(np.abs(down - up), g)}
 
 
+def _modes(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
+    """Sweep one tap's coil field (gain control held): mode hops as steps and ripples in the output."""
+    mid = (ring.drive_low + ring.drive_high) / 2.0
+    tap = int(np.argmax(ring.loop_gain(mid[None, :])[0]))
+    t = np.linspace(-1.0, 1.0, n_points) * float(np.max(ring.drive_high - ring.drive_low)) / 2.0
+    x = np.clip(mid + t[:, None] * ring.coil_axis(tap), ring.drive_low, ring.drive_high)
+    h = ring.coil_field(x)[:, tap]
+    v = ring.forward(x)[:, tap]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(h, v, lw=0.8)
+    ax.set_xlabel("coil field (ring-mode spacings)")
+    ax.set_ylabel(f"tap {tap} output (V)")
+    twin = ax.twinx()
+    twin.plot(h, np.round(h), color="0.6", lw=0.6, ls="--")
+    twin.set_ylabel("oscillating mode index", color="0.4")
+    ax.set_title("mode selection by the coil field")
+    fig.tight_layout()
+    fig.savefig(out / "modes.png", dpi=90)
+    plt.close(fig)
+    hops = int(np.count_nonzero(np.diff(np.round(h))))
+    return {"mode_hops_in_coil_sweep": float(hops)}
+
+
 def _noise(ring: Ring, out: Path, n: int = 2000) -> dict[str, float]:
     """Repeat one drive ``n`` times: spread per tap, histogram of the busiest tap."""
     mid = (ring.drive_low + ring.drive_high) / 2.0
@@ -147,7 +170,9 @@ def characterize(out_dir: Path, seed: int = 0, level: str = "A") -> dict[str, An
     figures.update(_transfer(ring, out))
     if level == "A":
         # Threshold loop on a fresh ring with drift off, so the loop is the hysteresis and not the walk.
-        figures.update(_threshold(Ring(dataclasses.replace(params, drift_rel_per_min=0.0), seed=seed), out))
+        quiet_drift = dataclasses.replace(params, drift_rel_per_min=0.0)
+        figures.update(_threshold(Ring(quiet_drift, seed=seed), out))
+        figures.update(_modes(Ring(quiet_drift, seed=seed), out))
     figures.update(_noise(Ring(params, seed=seed, level=level), out))
     if level == "A":
         figures.update(_drift(Ring(params, seed=seed), out))

@@ -369,6 +369,22 @@ class Ring:
         v = v * (self.drive_high - self.drive_low) / 2.0  # back from z to mA per unit z
         return np.asarray(v / np.abs(v).max())
 
+    def coil_axis(self, tap: int) -> np.ndarray:
+        """A drive direction (mA, max |entry| = 1) that moves tap's coil field without moving its gain control.
+
+        A sweep along it shows the mode hops: ``mid + t * axis`` for t in a mA range.
+        """
+        mx = self._mix
+        wg, wh = mx.wg[tap], mx.wh[tap]
+        v = wh - (wh @ wg) / (wg @ wg) * wg
+        v = v * (self.drive_high - self.drive_low) / 2.0
+        return np.asarray(v / np.abs(v).max())
+
+    def coil_field(self, drive_mA: np.ndarray) -> np.ndarray:
+        """Coil field per tap (n, m) in ring-mode spacings; the oscillating mode is its nearest integer."""
+        x = self._check(drive_mA, self.n_inputs, "drive block")
+        return np.asarray(self.normalise(x) @ self._mix.wh.T + self._mix.h0)
+
     def _drift_sigma_db(self, seconds: float) -> float:
         """RMS drift of G0 in dB over ``seconds`` (random walk)."""
         p = self.params

@@ -11,7 +11,7 @@ from pgt.sim.ring import RingParams
 def test_characterize_writes_files(tmp_path: Path) -> None:
     out = tmp_path / "char"
     figs = characterize(out, seed=1)
-    for name in ("transfer.png", "threshold.png", "noise.png", "drift.png", "summary.txt"):
+    for name in ("transfer.png", "threshold.png", "modes.png", "noise.png", "drift.png", "summary.txt"):
         path = out / name
         assert path.exists() and path.stat().st_size > 100, name
     assert (out / "transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
