@@ -437,3 +437,16 @@ def test_noise_free_switches_everything_off() -> None:
     assert dataclasses.replace(q, read_noise_V=0.001).is_noise_free is False
     with pytest.raises(ValueError):
         RingParams(read_noise_V=-1.0)
+
+
+def test_sweep_axes_separate_gain_control_and_coil_field() -> None:
+    ring = Ring(QUIET, seed=1)
+    t = np.linspace(-40, 40, 401)[:, None]
+    for tap in (0, 7, 31):
+        x = mid(ring) + t * ring.gain_axis(tap)
+        h = ring.coil_field(x)[:, tap]
+        np.testing.assert_allclose(h, h[0], atol=1e-9)  # gain sweep keeps the mode
+        assert np.all(np.diff(ring.loop_gain(x)[:, tap]) > 0)  # and raises the gain monotonically
+        x = mid(ring) + t * ring.coil_axis(tap)
+        h = ring.coil_field(x)[:, tap]
+        assert np.count_nonzero(np.diff(np.round(h))) >= 3  # coil sweep: mode hops
