@@ -1,0 +1,562 @@
+"""Links: carry one request map to the device and bring back its reply map.
+
+A link owns the sequence numbers: ``request({"op": "run", ...})`` adds ``seq``, sends the request and
+returns the reply that echoes that ``seq``. Two kinds:
+
+- :class:`SerialLink` — frames (:mod:`pgt.protocol.framing`) over any pyserial URL (``/dev/ttyACM0``,
+  ``COM3``, a pty path, ``socket://host:port``, ``loop://``). One reader thread drains the port into a
+  :class:`~pgt.protocol.framing.Decoder` all the time, so the device never stalls on a full buffer. A request
+  whose reply is lost, corrupt or late is resent with the *same* seq (the device answers a resend from its
+  reply cache, so a ``run`` is never applied twice); a corrupt frame seen while waiting triggers the resend at
+  once instead of after the timeout. When the port disappears (a board reset) the link finds it again — by
+  USB serial number for a real USB port — reopens it, lets its owner handshake and replay its config
+  (``on_reconnect``), and resends the request in flight.
+- :class:`InProcessLink` — ``sim://?seed=0&model=A&noise_free=1``: the simulator's device Core called
+  directly, no bytes on a wire (for speed).
+
+Every link counts what happened (``counters()``): requests, retries, timeouts, reconnects, dropped frames by
+reason, stale replies and bytes each way. Seq starts at a random value per link, so a new host session never
+hits the device's reply cache by accident.
+"""
+
+from __future__ import annotations
+
+import random
+import select
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import msgpack
+
+from pgt.errors import DeviceError, UserError
+from pgt.protocol import framing
+
+RequestFn = Callable[[Mapping[str, Any]], dict]
+"""What ``on_reconnect`` receives: a request function usable while the link reconnects."""
+
+RECENT_BYTES = 512  # received bytes kept for diagnostics (what did the port say?)
+
+
+class Link(Protocol):
+    """What a client needs from a link."""
+
+    url: str
+    on_reconnect: Callable[[RequestFn], None] | None
+    last_timeouts: int
+
+    def request(self, msg: Mapping[str, Any], timeout: float | None = None, retries: int | None = None,
+                reconnect: bool = True) -> dict:
+        """Send ``msg`` (a map with ``op``; the link adds ``seq``) and return the reply map."""
+        ...
+
+    def counters(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class NoReplyError(DeviceError):
+    """The device did not answer a request within the timeout, even after the retries."""
+
+
+class Transport(Protocol):
+    """Bytes to and from the device; ``read_some`` waits up to ``wait`` s and returns what has arrived."""
+
+    def read_some(self, wait: float) -> bytes: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PortTransport:
+    """A :class:`Transport` over an open pyserial port (any URL)."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+        try:
+            self._fd: int | None = port.fileno()
+        except Exception:  # noqa: BLE001 - loop:// and Windows ports have none: fall back to read timeouts
+            self._fd = None
+        port.timeout = 0 if self._fd is not None else 0.02
+
+    def read_some(self, wait: float) -> bytes:
+        if self._fd is not None:
+            ready, _, _ = select.select([self._fd], [], [], wait)
+            if not ready:
+                return b""
+            data = self.port.read(1 << 16)  # non-blocking: everything available now
+            if not data:  # readable but empty: the other end is gone
+                raise OSError("port closed by the device")
+            return bytes(data)
+        waiting = self.port.in_waiting
+        return bytes(self.port.read(waiting if waiting else 1))
+
+    def write(self, data: bytes) -> None:
+        self.port.write(data)
+        self.port.flush()
+
+    def close(self) -> None:
+        self.port.close()
+
+
+def open_port(url: str, baudrate: int = 115200) -> PortTransport:
+    """Open ``url`` with pyserial's ``serial_for_url``; DeviceError saying what to check if it fails."""
+    import serial
+
+    options: dict[str, Any] = {"baudrate": baudrate, "timeout": 0}
+    if "://" not in url:
+        options["exclusive"] = True  # a second process on the same port garbles both
+    try:
+        port = serial.serial_for_url(url, **options)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise DeviceError(f"cannot open {url}: {exc} (`pgt devices` lists the serial ports)") from exc
+    return PortTransport(port)
+
+
+def usb_serial_number(url: str) -> str | None:
+    """The USB serial number of the port at ``url`` (a device path), or None (not USB, or a URL)."""
+    if "://" in url:
+        return None
+    import os
+
+    from serial.tools import list_ports
+
+    try:
+        real = os.path.realpath(url)
+    except OSError:
+        real = url
+    for p in list_ports.comports():
+        if p.serial_number and (p.device == url or os.path.realpath(p.device) == real):
+            return str(p.serial_number)
+    return None
+
+
+def find_by_serial_number(serial_number: str) -> str | None:
+    """The device path of the USB port with this serial number, if it is plugged in now."""
+    from serial.tools import list_ports
+
+    for p in list_ports.comports():
+        if p.serial_number == serial_number:
+            return str(p.device)
+    return None
+
+
+def _new_seq() -> int:
+    return random.SystemRandom().randrange(1 << 32)
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.requests = 0
+        self.retries = 0
+        self.timeouts = 0
+        self.fast_retries = 0
+        self.reconnects = 0
+        self.stale_replies = 0
+        self.echoes = 0
+        self.undecodable = 0
+        self.bytes_out = 0
+        self.bytes_in = 0
+
+
+class SerialLink:
+    """Frames over a pyserial URL, with retries, resynchronisation and reconnection (see the module doc).
+
+    ``timeout`` is the default seconds to wait for one reply before resending; ``retries`` how many resends
+    before giving up; ``reconnect_timeout`` how long to look for a port that disappeared. ``wrap`` (tests,
+    bench) wraps each opened transport, e.g. in :class:`pgt.faults.FaultyTransport`; ``opener`` replaces
+    :func:`open_port`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int = 115200,
+        timeout: float = 1.0,
+        retries: int = 5,
+        reconnect_timeout: float = 10.0,
+        max_payload: int = framing.DEFAULT_MAX_PAYLOAD,
+        fast_retry: bool = True,
+        wrap: Callable[[Transport], Transport] | None = None,
+        opener: Callable[[str], Transport] | None = None,
+    ) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self.timeout = timeout
+        self.retries = retries
+        self.reconnect_timeout = reconnect_timeout
+        self.max_payload = max_payload
+        self.fast_retry = fast_retry
+        self.on_reconnect: Callable[[RequestFn], None] | None = None
+        self._wrap = wrap
+        self._opener = opener or (lambda u: open_port(u, self.baudrate))
+        self._lock = threading.Lock()  # one request at a time (the device caches one reply)
+        self._cond = threading.Condition()
+        self._seq = _new_seq()
+        self._c = _Counters()
+        self._dropped_before: dict[str, int] = {}
+        self._garbage_before = 0
+        self._frames_before = 0
+        self._recent = bytearray()
+        self._waiting: int | None = None
+        self._sent: bytes = b""
+        self._reply: dict | None = None
+        self._drop_events = 0
+        self._broken: BaseException | None = None
+        self._closed = False
+        self._reader: threading.Thread | None = None
+        self._transport: Transport | None = None
+        self._generation = 0
+        self.usb_serial = usb_serial_number(url) if opener is None else None
+        self._decoder = framing.Decoder(max_payload)
+        self.last_timeouts = 0
+        """Timeouts during the last request: the device may have reset silently meanwhile (a board behind a
+        USB-UART bridge keeps its port); the client then checks its uptime."""
+        self._connect(url)
+
+    # -- connection ---------------------------------------------------------------------------------------
+
+    def _connect(self, url: str) -> None:
+        transport = self._opener(url)
+        if self._wrap is not None:
+            transport = self._wrap(transport)
+        with self._cond:
+            self._generation += 1
+            self._transport = transport
+            self._broken = None
+            self._decoder = framing.Decoder(self.max_payload)
+            generation = self._generation
+        self._reader = threading.Thread(target=self._read_loop, args=(transport, generation),
+                                        name=f"pgt-link-reader {url}", daemon=True)
+        self._reader.start()
+
+    def _disconnect(self) -> None:
+        with self._cond:
+            self._generation += 1  # the old reader's news no longer counts
+            transport, self._transport = self._transport, None
+            dec = self._decoder
+            for reason, n in dec.dropped.items():
+                self._dropped_before[reason] = self._dropped_before.get(reason, 0) + n
+            self._garbage_before += dec.garbage_bytes
+            self._frames_before += dec.frames
+            self._decoder = framing.Decoder(self.max_payload)
+        reader, self._reader = self._reader, None
+        if transport is not None:
+            try:
+                transport.close()
+            except Exception:  # noqa: BLE001 - it is already gone; closing is best effort
+                pass
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=2.0)
+
+    def _reconnect(self, cause: BaseException) -> None:
+        """Find the port again (same URL, or same USB serial number), reopen it and let the owner handshake."""
+        self._disconnect()
+        deadline = time.monotonic() + self.reconnect_timeout
+        last: BaseException = cause
+        while True:
+            url = self.url
+            if self.usb_serial:
+                url = find_by_serial_number(self.usb_serial) or self.url
+            try:
+                self._connect(url)
+                break
+            except DeviceError as exc:
+                last = exc
+            if time.monotonic() > deadline:
+                raise DeviceError(f"lost {self.url} ({cause}) and could not reopen it within "
+                                  f"{self.reconnect_timeout:g} s: {last}") from cause
+            time.sleep(0.1)
+        self._c.reconnects += 1
+        if self.on_reconnect is not None:
+            self.on_reconnect(lambda msg: self._transact(msg, self.timeout, self.retries, reconnect=False))
+
+    # -- the reader thread --------------------------------------------------------------------------------
+
+    def _read_loop(self, transport: Transport, generation: int) -> None:
+        while True:
+            with self._cond:
+                if self._closed or generation != self._generation:
+                    return
+                dec = self._decoder
+            try:
+                data = transport.read_some(0.05)
+            except Exception as exc:  # noqa: BLE001 - any failure of the port means it is gone
+                with self._cond:
+                    if generation == self._generation:
+                        self._broken = exc
+                        self._cond.notify_all()
+                return
+            if not data:
+                continue
+            self._c.bytes_in += len(data)
+            with self._cond:
+                self._recent += data[-RECENT_BYTES:]
+                if len(self._recent) > RECENT_BYTES:
+                    del self._recent[: len(self._recent) - RECENT_BYTES]
+            drops = sum(dec.dropped.values())
+            dec.feed(data)
+            while True:
+                payload = dec.next_payload()
+                if payload is None:
+                    break
+                self._route(payload)
+            if sum(dec.dropped.values()) != drops:
+                with self._cond:
+                    self._drop_events += 1
+                    self._cond.notify_all()
+
+    def _route(self, payload: bytes) -> None:
+        try:
+            msg = msgpack.unpackb(payload)
+        except Exception:  # noqa: BLE001 - a good CRC over bad msgpack: count it, never act on it
+            self._c.undecodable += 1
+            return
+        with self._cond:
+            if not isinstance(msg, dict) or self._waiting is None or msg.get("seq") != self._waiting:
+                self._c.stale_replies += 1
+                return
+            if payload == self._sent and msg.get("op") != "ping":
+                self._c.echoes += 1  # our own request came back: a loopback or an echoing REPL
+                return
+            self._reply = msg
+            self._cond.notify_all()
+
+    # -- requests -----------------------------------------------------------------------------------------
+
+    def request(self, msg: Mapping[str, Any], timeout: float | None = None, retries: int | None = None,
+                reconnect: bool = True) -> dict:
+        """Send ``msg`` with a fresh seq and return the reply map (``op`` may be ``"error"``).
+
+        Raises :class:`NoReplyError` after ``retries`` resends without a reply, DeviceError when the port is
+        gone and cannot be found again (or ``reconnect`` is False).
+        """
+        with self._lock:
+            if self._closed:
+                raise DeviceError(f"the link to {self.url} is closed")
+            return self._transact(msg, self.timeout if timeout is None else timeout,
+                                  self.retries if retries is None else retries, reconnect)
+
+    def _transact(self, msg: Mapping[str, Any], timeout: float, retries: int, reconnect: bool) -> dict:
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        payload = msgpack.packb({**msg, "seq": seq})
+        frame = framing.encode(payload)
+        self._c.requests += 1
+        self.last_timeouts = 0
+        tries = 0  # resends so far
+        reconnects = 0
+        try:
+            while True:
+                if self._broken_now() is not None or self._transport is None:
+                    reconnects += 1
+                    if reconnects > retries + 1:
+                        raise DeviceError(f"{self.url} keeps disappearing: gave up after {reconnects - 1} "
+                                          "reconnects")
+                    self._recover(reconnect)  # (its handshake uses the waiting slot: claim it after)
+                with self._cond:
+                    self._waiting = seq
+                    self._sent = payload
+                    self._reply = None
+                    drops = self._drop_events
+                if not self._send(frame):
+                    continue  # the port broke while writing: reconnect, then send again
+                deadline = time.monotonic() + timeout
+                with self._cond:
+                    while True:
+                        if self._reply is not None:
+                            return self._reply
+                        if self._broken is not None:
+                            break
+                        if self.fast_retry and self._drop_events != drops and tries < retries:
+                            break
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                    broken = self._broken is not None
+                    fast = not broken and self._drop_events != drops and time.monotonic() < deadline
+                if broken:
+                    continue  # reconnect at the top, then resend
+                if not fast:
+                    self._c.timeouts += 1
+                    self.last_timeouts += 1
+                if tries >= retries:
+                    raise NoReplyError(self._silence(str(msg.get("op")), seq, tries + 1, timeout))
+                tries += 1
+                self._c.retries += 1
+                if fast:
+                    self._c.fast_retries += 1
+        finally:
+            with self._cond:
+                self._waiting = None
+                self._reply = None
+
+    def _broken_now(self) -> BaseException | None:
+        with self._cond:
+            return self._broken
+
+    def _recover(self, reconnect: bool) -> None:
+        """Reconnect after the port broke (DeviceError if not allowed, or if the port does not come back)."""
+        cause = self._broken_now() or OSError("port gone")
+        if not reconnect:
+            raise DeviceError(f"lost {self.url}: {cause}")
+        self._reconnect(cause)
+
+    def _send(self, frame: bytes) -> bool:
+        """Write one frame; False (and the link marked broken) when the port is gone."""
+        transport = self._transport
+        try:
+            if transport is None:
+                raise OSError("not connected")
+            transport.write(frame)
+        except Exception as exc:  # noqa: BLE001 - a write to a vanished port: the caller reconnects
+            with self._cond:
+                self._broken = exc
+            return False
+        self._c.bytes_out += len(frame)
+        return True
+
+    def _silence(self, op: str, seq: int, tries: int, timeout: float) -> str:
+        """Say what the port did instead of answering (for the NoReplyError message)."""
+        heard = self.recent_bytes()
+        what = describe_bytes(heard, self._c.echoes)
+        return f"no reply to {op} (seq {seq}) from {self.url} after {tries} tries of {timeout:g} s: {what}"
+
+    # -- introspection ------------------------------------------------------------------------------------
+
+    def recent_bytes(self) -> bytes:
+        """The last bytes received (up to 512), for diagnostics."""
+        with self._cond:
+            return bytes(self._recent)
+
+    def counters(self) -> dict[str, Any]:
+        """Requests, retries, timeouts, reconnects, dropped frames by reason, stale replies, bytes each way."""
+        c = self._c
+        with self._cond:
+            dec = self._decoder
+            dropped = dict(self._dropped_before)
+            for reason, n in dec.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + n
+            garbage = self._garbage_before + dec.garbage_bytes
+            frames = self._frames_before + dec.frames
+        return {"requests": c.requests, "retries": c.retries, "timeouts": c.timeouts,
+                "fast_retries": c.fast_retries, "reconnects": c.reconnects, "dropped": dropped,
+                "garbage_bytes": garbage, "frames_in": frames, "stale_replies": c.stale_replies,
+                "echoes": c.echoes, "undecodable": c.undecodable, "bytes_out": c.bytes_out,
+                "bytes_in": c.bytes_in}
+
+    def close(self) -> None:
+        """Stop the reader and close the port (idempotent)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._disconnect()
+
+    def __enter__(self) -> SerialLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def describe_bytes(heard: bytes, echoes: int = 0) -> str:
+    """A short account of what a port sent instead of pgt frames."""
+    if echoes:
+        return "the port echoes what we send (a loopback, or a REPL with echo on), it is not pgt firmware"
+    if not heard:
+        return "nothing was received"
+    if b">>>" in heard or b"MicroPython" in heard or b"Traceback" in heard:
+        return "a MicroPython REPL answered, not the pgt firmware"
+    at = heard.rfind(framing.MAGIC)
+    if 0 <= at and len(heard) > at + 2 and heard[at + 2] != framing.VERSION:
+        return (f"the device frames use protocol version {heard[at + 2]}, this host speaks {framing.VERSION}")
+    preview = heard[-60:].decode("ascii", "backslashreplace")
+    return f"received {len(heard)} bytes that are not pgt frames, ending {preview!r}"
+
+
+class InProcessLink:
+    """The simulator's device Core, called directly: ``sim://?seed=0&model=A&noise_free=1``.
+
+    Query options: ``seed`` (int), ``model`` (or ``level``: A or B), ``noise_free`` (0/1), ``settle``
+    (skip, ...), ``max_frame`` (bytes). The Core is in ``self.core`` (tests read its counters).
+    """
+
+    def __init__(self, url: str = "sim://", core: Any = None) -> None:
+        self.url = url
+        self.on_reconnect: Callable[[RequestFn], None] | None = None
+        self.last_timeouts = 0
+        self.core = core if core is not None else make_sim_core(url)
+        self._seq = _new_seq()
+        self._requests = 0
+        self._bytes_out = 0
+        self._bytes_in = 0
+
+    def request(self, msg: Mapping[str, Any], timeout: float | None = None, retries: int | None = None,
+                reconnect: bool = True) -> dict:
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        payload = msgpack.packb({**msg, "seq": seq})
+        reply = self.core.handle(payload)
+        self._requests += 1
+        self._bytes_out += len(payload) + framing.OVERHEAD
+        self._bytes_in += len(reply) + framing.OVERHEAD
+        out = msgpack.unpackb(bytes(reply))
+        if not isinstance(out, dict):
+            raise DeviceError("the simulated device replied with something that is not a map")
+        return out
+
+    def counters(self) -> dict[str, Any]:
+        """Same keys as SerialLink's; bytes are what the frames would have been on a wire."""
+        return {"requests": self._requests, "retries": 0, "timeouts": 0, "fast_retries": 0, "reconnects": 0,
+                "dropped": {}, "garbage_bytes": 0, "frames_in": self._requests, "stale_replies": 0,
+                "echoes": 0, "undecodable": 0, "bytes_out": self._bytes_out, "bytes_in": self._bytes_in}
+
+    def close(self) -> None:
+        pass
+
+
+_SIM_OPTIONS = {"seed": int, "model": str, "level": str, "noise_free": int, "settle": str, "max_frame": int}
+
+
+def parse_sim_url(url: str) -> dict[str, Any]:
+    """``sim://?seed=1&model=B&noise_free=1`` -> keyword arguments of ``pgt.sim.device.make_core``."""
+    parts = urlsplit(url)
+    if parts.scheme != "sim":
+        raise UserError(f"not a simulator URL: {url}")
+    kwargs: dict[str, Any] = {}
+    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if key not in _SIM_OPTIONS:
+            raise UserError(f"unknown simulator option {key!r} in {url} (known: {', '.join(_SIM_OPTIONS)})")
+        try:
+            value = _SIM_OPTIONS[key](values[-1])
+        except ValueError as exc:
+            raise UserError(f"bad value for {key} in {url}: {values[-1]!r}") from exc
+        if key in ("model", "level"):
+            kwargs["level"] = str(value).upper()
+        elif key == "noise_free":
+            kwargs["noise_free"] = bool(value)
+        else:
+            kwargs[key] = value
+    return kwargs
+
+
+def make_sim_core(url: str) -> Any:
+    """The simulator's device Core for a ``sim://`` URL."""
+    kwargs = parse_sim_url(url)
+    from pgt.sim.device import make_core
+
+    return make_core(**kwargs)
+
+
+def open_link(url: str, **options: Any) -> Link:
+    """A link for ``url``: ``sim://...`` in process, anything else through pyserial."""
+    if url.startswith("sim://") or url == "sim:":
+        return InProcessLink(url)
+    return SerialLink(url, **options)
