@@ -119,8 +119,9 @@ class RingParams:
     b_input_bias: float = 0.5  # carrier injected with the input, so the square-law readout sees it linearly
     b_amp_noise: float = 0.003  # amplifier noise per node per round trip (envelope units; ~40-50 dB SNR)
     b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units; ~40 dB SNR, RING_MODEL.md)
-    b_volts_per_unit: float = 0.5  # detector volts per unit |a|^2 in forward(): saturation power at the
-    # detector is ~0.5 mW (p_sat_mW / 4 through the readout coupler) x kappa ~ 0.5 V, square-law region
+    b_volts_per_unit: float = 2.0  # detector volts per unit |a|^2 in forward(): the amplifier's largest
+    # output, |a|^2 = g^2/4 ~ 0.23 at the peak of g s/(1+|s|^2), reads ~0.45 V, inside the detector's
+    # square-law range like level A's outputs (kappa, v_sat above)
 
     def __post_init__(self) -> None:
         if self.n_inputs < 1 or self.n_outputs < 1:
