@@ -1,0 +1,175 @@
+"""Board configuration: pins, channel maps, calibration and safe limits, from ``board.json`` on the device.
+
+``load(path)`` reads the JSON file (if present), picks the board type (``"board"`` key, else from
+``sys.platform``) and fills every key the file leaves out from that board's defaults below, so a config file
+only needs the keys that differ. ``check(cfg)`` raises ValueError with a one-line reason for a config that
+cannot be right. docs/hardware.md describes each key and the wiring the defaults assume.
+
+Keys (all boards):
+  board            "rp2" or "esp32"
+  name             free text reported by ``hello`` (default: the board type and the DAC kind)
+  dac              "pwm" (rp2: PWM through an RC filter), "mcp4922" (rp2/esp32: SPI DAC), "builtin" (esp32)
+  drive_pins       GPIO per drive channel (PWM/DAC outputs); k = len(drive_pins)
+  adc_pins         GPIO per sample channel (ADC inputs); m = len(adc_pins)
+  dac_bits         bits of a drive code (codes 0 .. 2**dac_bits - 1)
+  zero_code        per drive channel: the code that means zero current (applied on boot, stop, watchdog)
+  limit_lo/hi      per drive channel: safe code range; the Core clamps every drive into it
+  dac_mA_per_code, dac_mA_offset   calibration of the current-source stage: mA = offset + code * per_code
+  adc_V_per_code, adc_V_offset     calibration of the detector input: V = offset + code * per_code
+  max_batch        vectors per ``run`` the HAL buffers
+  max_frame        largest frame payload (bytes) the serve loop accepts and sends
+  wdt_ms           hardware watchdog timeout in ms (0 = off; rp2 allows at most 8388)
+  poll_ms          how often the idle loop wakes to feed the watchdog and check host silence
+  settle_min_us    lower bound on the settle time between setting the drive and sampling
+Keys (rp2, dac "pwm"):      pwm_freq (Hz)
+Keys (dac "mcp4922"):      spi_id, spi_baud, sck_pin, mosi_pin, cs_pin, ldac_pin (-1: tied low)
+Keys (esp32):              adc_atten ("0db", "2.5db", "6db", "11db")
+Keys (watchdog in REPL):   timer_id (the machine.Timer that keeps feeding the watchdog after the loop exits)
+
+Runs on MicroPython (and CPython, for the tests and ``pgt flash --dry-run``).
+"""
+
+import json
+import sys
+
+CONFIG_FILE = "board.json"
+
+COMMON = {
+    "max_batch": 64,
+    "max_frame": 8192,
+    "wdt_ms": 8000,
+    "poll_ms": 200,
+    "settle_min_us": 0,
+    "adc_V_offset": 0.0,
+    "dac_mA_offset": 0.0,
+}
+
+# Defaults per board type. Drive codes are DAC codes of ``dac_bits``; ADC codes are always on the 16-bit
+# scale of machine.ADC.read_u16 (adc_bits 16), whatever the converter's own resolution.
+DEFAULTS = {
+    "rp2": {
+        "dac": "pwm",
+        "drive_pins": [16, 17],  # GP16, GP17: PWM slices 0A and 0B -> RC filters -> current sources
+        "adc_pins": [26, 27, 28],  # ADC0..ADC2 (GP26..GP28)
+        "dac_bits": 12,
+        "pwm_freq": 30000,  # 125 MHz / 30 kHz = 4166 counts per period: a little over 12 bits
+        "dac_mA_per_code": 100.0 / 4095,  # 3.3 V full scale into a 33 ohm sense resistor -> 100 mA
+        "adc_V_per_code": 3.3 / 65535,
+        "adc_bits": 16,
+        "spi_id": 0,
+        "spi_baud": 10000000,
+        "sck_pin": 18,
+        "mosi_pin": 19,
+        "cs_pin": 17,
+        "ldac_pin": -1,
+        "timer_id": -1,
+        "max_frame": 16384,
+    },
+    "esp32": {
+        "dac": "builtin",
+        "drive_pins": [25, 26],  # the two 8-bit DACs
+        "adc_pins": [34, 35],  # ADC1 (ADC2 is unusable while Wi-Fi runs); input-only pins
+        "dac_bits": 8,
+        "dac_mA_per_code": 100.0 / 255,
+        "adc_atten": "11db",  # about 0.15 .. 2.45 V usable span (3.3 V nominal); see docs/hardware.md
+        "adc_V_per_code": 2.45 / 65535,
+        "adc_bits": 16,
+        "spi_id": 1,
+        "spi_baud": 10000000,
+        "sck_pin": 14,
+        "mosi_pin": 13,
+        "cs_pin": 15,
+        "ldac_pin": -1,
+        "timer_id": 0,
+    },
+}
+
+# Limits that apply when the config gives none: half of full scale, so that a first connection to a ring
+# whose current-source stage has not been checked cannot drive it to full current. Raise them in board.json.
+SAFE_FRACTION_DEFAULT = 0.5
+
+RP2040_WDT_MAX_MS = 8388
+
+
+def board_type(platform=None):
+    """The board type for a ``sys.platform`` value ("rp2", "esp32"), or None for any other platform."""
+    p = sys.platform if platform is None else platform
+    if p in DEFAULTS:
+        return p
+    return None
+
+
+def read_file(path):
+    """The decoded JSON object in ``path``, or an empty dict when the file does not exist."""
+    try:
+        f = open(path)
+    except OSError:
+        return {}
+    try:
+        data = json.load(f)
+    finally:
+        f.close()
+    if not isinstance(data, dict):
+        raise ValueError("%s: expected a JSON object" % path)
+    return data
+
+
+def resolve(given, platform=None):
+    """A complete config: ``given`` (a dict from board.json) over the defaults of its board type."""
+    kind = given.get("board") or board_type(platform)
+    if kind not in DEFAULTS:
+        raise ValueError("unknown board %r (set \"board\" to one of %s in %s)"
+                         % (kind, ", ".join(sorted(DEFAULTS)), CONFIG_FILE))
+    cfg = {}
+    for src in (COMMON, DEFAULTS[kind], given):
+        for key in src:
+            cfg[key] = src[key]
+    cfg["board"] = kind
+    if cfg["dac"] == "mcp4922" and "dac_bits" not in given:
+        cfg["dac_bits"] = 12
+    k = len(cfg["drive_pins"])
+    full = (1 << cfg["dac_bits"]) - 1
+    if "zero_code" not in given:
+        cfg["zero_code"] = [0] * k
+    if "limit_lo" not in given:
+        cfg["limit_lo"] = list(cfg["zero_code"])
+    if "limit_hi" not in given:
+        cfg["limit_hi"] = [int(full * SAFE_FRACTION_DEFAULT)] * k
+    if "name" not in given:
+        cfg["name"] = kind + "-" + cfg["dac"]
+    return cfg
+
+
+def check(cfg):
+    """Raise ValueError if ``cfg`` cannot be right (channel counts, code ranges, watchdog limit)."""
+    k = len(cfg["drive_pins"])
+    if k < 1 or len(cfg["adc_pins"]) < 1:
+        raise ValueError("need at least one drive pin and one ADC pin")
+    if cfg["dac"] not in ("pwm", "mcp4922", "builtin"):
+        raise ValueError("dac must be pwm, mcp4922 or builtin, not %r" % cfg["dac"])
+    if cfg["dac"] == "builtin" and cfg["board"] != "esp32":
+        raise ValueError("only the esp32 has a built-in DAC")
+    if cfg["dac"] == "pwm" and cfg["board"] != "rp2":
+        raise ValueError("dac pwm is implemented for rp2 only")
+    if cfg["dac"] == "mcp4922" and k > 2:
+        raise ValueError("an MCP4922 has two channels")
+    full = (1 << cfg["dac_bits"]) - 1
+    for name in ("zero_code", "limit_lo", "limit_hi"):
+        if len(cfg[name]) != k:
+            raise ValueError("%s needs %d values (one per drive pin)" % (name, k))
+        for v in cfg[name]:
+            if not 0 <= v <= full:
+                raise ValueError("%s value %r outside 0..%d" % (name, v, full))
+    for j in range(k):
+        if not cfg["limit_lo"][j] <= cfg["zero_code"][j] <= cfg["limit_hi"][j]:
+            raise ValueError("channel %d: zero_code must lie within limit_lo..limit_hi" % j)
+    if cfg["board"] == "rp2" and cfg["wdt_ms"] > RP2040_WDT_MAX_MS:
+        raise ValueError("wdt_ms above the RP2040's maximum of %d" % RP2040_WDT_MAX_MS)
+    if cfg["max_batch"] < 1 or cfg["max_frame"] < 512:
+        raise ValueError("max_batch must be >= 1 and max_frame >= 512")
+    return cfg
+
+
+def load(path=CONFIG_FILE, platform=None):
+    """Read, complete and check the board config."""
+    return check(resolve(read_file(path), platform))

@@ -1,0 +1,117 @@
+"""What the rp2 and esp32 HALs share: the block loop (drive, settle, oversample, pack) and the hello info.
+
+A board HAL subclasses ``BoardHAL`` and provides ``_setup(machine)``, which creates the outputs (already at
+their zero codes) and the ADC objects, and ``_write(j, code)``, which sets drive channel j. The block loop in
+``apply_and_sample`` allocates nothing per sample: the ADC read functions are bound once, averages are small
+ints, and the samples go into a preallocated bytearray as little-endian uint16 (two byte stores each).
+
+``timer`` is the module that provides ``ticks_us``, ``ticks_diff`` and ``sleep_us`` (``time`` on the board; a
+recording fake in the tests).
+"""
+
+import binascii
+
+from pgt.firmware.hal_base import HAL
+
+
+def _uid(machine):
+    try:
+        return binascii.hexlify(machine.unique_id()).decode()
+    except Exception:  # noqa: BLE001 - a board without unique_id still works
+        return "unknown"
+
+
+class BoardHAL(HAL):
+    def __init__(self, cfg, machine, timer=None):
+        if timer is None:
+            import time as timer
+        self.cfg = cfg
+        self.timer = timer
+        self.k = len(cfg["drive_pins"])
+        self.m = len(cfg["adc_pins"])
+        self.max_batch = cfg["max_batch"]
+        self.zero_code = list(cfg["zero_code"])
+        self.settle_min_us = cfg["settle_min_us"]
+        self.elapsed_us = 0
+        self.out = bytearray(2 * self.m * self.max_batch)
+        self.out_mv = memoryview(self.out)
+        self.adcs = []
+        self._setup(machine)  # outputs exist from here on, already at their zero codes
+        self.zero()
+        self._reads = [adc.read_u16 for adc in self.adcs]
+        self.uid = _uid(machine)
+
+    # -- subclass hooks -------------------------------------------------------------------------------------
+
+    def _setup(self, machine):
+        raise NotImplementedError
+
+    def _write(self, j, code):
+        raise NotImplementedError
+
+    # -- the HAL interface ----------------------------------------------------------------------------------
+
+    def info(self):
+        cfg = self.cfg
+        return {"board": cfg["name"], "uid": self.uid, "k": self.k, "m": self.m,
+                "dac_bits": cfg["dac_bits"], "adc_bits": cfg["adc_bits"],
+                "dac_mA_per_code": cfg["dac_mA_per_code"], "dac_mA_offset": cfg["dac_mA_offset"],
+                "adc_V_per_code": cfg["adc_V_per_code"], "adc_V_offset": cfg["adc_V_offset"],
+                "limit_lo": list(cfg["limit_lo"]), "limit_hi": list(cfg["limit_hi"]),
+                "max_batch": self.max_batch}
+
+    def zero(self):
+        for j in range(self.k):
+            self._write(j, self.zero_code[j])
+
+    def apply_and_sample(self, drive, n, settle_us, n_avg):
+        timer = self.timer
+        t0 = timer.ticks_us()
+        write = self._write
+        reads = self._reads
+        out = self.out
+        k = self.k
+        m = self.m
+        settle = settle_us if settle_us > self.settle_min_us else self.settle_min_us
+        half = n_avg >> 1
+        base = 0
+        idx = 0
+        for _i in range(n):
+            for j in range(k):
+                write(j, drive[base + j])
+            base += k
+            if settle:
+                timer.sleep_us(settle)
+            for c in range(m):
+                read = reads[c]
+                acc = 0
+                for _a in range(n_avg):
+                    acc += read()
+                v = (acc + half) // n_avg
+                out[idx] = v & 0xFF
+                out[idx + 1] = v >> 8
+                idx += 2
+        self.elapsed_us = timer.ticks_diff(timer.ticks_us(), t0)
+        return self.out_mv[0:idx]
+
+
+class MCP4922:
+    """Microchip MCP4922: two 12-bit channels over SPI (16-bit words: channel, BUF, GA=1x, SHDN=active)."""
+
+    def __init__(self, machine, cfg):
+        self.cs = machine.Pin(cfg["cs_pin"], machine.Pin.OUT, value=1)
+        self.spi = machine.SPI(cfg["spi_id"], baudrate=cfg["spi_baud"], polarity=0, phase=0,
+                               sck=machine.Pin(cfg["sck_pin"]), mosi=machine.Pin(cfg["mosi_pin"]))
+        if cfg["ldac_pin"] >= 0:  # LDAC held low: each write updates the output at once
+            self.ldac = machine.Pin(cfg["ldac_pin"], machine.Pin.OUT, value=0)
+        self.buf = bytearray(2)
+
+    def write(self, j, code):
+        w = (j << 15) | 0x3000 | (code & 0x0FFF)
+        buf = self.buf
+        buf[0] = w >> 8
+        buf[1] = w & 0xFF
+        cs = self.cs
+        cs.value(0)
+        self.spi.write(buf)
+        cs.value(1)

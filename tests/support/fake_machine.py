@@ -1,0 +1,178 @@
+"""A fake ``machine`` module (and ``time``) for running the board HALs in the MicroPython VM or CPython.
+
+It records every output write in ``LOG`` as ``(kind, pin, value)`` tuples, in order, and answers ADC reads
+from a small deterministic model of the ring: the reading of ADC pin p is ``BASE + GAIN[p] * level`` where
+``level`` is the sum of the current output levels on the 16-bit scale (PWM duty_u16, DAC codes scaled, MCP4922
+codes scaled), clipped to 0..65535, plus a dither pattern DITHER[i % len(DITHER)] (i counts the reads of that
+pin) whose mean is zero, so that averaging over a whole number of dither periods gives the model value
+exactly and a single read does not. ``reset()`` clears everything.
+"""
+
+LOG = []
+WDT_FEEDS = [0]
+BASE = 1000
+GAIN = {26: 0.5, 27: 0.25, 28: 0.125, 34: 0.5, 35: 0.25}
+DITHER = [-24, 24, -8, 8]
+LEVELS = {}  # output pin -> level on the 16-bit scale
+READS = {}  # adc pin -> reads so far
+TIMERS = []
+UID = b"\xe6\x61\x38\x52\x83\x2b\x4a\x2f"
+
+
+def reset():
+    del LOG[:]
+    WDT_FEEDS[0] = 0
+    LEVELS.clear()
+    READS.clear()
+    del TIMERS[:]
+
+
+def unique_id():
+    return UID
+
+
+def model(pin):
+    total = 0
+    for p in LEVELS:
+        total += LEVELS[p]
+    v = BASE + int(GAIN.get(pin, 0.1) * total)
+    return v
+
+
+def _pid(pin):
+    return pin.id if isinstance(pin, Pin) else pin
+
+
+class Pin:
+    IN = 0
+    OUT = 1
+
+    def __init__(self, id, mode=None, value=None):
+        self.id = id
+        self._v = value
+        if value is not None:
+            LOG.append(("pin", id, value))
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        self._v = v
+        LOG.append(("pin", self.id, v))
+
+
+class PWM:
+    def __init__(self, pin):
+        self.pin = _pid(pin)
+        self._duty = 0
+        self._freq = 0
+        LOG.append(("pwm_init", self.pin, None))
+
+    def duty_u16(self, v=None):
+        if v is None:
+            return self._duty
+        if not 0 <= v <= 65535:
+            raise ValueError("duty out of range")
+        self._duty = v
+        LEVELS[self.pin] = v
+        LOG.append(("pwm", self.pin, v))
+
+    def freq(self, f=None):
+        if f is None:
+            return self._freq
+        self._freq = f
+        LOG.append(("freq", self.pin, f))
+
+
+class DAC:
+    def __init__(self, pin):
+        self.pin = _pid(pin)
+        LOG.append(("dac_init", self.pin, None))
+
+    def write(self, v):
+        if not 0 <= v <= 255:
+            raise ValueError("dac value out of range")
+        LEVELS[self.pin] = v * 257
+        LOG.append(("dac", self.pin, v))
+
+
+class ADC:
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+
+    def __init__(self, pin):
+        self.pin = _pid(pin)
+        READS[self.pin] = 0
+        LOG.append(("adc_init", self.pin, None))
+
+    def atten(self, a):
+        LOG.append(("atten", self.pin, a))
+
+    def read_u16(self):
+        i = READS[self.pin]
+        READS[self.pin] = i + 1
+        v = model(self.pin) + DITHER[i % len(DITHER)]
+        if v < 0:
+            return 0
+        if v > 65535:
+            return 65535
+        return v
+
+
+class SPI:
+    def __init__(self, id, baudrate=1000000, polarity=0, phase=0, sck=None, mosi=None, miso=None):
+        self.id = id
+        LOG.append(("spi_init", id, baudrate))
+
+    def write(self, buf):
+        word = (buf[0] << 8) | buf[1]
+        ch = word >> 15
+        code = word & 0x0FFF
+        LEVELS[("mcp", ch)] = code * 16
+        LOG.append(("spi", ch, word))
+
+
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        LOG.append(("wdt", id, timeout))
+
+    def feed(self):
+        WDT_FEEDS[0] += 1
+
+
+class Timer:
+    PERIODIC = 1
+    ONE_SHOT = 0
+
+    def __init__(self, id=-1):
+        self.id = id
+        TIMERS.append(self)
+
+    def init(self, period=1000, mode=1, callback=None):
+        self.period = period
+        self.callback = callback
+        LOG.append(("timer", self.id, period))
+
+    def deinit(self):
+        pass
+
+
+class FakeTime:
+    """``ticks_us`` advances by ``step`` per call; ``sleep_us`` advances by its argument and is recorded."""
+
+    def __init__(self, step=7):
+        self.t = 0
+        self.step = step
+        self.sleeps = []
+
+    def ticks_us(self):
+        self.t += self.step
+        return self.t
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def sleep_us(self, us):
+        self.sleeps.append(us)
+        self.t += us
