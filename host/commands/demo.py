@@ -15,14 +15,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimators", default="surrogate,node,param",
                    help="PGT estimators to run next to backprop (default: surrogate,node,param)")
     p.add_argument("--out", default="runs", help="where the demo's run directory goes (default: runs/)")
+    p.add_argument("--device", default=None, metavar="URL",
+                   help="device for the PGT runs (default: sim://?seed=SEED, the simulated ring over the protocol)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def make_device(noise_free: bool, seed: int) -> Any:
-    """The device the demo trains through. One line to swap (e.g. for RingClient.open("sim://?seed=0"))."""
+def make_device(noise_free: bool, seed: int, url: str | None = None) -> Any:
+    """The device a demo run trains through.
+
+    PGT runs go through :class:`pgt.client.RingClient` over the real protocol (``sim://?seed=..``: the
+    simulated board's Core in process); the backprop reference needs the exact vjp, so it uses the noise-free
+    ring model directly (same seed, same ring).
+    """
     from pgt.sim.ring import make_ring_reservoir
 
-    return make_ring_reservoir(seed=seed, noise_free=noise_free)
+    if noise_free:
+        return make_ring_reservoir(seed=seed, noise_free=True)
+    from pgt.client import RingClient
+
+    return RingClient.open(url or f"sim://?seed={seed}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,15 +52,19 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, tuple[Result, float, str]] = {}
     for est in ["backprop", *names]:
         noise_free = est == "backprop"
-        device = make_device(noise_free, args.seed)
+        device = make_device(noise_free, args.seed, args.device)
         cfg = TrainConfig(task="digits", model="mlp", estimator=est, steps=args.steps, eval_every=20,
                           seed=args.seed, checkpoint_every=max(args.steps, 1))
         t0 = time.perf_counter()
         if not args.quiet:
-            print(f"training with {est} through the {'noise-free' if noise_free else 'noisy'} simulated ring "
-                  f"({args.steps} steps) ...", file=sys.stderr, flush=True)
-        result = Trainer(device, cfg, out_dir=out / est).run()
-        where = "ring, noise-free" if noise_free else "ring, noisy"
+            print(f"training with {est} ({args.steps} steps) through {device.info.get('kind')} ...",
+                  file=sys.stderr, flush=True)
+        try:
+            result = Trainer(device, cfg, out_dir=out / est).run()
+        finally:
+            if hasattr(device, "close"):
+                device.close()
+        where = "ring model, exact" if noise_free else str(getattr(device, "url", "device"))
         results[est] = (result, time.perf_counter() - t0, where)
 
     ref = results["backprop"][0]
