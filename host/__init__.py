@@ -4,3 +4,14 @@ Kept free of heavy imports: ``import pgt`` must stay cheap (the CLI imports it f
 """
 
 __version__ = "0.1.0"
+
+_LAZY = {"fit": "pgt.trainer", "Trainer": "pgt.trainer", "TrainConfig": "pgt.trainer"}
+
+
+def __getattr__(name: str) -> object:
+    """``pgt.fit``, ``pgt.Trainer`` and ``pgt.TrainConfig``, imported on first use (numpy stays unloaded)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pgt' has no attribute {name!r}")
