@@ -84,7 +84,7 @@ def serve(core, stdin, stdout, wdt=None, poll_ms=None, flush=None):
 
 
 def file_hashes(root="pgt", extra=("main.py", "board.json")):
-    """sha256 (first 16 hex digits) of every file below ``root`` and of ``extra``: reported by hello."""
+    """sha256 (hex) of every file below ``root`` and of ``extra``: reported by hello."""
     import binascii
     import hashlib
     import os
@@ -103,7 +103,7 @@ def file_hashes(root="pgt", extra=("main.py", "board.json")):
                 h.update(memoryview(buf)[0:n])
         finally:
             f.close()
-        out[path] = binascii.hexlify(h.digest()).decode()[0:16]
+        out[path] = binascii.hexlify(h.digest()).decode()
 
     def walk(d):
         for entry in os.ilistdir(d):

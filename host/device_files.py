@@ -13,6 +13,9 @@ BOARD_PACKAGE_INIT = '"""pgt on the board: protocol and firmware only."""\n'
 
 ON_DEVICE_PACKAGES = ("protocol", "firmware")
 
+ENTRY = "main.py"  # the board runs /main.py on boot: firmware/main.py, copied to the root
+CONFIG = "board.json"  # the board config (pgt.firmware.board), at the root
+
 
 def device_files() -> dict[str, Path]:
     """Map of path on the device (e.g. ``pgt/protocol/framing.py``) to the source file on this machine."""
@@ -39,4 +42,26 @@ def lay_out(dest: Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(src.read_bytes())
         written.append(target)
+    return written
+
+
+def entry_file() -> Path:
+    """The source of ``/main.py`` on the device."""
+    import pgt.firmware
+
+    return Path(pgt.firmware.__file__).parent / "main.py"
+
+
+def lay_out_board(dest: Path, config: dict[str, object] | None = None) -> list[Path]:
+    """The whole flashed tree below ``dest``: ``lay_out`` plus ``/main.py`` and, if given, ``/board.json``."""
+    import json
+
+    written = lay_out(dest)
+    entry = dest / ENTRY
+    entry.write_bytes(entry_file().read_bytes())
+    written.append(entry)
+    if config is not None:
+        cfg = dest / CONFIG
+        cfg.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+        written.append(cfg)
     return written

@@ -1,0 +1,36 @@
+"""``pgt flash PORT``: copy the firmware to a MicroPython board with mpremote and verify it by a handshake."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+NAME = "flash"
+HELP = "copy the pgt firmware to a MicroPython board (mpremote), soft-reset it and verify it with a handshake"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("port", help="serial port of the board (e.g. /dev/ttyACM0, COM5, or any pyserial URL)")
+    p.add_argument("--board", choices=("rp2", "esp32"),
+                   help="board type written to board.json (default: the config's, else the board's sys.platform)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="board config (JSON: pins, calibration, safe limits; docs/hardware.md) copied as board.json")
+    p.add_argument("--dry-run", action="store_true", help="stage the files and print the commands; touch nothing")
+    p.add_argument("--mpy", action="store_true", help="precompile pgt/** with mpy-cross (faster boot, less RAM)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pgt import flash
+
+    p = flash.plan(args.port, args.board, args.config, args.mpy)
+    if args.dry_run:
+        for rel, path in sorted(p.files.items()):
+            print(f"{path.stat().st_size:7d}  {rel}")
+        print(f"board.json: {p.config}")
+        for cmd in p.commands:
+            print(shlex.join(cmd))
+        print("then: Ctrl-B, Ctrl-D on the port (soft reset into /main.py) and a hello handshake")
+        return 0
+    flash.flash(p)
+    return 0

