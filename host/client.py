@@ -71,7 +71,7 @@ class RingClient:
         self._closed = False
         request: RequestFn = lambda msg: link.request(msg, timeout=timeout)  # noqa: E731
         self._hello = self._handshake(request)
-        self._boot = self._boot_time(request)
+        self._boot = self._look(request)
         link.on_reconnect = self._after_reconnect
 
     @classmethod
@@ -105,23 +105,27 @@ class RingClient:
             raise DeviceError(f"{self.url} did not answer the pgt handshake: {what}; {advice}") from exc
         return check_hello(self.url, hello)
 
-    def _boot_time(self, request: RequestFn) -> tuple[float, float]:
-        """When the device booted, on the host's monotonic clock: an interval (earliest, latest) in s."""
+    def _look(self, request: RequestFn) -> tuple[float, float, int, int]:
+        """What tells a reboot: when the device booted on the host's monotonic clock (an interval, s), how
+        many requests it has handled, and how many replies this link had received."""
         t0 = time.monotonic()
         status = self._check(request({"op": messages.STATUS}), messages.STATUS)
         t1 = time.monotonic()
         up = float(status.get("uptime_ms", 0)) / 1000.0
-        return t0 - up - 0.002, t1 - up + 0.002
+        return t0 - up - 0.002, t1 - up + 0.002, int(status.get("requests", 0)), self.link.counters()["replies"]
 
     def check_reset(self) -> bool:
-        """Has the device rebooted since the last look (its uptime says so)? If so handshake again, replay
-        the configuration and return True. A board behind a USB-UART bridge can reset without its port
+        """Has the device rebooted since the last look? If so handshake again, replay the configuration and
+        return True. A reboot shows as fewer requests handled than replies received since the last look, or
+        as a later boot time (uptime). A board behind a USB-UART bridge can reset without its port
         disappearing; the client looks after every request that needed a resend after a timeout."""
         request: RequestFn = lambda msg: self.link.request(msg, timeout=self.timeout)  # noqa: E731
-        boot = self._boot_time(request)
-        slack = 0.05 + 1e-3 * max(0.0, time.monotonic() - self._boot[1])  # clock drift, at most 0.1 %
-        if boot[0] <= self._boot[1] + slack:
-            self._boot = boot
+        now = self._look(request)
+        last = self._boot
+        drift = 0.005 + 1e-3 * max(0.0, time.monotonic() - last[1])  # clock drift, at most 0.1 %
+        fewer = now[2] < last[2] + (now[3] - last[3])
+        if not fewer and now[0] <= last[1] + drift:
+            self._boot = now
             return False
         self.device_resets += 1
         self._after_reconnect(request)
@@ -134,7 +138,7 @@ class RingClient:
             raise DeviceError(f"after a reconnect {self.url} is a different board (uid {hello['uid']}, was "
                               f"{self._hello['uid']}): stopping")
         self._hello = hello
-        self._boot = self._boot_time(request)
+        self._boot = self._look(request)
         if self._configured:
             reply = request({"op": messages.CONFIG, **self._configured})
             self._hello.update(self._check(reply, messages.CONFIG))

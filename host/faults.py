@@ -12,6 +12,9 @@
   frame of several kB survives; per-frame ``corrupt`` is the rate that a long run can live with).
 - ``reset``: with this probability per request frame the device is reset (``reset_device`` callback, e.g. a
   sim server's ``reset_device``), before or after the frame is written.
+- ``script``: exact faults for chosen frames, ``{("to_host", 0): "drop", ("to_device", 3): "reset"}`` (frames
+  counted from 0 per direction, across reconnects), on top of the random ones — for deterministic tests. A
+  scripted ``reset`` loses the frame it hits (it arrives while the board reboots).
 
 Probabilities are per frame and per direction (``to_device``/``to_host`` select the directions); a seeded
 generator makes a run reproducible. ``stats`` counts every fault injected.
@@ -22,8 +25,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,6 +52,7 @@ class FaultPlan:
     to_device: bool = True
     to_host: bool = True
     seed: int = 0
+    script: Mapping[tuple[str, int], str] = field(default_factory=dict)
 
 
 class FaultyTransport:
@@ -61,6 +65,7 @@ class FaultyTransport:
         self.reset_device = reset_device
         self.rng = rng if rng is not None else np.random.default_rng(plan.seed)
         self.stats: dict[str, int] = {}
+        self.frames = {"to_device": 0, "to_host": 0}  # frames seen per direction (the script's index)
         self._lock = threading.Lock()  # the rng and stats are shared by the reader and the writer
         self._in = bytearray()  # device bytes not yet cut into frames
         self._out: deque[tuple[float, bytes]] = deque()  # (release time, bytes) for the host, FIFO
@@ -72,6 +77,11 @@ class FaultyTransport:
     def _mangle(self, frame: bytes, direction: str) -> tuple[list[bytes], float]:
         """The bytes that arrive instead of ``frame`` (possibly none, or twice), and a delay in s."""
         p, rng = self.plan, self.rng
+        index = self.frames[direction]
+        self.frames[direction] = index + 1
+        scripted = p.script.get((direction, index))
+        if scripted is not None:
+            return self._scripted(frame, direction, scripted)
         active = p.to_device if direction == "to_device" else p.to_host
         if not active:
             return [frame], 0.0
@@ -107,16 +117,42 @@ class FaultyTransport:
             self._count("delay", direction)
         return out, delay
 
+    def _scripted(self, frame: bytes, direction: str, what: str) -> tuple[list[bytes], float]:
+        self._count(what, direction)
+        data = bytearray(frame)
+        if what == "drop":
+            return [], 0.0
+        if what == "corrupt":
+            data[len(data) // 2] ^= 0x5A
+        elif what == "truncate":
+            del data[len(data) // 2: len(data) // 2 + 8]
+        elif what == "duplicate":
+            return [frame, frame], 0.0
+        elif what == "garbage":
+            return [b"noise on the line ", frame], 0.0
+        elif what == "delay":
+            return [frame], self.plan.delay_s
+        elif what != "reset":
+            raise ValueError(f"unknown scripted fault {what!r}")
+        return [bytes(data)], 0.0
+
     # -- host -> device -----------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         """``data`` is one frame (the link writes frame by frame)."""
         with self._lock:
+            index = self.frames["to_device"]
             chunks, delay = self._mangle(bytes(data), "to_device")
-            reset = self.reset_device is not None and self.rng.random() < self.plan.reset
-            reset_first = bool(self.rng.random() < 0.5)
-            if reset:
-                self._count("reset", "device")
+            scripted_reset = self.plan.script.get(("to_device", index)) == "reset"
+            if scripted_reset:  # the board resets as this frame arrives: the frame is lost
+                reset, reset_first, chunks = True, True, []
+            else:
+                reset = self.reset_device is not None and self.rng.random() < self.plan.reset
+                reset_first = bool(self.rng.random() < 0.5)
+            if reset and scripted_reset is False:
+                self._count("reset", "to_device")
+            if reset and self.reset_device is None:
+                raise ValueError("a reset fault needs a reset_device callback")
         if delay:
             time.sleep(delay)
         if reset and reset_first:
@@ -190,10 +226,12 @@ def faulty(plan: FaultPlan, reset_device: Callable[[], None] | None = None) -> C
     (one generator across reconnects, so a run stays reproducible); the stats are in ``wrap.stats``."""
     rng = np.random.default_rng(plan.seed)
     shared: dict[str, int] = {}
+    frames = {"to_device": 0, "to_host": 0}
 
     def wrap(inner: Transport) -> Transport:
         t = FaultyTransport(inner, plan, reset_device, rng)
         t.stats = shared
+        t.frames = frames
         return t
 
     wrap.stats = shared  # type: ignore[attr-defined]

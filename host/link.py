@@ -151,6 +151,7 @@ def _new_seq() -> int:
 class _Counters:
     def __init__(self) -> None:
         self.requests = 0
+        self.replies = 0
         self.retries = 0
         self.timeouts = 0
         self.fast_retries = 0
@@ -317,8 +318,9 @@ class SerialLink:
             self._c.undecodable += 1
             return
         with self._cond:
-            if not isinstance(msg, dict) or self._waiting is None or msg.get("seq") != self._waiting:
-                self._c.stale_replies += 1
+            if (not isinstance(msg, dict) or self._waiting is None or msg.get("seq") != self._waiting
+                    or self._reply is not None):
+                self._c.stale_replies += 1  # a late or duplicated reply to a request already answered
                 return
             if payload == self._sent and msg.get("op") != "ping":
                 self._c.echoes += 1  # our own request came back: a loopback or an echoing REPL
@@ -369,6 +371,7 @@ class SerialLink:
                 with self._cond:
                     while True:
                         if self._reply is not None:
+                            self._c.replies += 1
                             return self._reply
                         if self._broken is not None:
                             break
@@ -435,7 +438,8 @@ class SerialLink:
             return bytes(self._recent)
 
     def counters(self) -> dict[str, Any]:
-        """Requests, retries, timeouts, reconnects, dropped frames by reason, stale replies, bytes each way."""
+        """Requests (and replies), retries, timeouts, reconnects, dropped frames by reason, stale replies,
+        bytes each way."""
         c = self._c
         with self._cond:
             dec = self._decoder
@@ -444,7 +448,7 @@ class SerialLink:
                 dropped[reason] = dropped.get(reason, 0) + n
             garbage = self._garbage_before + dec.garbage_bytes
             frames = self._frames_before + dec.frames
-        return {"requests": c.requests, "retries": c.retries, "timeouts": c.timeouts,
+        return {"requests": c.requests, "replies": c.replies, "retries": c.retries, "timeouts": c.timeouts,
                 "fast_retries": c.fast_retries, "reconnects": c.reconnects, "dropped": dropped,
                 "garbage_bytes": garbage, "frames_in": frames, "stale_replies": c.stale_replies,
                 "echoes": c.echoes, "undecodable": c.undecodable, "bytes_out": c.bytes_out,
@@ -514,7 +518,8 @@ class InProcessLink:
 
     def counters(self) -> dict[str, Any]:
         """Same keys as SerialLink's; bytes are what the frames would have been on a wire."""
-        return {"requests": self._requests, "retries": 0, "timeouts": 0, "fast_retries": 0, "reconnects": 0,
+        return {"requests": self._requests, "replies": self._requests, "retries": 0, "timeouts": 0,
+                "fast_retries": 0, "reconnects": 0,
                 "dropped": {}, "garbage_bytes": 0, "frames_in": self._requests, "stale_replies": 0,
                 "echoes": 0, "undecodable": 0, "bytes_out": self._bytes_out, "bytes_in": self._bytes_in}
 
