@@ -138,7 +138,7 @@ class NodePGT(Estimator):
 
     def __init__(
         self, seed: int | np.random.Generator = 0, directions: int = 1, two_sided: bool = True,
-        dist: str = "rademacher", sigma: float | None = None, snr: float = 3.0,
+        dist: str = "rademacher", sigma: float | None = None, snr: float = 6.0,
         sigma_range: tuple[float, float] = (1e-3, 0.1),
     ) -> None:
         super().__init__(seed)

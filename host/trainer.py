@@ -370,9 +370,10 @@ class Trainer:
         self.calibrated = True
         self.run_dir = run_dir
         self._metrics_bytes = state["metrics_bytes"]
-        metrics = run_dir / METRICS
-        with open(metrics, "ab") as f:  # drop lines written after the checkpoint
-            f.truncate(self._metrics_bytes)
+        # The metrics file as it was at the checkpoint (lines written after it are dropped).
+        data = b"".join((json.dumps(rec) + "\n").encode() for rec in self.history)
+        _atomic_write(run_dir / METRICS, data)
+        self._metrics_bytes = len(data)
         self._make_optimizer()
         return self
 

@@ -59,3 +59,19 @@ def test_demo_prints_the_comparison(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "backprop" in out and "surrogate" in out and "train queries" in out
     assert list(tmp_path.glob("demo-*/accuracy.png"))
     _one_line_error(capsys, ["demo", "--estimators", "telepathy"], "--estimators")
+
+
+def test_resume_reopens_the_recorded_device_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    client = pytest.importorskip("pgt.client")
+    from pgt.trainer import TrainConfig, Trainer
+
+    def killer(rec: dict[str, object]) -> None:
+        if rec["step"] == 15:
+            raise KeyboardInterrupt
+
+    cfg = TrainConfig(steps=20, eval_every=5, checkpoint_every=10)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(client.RingClient.open("sim://?seed=0"), cfg, out_dir=tmp_path, on_eval=killer).run()
+    assert main(["train", "--resume", str(tmp_path), "--quiet"]) == 0  # reopens sim://?seed=0 by itself
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 5, 10, 15, 20]

@@ -49,6 +49,18 @@ def open_device(url: str | None, noise_free: bool = False, seed: int = 0) -> Any
     return RingClient.open(url)
 
 
+def _recorded_url(run_dir: Any) -> str | None:
+    """The device URL a run was started with (from its config.json), unless it ran on the in-process ring."""
+    import json
+
+    try:
+        doc = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    url = doc.get("device", {}).get("url")
+    return str(url) if url else None
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
     import time
@@ -64,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         run_dir = Path(args.resume)
-        device = open_device(args.device, args.noise_free, args.ring_seed) if args.device else None
+        url = args.device or _recorded_url(run_dir)
+        device = open_device(url, args.noise_free, args.ring_seed) if url else None
         trainer = Trainer.resume(run_dir, device, on_eval=on_eval)
     else:
         if args.task not in TASKS:
