@@ -48,6 +48,9 @@ class PhysicalLayer:
                 f"the model expects {self.k}/{self.m}"
             )
         self.reservoir = reservoir
+        info = getattr(reservoir, "info", None) or {}
+        high = info.get("volts_high")
+        self.v_high: float | None = float(high) if isinstance(high, (int, float)) else None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -84,6 +87,8 @@ class PhysicalLayer:
             raise DeviceError(f"device returned shape {y.shape}, expected ({u.shape[0]}, {self.m})")
         if not np.all(np.isfinite(y)):
             raise DeviceError("device returned NaN or infinite readings")
+        if self.v_high is not None and y.size >= 64 and np.mean(y >= self.v_high) > 0.5:
+            raise DeviceError(f"device readings are saturated (most at the {self.v_high:g} V rail)")
         if self.calibrated and y.shape[0] >= 8:
             # Readings stuck at one value on every channel: a saturated or dead detector.
             if np.all(np.ptp(y, axis=0) == 0.0) and np.any(np.ptp(u, axis=0) > 0):

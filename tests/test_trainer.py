@@ -103,6 +103,15 @@ def test_device_vanishing_keeps_a_usable_checkpoint(tmp_path: Path) -> None:
     assert tr.run().history[-1]["step"] == 30
 
 
+class RailedDevice(ToyReservoir):
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"kind": "toy", "volts_high": 3.3}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return np.minimum(super().forward(x) + 10.0, 3.3)
+
+
 def test_bad_readings_and_bad_input_raise_clear_errors(tmp_path: Path) -> None:
     nan = from_callable(lambda u: np.full((u.shape[0], 8), np.nan), 4, 8)
     with pytest.raises(DeviceError, match="NaN"):
@@ -110,6 +119,8 @@ def test_bad_readings_and_bad_input_raise_clear_errors(tmp_path: Path) -> None:
     stuck = from_callable(lambda u: np.ones((u.shape[0], 8)), 4, 8)
     with pytest.raises(DeviceError, match="saturated"):
         Trainer(stuck, TrainConfig(steps=1)).run()
+    with pytest.raises(DeviceError, match="3.3 V rail"):
+        Trainer(RailedDevice(k=16, m=32), TrainConfig(steps=1)).run()
     with pytest.raises(UserError, match="unknown task"):
         Trainer(ToyReservoir(), TrainConfig(task="mnist"))
     with pytest.raises(UserError, match="sequence task"):
