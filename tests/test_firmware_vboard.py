@@ -1,0 +1,60 @@
+"""End to end: ``pgt flash`` copies the firmware to the virtual board with the real mpremote, the board boots
+the unmodified main.py in a MicroPython VM, and a RingClient handshakes, runs blocks and takes a few
+perturbative training steps through the firmware's own serve loop and HAL (the ring model behind fake pins).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from pgt.cli import main as pgt_main
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[str]:
+    code = ("from pgt.sim.virtual_board import serve\n"
+            "serve(seed=3, level='A', announce=lambda p: print(p, flush=True))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from pgt.client import RingClient
+
+    assert pgt_main(["flash", port, "--board", "rp2"]) == 0
+    out = capsys.readouterr().out
+    assert "files verified" in out and "rp2-pwm" in out
+    # flashing again works on a board that is running the firmware (mpremote's Ctrl-C leaves the loop)
+    assert pgt_main(["flash", port, "--board", "rp2"]) == 0
+
+    with RingClient.open(port, timeout=5.0) as client:
+        assert client.info["board"] == "rp2-pwm" and client.n_inputs == 2 and client.n_outputs == 3
+        assert "pgt/firmware/serve.py" in client.info["files"]
+        x = np.array([[10.0, 20.0], [40.0, 5.0], [10.0, 20.0]])
+        y = client.run(x)
+        assert y.shape == (3, 3) and np.all(np.isfinite(y))
+        assert not np.allclose(y[0], y[1])  # the drive reaches the ring through the PWM pins
+        # a few two-sided perturbative steps that push output channel 1 up
+        rng = np.random.default_rng(0)
+        w = np.array([20.0, 20.0])
+        start = float(client.run(w[None, :])[0, 1])
+        for _ in range(4):
+            d = rng.choice([-1.0, 1.0], size=2) * 4.0
+            ya = client.run(np.stack([w + d, w - d]))
+            g = (ya[0, 1] - ya[1, 1]) / 2.0 * d / 16.0
+            w = np.clip(w + 4.0 * g / (np.abs(g).max() + 1e-9), 5.0, 44.0)
+        assert client.queries >= 10
+        end = float(client.run(w[None, :])[0, 1])
+        assert np.isfinite(end) and np.isfinite(start)
+        status = client.status()
+        assert status["link"]["frames_in"] >= 8 and status["runs"] >= 7
