@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from pgt.estimators import Backprop, Estimator, NodePGT, ParameterPGT, SurrogatePGT, measure_noise
 from pgt.layers import softmax_cross_entropy
 from pgt.models import HybridModel, ReservoirMLP, ReservoirTransformer
