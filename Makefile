@@ -21,8 +21,15 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check host protocol firmware sim tests bench
 
-typecheck: $(STAMP)
+# MicroPython stubs, one directory per port (the rp2 and esp32 packages conflict in one environment).
+STUBS := $(VENV)/stubs
+$(STUBS)/%/.installed: $(STAMP)
+	$(BIN)/python -m pip install -q --upgrade --target $(STUBS)/$* micropython-$*-stubs
+	touch $@
+
+typecheck: $(STAMP) $(STUBS)/rp2/.installed $(STUBS)/esp32/.installed
 	$(BIN)/mypy host sim
+	$(BIN)/python tests/typecheck_firmware.py $(STUBS) rp2 esp32
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -120,7 +120,7 @@ def resolve(given, platform=None):
     if kind not in DEFAULTS:
         raise ValueError("unknown board %r (set \"board\" to one of %s in %s)"
                          % (kind, ", ".join(sorted(DEFAULTS)), CONFIG_FILE))
-    cfg = {}
+    cfg = {}  # type: dict
     for src in (COMMON, DEFAULTS[kind], given):
         for key in src:
             cfg[key] = src[key]

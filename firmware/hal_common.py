@@ -6,15 +6,18 @@ their zero codes) and the ADC objects, and ``_write(j, code)``, which sets drive
 ints, and the samples go into a preallocated bytearray as little-endian uint16 (two byte stores each).
 
 ``timer`` is the module that provides ``ticks_us``, ``ticks_diff`` and ``sleep_us`` (``time`` on the board; a
-recording fake in the tests).
+recording fake in the tests). ``machine`` is the board's module; the tests put a fake one in ``sys.modules``
+first. (Importing it here, not passing it in, lets mypy check every call against the port's stubs.)
 """
 
 import binascii
 
+import machine
+
 from pgt.firmware.hal_base import HAL
 
 
-def _uid(machine):
+def _uid():
     try:
         return binascii.hexlify(machine.unique_id()).decode()
     except Exception:  # noqa: BLE001 - a board without unique_id still works
@@ -22,7 +25,7 @@ def _uid(machine):
 
 
 class BoardHAL(HAL):
-    def __init__(self, cfg, machine, timer=None):
+    def __init__(self, cfg, timer=None):
         if timer is None:
             import time as timer
         self.cfg = cfg
@@ -35,15 +38,15 @@ class BoardHAL(HAL):
         self.elapsed_us = 0
         self.out = bytearray(2 * self.m * self.max_batch)
         self.out_mv = memoryview(self.out)
-        self.adcs = []
-        self._setup(machine)  # outputs exist from here on, already at their zero codes
+        self.adcs = []  # type: list
+        self._setup()  # outputs exist from here on, already at their zero codes
         self.zero()
         self._reads = [adc.read_u16 for adc in self.adcs]
-        self.uid = _uid(machine)
+        self.uid = _uid()
 
     # -- subclass hooks -------------------------------------------------------------------------------------
 
-    def _setup(self, machine):
+    def _setup(self):
         raise NotImplementedError
 
     def _write(self, j, code):
@@ -98,7 +101,7 @@ class BoardHAL(HAL):
 class MCP4922:
     """Microchip MCP4922: two 12-bit channels over SPI (16-bit words: channel, BUF, GA=1x, SHDN=active)."""
 
-    def __init__(self, machine, cfg):
+    def __init__(self, cfg):
         self.cs = machine.Pin(cfg["cs_pin"], machine.Pin.OUT, value=1)
         self.spi = machine.SPI(cfg["spi_id"], baudrate=cfg["spi_baud"], polarity=0, phase=0,
                                sck=machine.Pin(cfg["sck_pin"]), mosi=machine.Pin(cfg["mosi_pin"]))

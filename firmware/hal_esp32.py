@@ -10,17 +10,19 @@ non-linear near both ends of each range; ``read_uv`` is calibrated but slow, so 
 the host calibrates (docs/hardware.md).
 """
 
+import machine
+
 from pgt.firmware.hal_common import MCP4922, BoardHAL
 
 ATTEN = {"0db": "ATTN_0DB", "2.5db": "ATTN_2_5DB", "6db": "ATTN_6DB", "11db": "ATTN_11DB"}
 
 
 class ESP32HAL(BoardHAL):
-    def _setup(self, machine):
+    def _setup(self):
         cfg = self.cfg
         if cfg["dac"] == "mcp4922":
-            self.dac = MCP4922(machine, cfg)
-            self._write = self.dac.write
+            self.dac = MCP4922(cfg)
+            self._write = self.dac.write  # type: ignore[method-assign]
         else:
             self.dacs = []
             for j in range(self.k):
@@ -38,7 +40,5 @@ class ESP32HAL(BoardHAL):
         self._dac_writes[j](code)
 
 
-def make(cfg, machine=None, timer=None):
-    if machine is None:
-        import machine
-    return ESP32HAL(cfg, machine, timer)
+def make(cfg, timer=None):
+    return ESP32HAL(cfg, timer)

@@ -13,18 +13,20 @@ fixed property of the transfer curve: near those four levels the host sees a ste
 (about 0.1 % of full scale). docs/hardware.md says what to do about it.
 """
 
+import machine
+
 from pgt.firmware.hal_common import MCP4922, BoardHAL
 
 
 class RP2HAL(BoardHAL):
-    def _setup(self, machine):
+    def _setup(self):
         cfg = self.cfg
         bits = cfg["dac_bits"]
         self._shift = 16 - bits
         self._back = bits - self._shift
         if cfg["dac"] == "mcp4922":
-            self.dac = MCP4922(machine, cfg)
-            self._write = self.dac.write
+            self.dac = MCP4922(cfg)
+            self._write = self.dac.write  # type: ignore[method-assign]
         else:
             self.pwms = []
             for j in range(self.k):
@@ -45,7 +47,5 @@ class RP2HAL(BoardHAL):
         self._duties[j]((code << self._shift) | (code >> self._back))
 
 
-def make(cfg, machine=None, timer=None):
-    if machine is None:
-        import machine
-    return RP2HAL(cfg, machine, timer)
+def make(cfg, timer=None):
+    return RP2HAL(cfg, timer)

@@ -106,9 +106,9 @@ def file_hashes(root="pgt", extra=("main.py", "board.json")):
         out[path] = binascii.hexlify(h.digest()).decode()
 
     def walk(d):
-        for entry in os.ilistdir(d):
-            p = d + "/" + entry[0]
-            if entry[1] & 0x4000:
+        for name in os.listdir(d):
+            p = d + "/" + name
+            if os.stat(p)[0] & 0x4000:
                 walk(p)
             else:
                 add(p)
@@ -125,20 +125,22 @@ def file_hashes(root="pgt", extra=("main.py", "board.json")):
     return out
 
 
-def make_hal(cfg, machine=None, timer=None):
+def make_hal(cfg, timer=None):
     """The HAL for ``cfg["board"]``."""
     if cfg["board"] == "rp2":
-        from pgt.firmware import hal_rp2 as mod
-    else:
-        from pgt.firmware import hal_esp32 as mod
-    return mod.make(cfg, machine, timer)
+        from pgt.firmware import hal_rp2
+
+        return hal_rp2.make(cfg, timer)
+    from pgt.firmware import hal_esp32
+
+    return hal_esp32.make(cfg, timer)
 
 
 def _ms_clock():
     """A millisecond clock that does not wrap (ticks_ms wraps; the Core needs differences only)."""
     import time
 
-    state = [time.ticks_ms(), 0]
+    state = [time.ticks_ms(), 0]  # type: list
 
     def clock():
         now = time.ticks_ms()
@@ -167,7 +169,7 @@ def main(config_path="board.json", stdin=None, stdout=None):
     from pgt.firmware.core import Core
 
     cfg = board.load(config_path)
-    hal = make_hal(cfg, machine)  # outputs at zero from here on
+    hal = make_hal(cfg)  # outputs at zero from here on
     core = Core(hal, _ms_clock(), cfg["max_frame"], file_hashes())
     wdt = None
     if cfg["wdt_ms"] > 0:

@@ -20,7 +20,7 @@ def make(cfg_given, step=7):
     fm.reset()
     cfg = board.check(board.resolve(cfg_given))
     t = fm.FakeTime(step)
-    hal = serve.make_hal(cfg, fm, t)
+    hal = serve.make_hal(cfg, t)
     return cfg, hal, t
 
 
