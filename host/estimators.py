@@ -97,6 +97,13 @@ class Estimator:
     def config(self) -> dict[str, Any]:
         return {"name": self.name}
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Numbers worth logging with each evaluation (calibrated noise and sigma, surrogate fit...)."""
+        cal = self.calibration
+        if cal is None:
+            return {}
+        return {"device_noise": cal.noise, "sigma": cal.sigma}
+
 
 def _forward_loss(model: HybridModel, z: Array, pre_cache: Any, labels: Array) -> tuple[float, Grads, Array, Any]:
     """Post-device forward and exact backward: (loss, post grads, grad at z, skip-gradient)."""
@@ -259,8 +266,9 @@ class SurrogatePGT(Estimator):
     name = "surrogate"
 
     def __init__(self, seed: int | np.random.Generator = 0, refit_every: int = 10, buffer: int = 6000,
-                 features: int = 384, ridge: float = 1e-4) -> None:
+                 features: int = 384, ridge: float = 1e-4, width: float = 2.5) -> None:
         super().__init__(seed)
+        self.width = width
         self.refit_every = refit_every
         self.buffer = buffer
         self.features = features
@@ -273,7 +281,10 @@ class SurrogatePGT(Estimator):
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "refit_every": self.refit_every, "buffer": self.buffer,
-                "features": self.features, "ridge": self.ridge}
+                "features": self.features, "ridge": self.ridge, "width": self.width}
+
+    def diagnostics(self) -> dict[str, Any]:
+        return super().diagnostics() | {"surrogate_rmse": self.fit_error}
 
     def observe(self, u: Array, y: Array) -> None:
         self._u.append(np.array(u, dtype=np.float64))
@@ -286,7 +297,7 @@ class SurrogatePGT(Estimator):
     def refit(self, model: HybridModel) -> None:
         ph = model.physical
         if self.surrogate is None:
-            self.surrogate = RandomFeatureSurrogate(ph.k, ph.m, self.rng, self.features, self.ridge)
+            self.surrogate = RandomFeatureSurrogate(ph.k, ph.m, self.rng, self.features, self.ridge, self.width)
             self.surrogate.set_range(ph.low, ph.high)
         u = np.concatenate(self._u)[-self.buffer :]
         y = ph.normalise(np.concatenate(self._y)[-self.buffer :])

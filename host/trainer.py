@@ -245,7 +245,7 @@ class Trainer:
             "lr": self.lr,
             "best_step": self.best["step"],
             "best_test_acc": self.best["test_acc"],
-        }
+        } | self.estimator.diagnostics()
         self._loss_sum, self._loss_n = 0.0, 0
         self.history.append(rec)
         if self.run_dir is not None:
