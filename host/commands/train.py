@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="digits", help=f"one of {', '.join(TASKS)} (default: digits)")
     p.add_argument("--model", default=None, help="mlp or transformer (default: mlp for digits, else transformer)")
     p.add_argument("--estimator", default="surrogate", help=f"one of {', '.join(ESTIMATORS)}")
+    p.add_argument("--hidden", default="", help="mlp: widths of extra dense layers after the ring, e.g. 32,16")
+    p.add_argument("--d-model", type=int, default=32, help="transformer: model width (default 32)")
+    p.add_argument("--heads", type=int, default=4, help="transformer: attention heads (default 4)")
     p.add_argument("--device", default=None, metavar="URL",
                    help="device URL for pgt.client.RingClient (default: the in-process simulated ring)")
     p.add_argument("--noise-free", action="store_true", help="in-process ring without noise (implied by backprop)")
@@ -85,10 +88,20 @@ def run(args: argparse.Namespace) -> int:
         if args.estimator not in ESTIMATORS:
             raise UserError(f"unknown estimator {args.estimator!r} (choose from {', '.join(ESTIMATORS)})")
         model = args.model or ("mlp" if args.task == "digits" else "transformer")
+        try:
+            hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
+        except ValueError:
+            raise UserError(f"--hidden takes comma-separated widths, got {args.hidden!r}") from None
+        if args.d_model % max(args.heads, 1) or args.heads < 1 or min([args.d_model, *hidden]) < 1:
+            raise UserError("--d-model must be a positive multiple of --heads, widths positive")
+        options: dict[str, Any] = (
+            {"hidden": tuple(hidden)} if model == "mlp" else {"d_model": args.d_model, "heads": args.heads}
+        )
         cfg = TrainConfig(
             task=args.task, model=model, estimator=args.estimator, steps=args.steps,
             batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
             clip=args.clip, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
+            model_options=options,
         )
         device = open_device(args.device, args.noise_free or args.estimator == "backprop", args.ring_seed)
         stamp = time.strftime("%Y%m%d-%H%M%S")
