@@ -456,4 +456,7 @@ def make_estimator(name: str, seed: int | np.random.Generator = 0, **options: An
         cls = ESTIMATORS[name]
     except KeyError:
         raise UserError(f"unknown estimator {name!r} (choose from {', '.join(ESTIMATORS)})") from None
-    return cls(seed, **options)
+    try:
+        return cls(seed, **options)
+    except TypeError as exc:
+        raise UserError(f"bad option for the {name} estimator: {exc}") from None

@@ -48,6 +48,8 @@ def test_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     _one_line_error(capsys, ["train", "--resume", str(tmp_path / "missing")], "no checkpoint")
     _one_line_error(capsys, ["train", "--task", "majority", "--d-model", "30", "--heads", "4"], "multiple of")
     _one_line_error(capsys, ["train", "--hidden", "3x"], "--hidden")
+    _one_line_error(capsys, ["train", "-E", "colour=red", "--out", str(tmp_path)], "bad option for the surrogate")
+    _one_line_error(capsys, ["train", "-E", "sigma"], "KEY=VALUE")
     _one_line_error(capsys, ["train", "--optimizer", "lbfgs", "--steps", "1", "--out", str(tmp_path)],
                     "unknown optimizer")
     assert main(["train", "--device", "bogus://nowhere", "--steps", "1", "--out", str(tmp_path)]) == 1

@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="digits", help=f"one of {', '.join(TASKS)} (default: digits)")
     p.add_argument("--model", default=None, help="mlp or transformer (default: mlp for digits, else transformer)")
     p.add_argument("--estimator", default="surrogate", help=f"one of {', '.join(ESTIMATORS)}")
+    p.add_argument("-E", "--estimator-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="estimator option, repeatable: directions=4, sigma=0.05, two_sided=false, dist=gaussian, "
+                        "refit_every=5, features=768 ...")
     p.add_argument("--hidden", default="", help="mlp: widths of extra dense layers after the ring, e.g. 32,16")
     p.add_argument("--d-model", type=int, default=32, help="transformer: model width (default 32)")
     p.add_argument("--heads", type=int, default=4, help="transformer: attention heads (default 4)")
@@ -65,6 +68,7 @@ def _recorded_url(run_dir: Any) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     import sys
     import time
     from pathlib import Path
@@ -97,11 +101,20 @@ def run(args: argparse.Namespace) -> int:
         options: dict[str, Any] = (
             {"hidden": tuple(hidden)} if model == "mlp" else {"d_model": args.d_model, "heads": args.heads}
         )
+        est_options: dict[str, Any] = {}
+        for item in args.estimator_option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UserError(f"--estimator-option takes KEY=VALUE, got {item!r}")
+            try:
+                est_options[key] = json.loads(value)
+            except ValueError:
+                est_options[key] = value
         cfg = TrainConfig(
             task=args.task, model=model, estimator=args.estimator, steps=args.steps,
             batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
             clip=args.clip, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
-            model_options=options,
+            model_options=options, estimator_options=est_options,
         )
         device = open_device(args.device, args.noise_free or args.estimator == "backprop", args.ring_seed)
         stamp = time.strftime("%Y%m%d-%H%M%S")
