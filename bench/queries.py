@@ -115,8 +115,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer steps and 2 seeds")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 2)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--param-steps", type=int, default=None,
+                        help="ParameterPGT steps on the dense net (default 2000, quick 800): its budget")
     args = parser.parse_args()
-    plan = QUICK if args.quick else PLAN
+    plan = {arch: dict(p) for arch, p in (QUICK if args.quick else PLAN).items()}
+    if args.param_steps:
+        plan["mlp"]["param"] = (args.param_steps, max(25, args.param_steps // 80))
     seeds = list(range(args.seeds if args.seeds else (2 if args.quick else 3)))
     jobs = [(arch, est, s, *plan[arch][est]) for arch in ARCHS for est in ESTIMATORS for s in seeds]
     jobs.sort(key=lambda j: -j[3] * (8 if j[0] == "transformer" else 1))  # longest first
