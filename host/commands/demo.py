@@ -11,7 +11,7 @@ HELP = "train the dense network on digits through the simulated ring; compare wi
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=400, help="training steps per estimator (default 400)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the runs and of the simulated ring (default 0)")
     p.add_argument("--estimators", default="surrogate,node,param",
                    help="PGT estimators to run next to backprop (default: surrogate,node,param)")
     p.add_argument("--out", default="runs", help="where the demo's run directory goes (default: runs/)")
