@@ -59,11 +59,12 @@ class FaultyTransport:
     """A Transport that injects the faults of a :class:`FaultPlan` (see the module doc)."""
 
     def __init__(self, inner: Transport, plan: FaultPlan, reset_device: Callable[[], None] | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: tuple[np.random.Generator, np.random.Generator] | None = None) -> None:
         self.inner = inner
         self.plan = plan
         self.reset_device = reset_device
-        self.rng = rng if rng is not None else np.random.default_rng(plan.seed)
+        rngs = rng if rng is not None else _rngs(plan.seed)
+        self.rngs = {"to_device": rngs[0], "to_host": rngs[1]}  # one per direction: reproducible runs
         self.stats: dict[str, int] = {}
         self.frames = {"to_device": 0, "to_host": 0}  # frames seen per direction (the script's index)
         self._lock = threading.Lock()  # the rng and stats are shared by the reader and the writer
@@ -76,7 +77,7 @@ class FaultyTransport:
 
     def _mangle(self, frame: bytes, direction: str) -> tuple[list[bytes], float]:
         """The bytes that arrive instead of ``frame`` (possibly none, or twice), and a delay in s."""
-        p, rng = self.plan, self.rng
+        p, rng = self.plan, self.rngs[direction]
         index = self.frames[direction]
         self.frames[direction] = index + 1
         scripted = p.script.get((direction, index))
@@ -147,8 +148,9 @@ class FaultyTransport:
             if scripted_reset:  # the board resets as this frame arrives: the frame is lost
                 reset, reset_first, chunks = True, True, []
             else:
-                reset = self.reset_device is not None and self.rng.random() < self.plan.reset
-                reset_first = bool(self.rng.random() < 0.5)
+                rng = self.rngs["to_device"]
+                reset = self.reset_device is not None and rng.random() < self.plan.reset
+                reset_first = bool(rng.random() < 0.5)
             if reset and scripted_reset is False:
                 self._count("reset", "to_device")
             if reset and self.reset_device is None:
@@ -221,19 +223,29 @@ class FaultyTransport:
         self.inner.close()
 
 
-def faulty(plan: FaultPlan, reset_device: Callable[[], None] | None = None) -> Callable[[Transport], Transport]:
-    """A ``wrap`` for :class:`pgt.link.SerialLink`: every (re)opened transport gets the same plan and stats
-    (one generator across reconnects, so a run stays reproducible); the stats are in ``wrap.stats``."""
-    rng = np.random.default_rng(plan.seed)
-    shared: dict[str, int] = {}
-    frames = {"to_device": 0, "to_host": 0}
+def _rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    a, b = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(a), np.random.default_rng(b)
 
-    def wrap(inner: Transport) -> Transport:
-        t = FaultyTransport(inner, plan, reset_device, rng)
-        t.stats = shared
-        t.frames = frames
+
+class Faulty:
+    """A ``wrap`` for :class:`pgt.link.SerialLink`: every (re)opened transport gets the same plan, generators
+    and counts (so a run stays reproducible across reconnects); ``stats`` counts every fault injected."""
+
+    def __init__(self, plan: FaultPlan, reset_device: Callable[[], None] | None = None) -> None:
+        self.plan = plan
+        self.reset_device = reset_device
+        self.stats: dict[str, int] = {}
+        self.frames = {"to_device": 0, "to_host": 0}
+        self._rngs = _rngs(plan.seed)
+
+    def __call__(self, inner: Transport) -> FaultyTransport:
+        t = FaultyTransport(inner, self.plan, self.reset_device, self._rngs)
+        t.stats = self.stats
+        t.frames = self.frames
         return t
 
-    wrap.stats = shared  # type: ignore[attr-defined]
-    return wrap
 
+def faulty(plan: FaultPlan, reset_device: Callable[[], None] | None = None) -> Faulty:
+    """``SerialLink(url, wrap=faulty(plan))``: inject the plan's faults on every connection of the link."""
+    return Faulty(plan, reset_device)

@@ -38,6 +38,7 @@ RequestFn = Callable[[Mapping[str, Any]], dict]
 """What ``on_reconnect`` receives: a request function usable while the link reconnects."""
 
 RECENT_BYTES = 512  # received bytes kept for diagnostics (what did the port say?)
+ECHO_LIKE = ("ping", "stop", "exit")  # ops whose reply can equal the request byte for byte
 
 
 class Link(Protocol):
@@ -322,7 +323,7 @@ class SerialLink:
                     or self._reply is not None):
                 self._c.stale_replies += 1  # a late or duplicated reply to a request already answered
                 return
-            if payload == self._sent and msg.get("op") != "ping":
+            if payload == self._sent and msg.get("op") not in ECHO_LIKE:
                 self._c.echoes += 1  # our own request came back: a loopback or an echoing REPL
                 return
             self._reply = msg

@@ -99,14 +99,14 @@ def test_configure_drive_range_and_timing(client: RingClient) -> None:
     with pytest.raises(UserError, match="outside the board's safe limits 0..100 mA"):
         client.configure(drive_hi_mA=150.0)
     with pytest.raises(UserError, match="n_avg must be a non-negative integer"):
-        client.configure(n_avg=1.5)  # type: ignore[arg-type]
+        client.configure(n_avg=1.5)
     with pytest.raises(DeviceError, match="n_avg must be 1..1024"):
         client.configure(n_avg=0)
 
 
 def test_close_stops_the_drive() -> None:
     c = RingClient.open(SIM)
-    core = c.link.core  # type: ignore[attr-defined]
+    core = c.link.core
     c.run(uniform(c, 2))
     assert core.driving
     c.close()
@@ -216,6 +216,9 @@ def test_config_is_replayed_after_a_board_reset_tcp() -> None:
             assert np.array_equal(c.run(x), before)
             assert c.link.counters()["reconnects"] == 1
             assert srv.core.settle_us == 7 and srv.core.drive_hi[0] == c.info["drive_hi"][0] < 4095
+            assert srv.core.driving
+        assert not srv.core.driving  # close() stopped the drive
+        assert c.link.counters()["timeouts"] == 0
     finally:
         srv.stop()
 
@@ -231,7 +234,7 @@ def test_a_silent_reset_is_noticed_after_a_timeout_and_the_config_replayed() -> 
             x = uniform(c, 10)
             before = c.run(x)
             assert np.array_equal(c.run(x), before)
-            assert wrap.stats == {"reset_to_device": 1}  # type: ignore[attr-defined]
+            assert wrap.stats == {"reset_to_device": 1}
             assert c.device_resets == 1 and srv.core.settle_us == 7
             assert c.link.counters()["timeouts"] == 1
     finally:

@@ -39,7 +39,7 @@ def pty() -> Iterator[tuple[PtyServer, str]]:
 
 @pytest.fixture(params=["pty", "tcp"])
 def server(request: pytest.FixtureRequest) -> tuple[Any, str]:
-    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+    return request.getfixturevalue(request.param)
 
 
 def link_to(url: str, plan: FaultPlan | None = None, **kw: Any) -> SerialLink:
@@ -55,8 +55,9 @@ def test_request_and_reply_over_pty_and_tcp(server: tuple[Any, str]) -> None:
         assert reply["op"] == "ping" and reply["data"] == every_byte
         hello = link.request({"op": "hello"})
         assert hello["proto"] == 1 and hello["k"] == 16
+        assert link.request({"op": "stop"}) == {"op": "stop", "seq": hello["seq"] + 1}  # (equals the request)
         c = link.counters()
-        assert c["requests"] == 2 and c["retries"] == 0 and c["dropped"] == {}
+        assert c["requests"] == 3 and c["retries"] == 0 and c["timeouts"] == 0 and c["dropped"] == {}
         assert c["bytes_out"] > 1024 and c["bytes_in"] > 1024
 
 

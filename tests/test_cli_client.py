@@ -1,0 +1,99 @@
+"""The device commands: ``pgt devices``, ``pgt info URL`` and ``pgt probe URL --out DIR`` (simulated boards
+only: in process, and over a pty); errors are one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgt.cli import main as pgt_main
+from pgt.sim.device import make_core
+from pgt.sim.serve import PtyServer
+
+SIM = "sim://?noise_free=1"
+
+
+class Port:
+    def __init__(self, device: str, vid: int | None = None, pid: int | None = None, serial_number: str | None = None,
+                 description: str = "n/a") -> None:
+        self.device, self.vid, self.pid = device, vid, pid
+        self.serial_number, self.description = serial_number, description
+
+
+def fake_ports(monkeypatch: pytest.MonkeyPatch, ports: list[Any]) -> None:
+    from serial.tools import list_ports
+
+    monkeypatch.setattr(list_ports, "comports", lambda: ports)
+
+
+def test_devices_lists_usb_ids_and_serial_numbers(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    fake_ports(monkeypatch, [Port("/dev/ttyACM0", 0x2E8A, 0x0005, "E6614C311B2B", "Board in FS mode"),
+                             Port("/dev/ttyS0")])
+    assert pgt_main(["devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["PORT", "VID:PID", "SERIAL", "DESCRIPTION"]
+    assert lines[1].split()[:3] == ["/dev/ttyACM0", "2E8A:0005", "E6614C311B2B"]
+    assert "Raspberry Pi" in lines[1] and lines[2].split() == ["/dev/ttyS0", "-", "-"]
+    assert pgt_main(["devices", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["vid_pid"] == "2E8A:0005" and listed[1]["serial_number"] is None
+
+
+def test_devices_says_when_there_are_none(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_ports(monkeypatch, [])
+    assert pgt_main(["devices"]) == 0
+    assert "no serial ports found" in capsys.readouterr().out
+
+
+def test_info_in_process_and_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert pgt_main(["info", SIM]) == 0
+    out = capsys.readouterr().out
+    assert "board        sim" in out and "16 drive in, 32 samples out" in out
+    assert "safe limits  codes 0..4095 = 0..100 mA" in out and "settle 1000 us" in out
+    assert pgt_main(["info", SIM, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["k"] == 16 and info["proto"] == 1 and info["limit_high_mA"][0] == pytest.approx(100.0)
+
+
+def test_info_over_a_pty(capsys: pytest.CaptureFixture[str]) -> None:
+    with PtyServer(make_core(noise_free=True)) as srv:
+        path = srv.start()
+        assert pgt_main(["info", path, "--timeout", "1"]) == 0
+        assert f"device       {path}" in capsys.readouterr().out
+        assert srv.core.counts["requests"] >= 3 and not srv.core.driving
+
+
+def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert pgt_main(["info", "/dev/pgt-no-such-port"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pgt info: error: cannot open /dev/pgt-no-such-port") and "\n" not in err
+    assert pgt_main(["info", "loop://", "--timeout", "0.05"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "did not answer the pgt handshake" in err and "pgt flash PORT" in err and "\n" not in err
+    assert pgt_main(["info", "sim://?seeed=1"]) == 1
+    assert "unknown simulator option" in capsys.readouterr().err
+
+
+def test_probe_writes_a_csv_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "probe"
+    assert pgt_main(["probe", SIM + "&max_frame=4096", "--out", str(out), "--points", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "probe: block 1/2" in captured.err and "probe: block 2/2" in captured.err  # 80 rows, 60 a block
+    assert "swept 16 channels x 5 points = 80 vectors" in captured.out
+    with open(out / "transfer_curves.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:3] == ["channel", "drive_mA", "v0"] and len(rows[0]) == 2 + 32 and len(rows) == 1 + 80
+    assert [float(r[1]) for r in rows[1:6]] == [0.0, 25.0, 50.0, 75.0, 100.0] and rows[6][0] == "1"
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) == 17 and pngs[0] == "transfer_ch00.png" and "transfer_curves.png" in pngs
+    assert (out / "transfer_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_probe_refuses_too_few_points(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert pgt_main(["probe", SIM, "--out", str(tmp_path), "--points", "1"]) == 1
+    assert "--points must be at least 2" in capsys.readouterr().err

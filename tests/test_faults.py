@@ -1,0 +1,170 @@
+"""The fault-injecting transport, and the link under faults: with 1 % of frames corrupted and 1 % lost (each
+way) a long run of blocks completes, every block equals what the noise-free in-process simulator gives for the
+same input, and no run is applied twice (the device's own counters). Also: a harsher mix, truncated frames,
+and board resets (the port dropping; and silent resets, noticed and recovered)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pgt.client import RingClient
+from pgt.faults import FaultPlan, FaultyTransport, faulty
+from pgt.protocol import framing
+from pgt.sim.device import make_core
+from pgt.sim.serve import PtyServer, TcpServer
+
+FRAMES = [framing.encode(bytes([i]) * (10 + 7 * i)) for i in range(20)]
+
+
+class Pipe:
+    """A Transport that records writes and reads back chunks given to it."""
+
+    def __init__(self, chunks: list[bytes] | None = None) -> None:
+        self.written: list[bytes] = []
+        self.chunks = list(chunks or [])
+
+    def read_some(self, wait: float) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def close(self) -> None:
+        pass
+
+
+def read_all(t: FaultyTransport) -> bytes:
+    out = b""
+    for _ in range(1000):
+        out += t.read_some(0.0)
+    return out
+
+
+def test_no_faults_passes_the_stream_unchanged_whatever_the_chunking() -> None:
+    stream = b">>> " + b"".join(FRAMES) + b"\r\nMPY: soft reboot\r\n" + FRAMES[3]
+    rng = np.random.default_rng(1)
+    cuts = sorted(rng.integers(0, len(stream), 40).tolist())
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    t = FaultyTransport(Pipe(chunks), FaultPlan())
+    assert read_all(t) == stream
+    t.write(FRAMES[0])
+    assert t.inner.written == [FRAMES[0]]
+
+
+def test_each_fault_kind_on_frames_to_the_host() -> None:
+    def through(**plan: Any) -> bytes:
+        return read_all(FaultyTransport(Pipe([b"".join(FRAMES)]), FaultPlan(to_device=False, **plan)))
+
+    whole = b"".join(FRAMES)
+    assert through(drop=1.0) == b""
+    assert through(duplicate=1.0) == b"".join(f + f for f in FRAMES)
+    corrupt = through(corrupt=1.0)
+    assert len(corrupt) == len(whole) and corrupt != whole
+    assert len(through(truncate=1.0)) < len(whole)
+    junk = through(garbage=1.0)
+    for f in FRAMES:
+        assert f in junk
+        junk = junk.replace(f, b"", 1)
+    assert junk and b"\x03" not in junk and b"\x04" not in junk  # never types Ctrl-C or Ctrl-D
+    dec = framing.Decoder()
+    dec.feed(through(corrupt=1.0))
+    while dec.next_payload() is not None:
+        pass
+    assert dec.frames < len(FRAMES) and sum(dec.dropped.values()) > 0  # the CRCs see it
+
+
+def test_faults_on_frames_to_the_device_and_the_script() -> None:
+    pipe = Pipe()
+    resets: list[int] = []
+    plan = FaultPlan(script={("to_device", 1): "drop", ("to_device", 2): "reset", ("to_device", 3): "corrupt"})
+    t = FaultyTransport(pipe, plan, reset_device=lambda: resets.append(1))
+    for f in FRAMES[:5]:
+        t.write(f)
+    assert pipe.written[0] == FRAMES[0] and pipe.written[2] == FRAMES[4]
+    assert pipe.written[1] != FRAMES[3] and len(pipe.written) == 3
+    assert resets == [1] and t.stats == {"drop_to_device": 1, "reset_to_device": 1, "corrupt_to_device": 1}
+    with pytest.raises(ValueError, match="unknown scripted fault"):
+        FaultyTransport(Pipe(), FaultPlan(script={("to_device", 0): "melt"})).write(FRAMES[0])
+
+
+# -- the link under faults, against the simulated board ---------------------------------------------------
+
+
+@pytest.fixture
+def reference() -> Iterator[RingClient]:
+    with RingClient.open("sim://?noise_free=1") as ref:
+        yield ref
+
+
+def run_blocks(c: RingClient, ref: RingClient, blocks: int, rows: int, seed: int = 0) -> int:
+    """Run ``blocks`` random blocks through ``c``; return how many differ from the in-process reference."""
+    rng = np.random.default_rng(seed)
+    wrong = 0
+    for _ in range(blocks):
+        x = rng.uniform(c.drive_low, c.drive_high, (rows, c.n_inputs))
+        wrong += not np.array_equal(c.run(x), ref.run(x))
+    return wrong
+
+
+def test_one_percent_corruption_and_loss_nothing_corrupt_delivered_no_run_twice(reference: RingClient) -> None:
+    plan = FaultPlan(drop=0.01, corrupt=0.01, seed=3)
+    wrap = faulty(plan)
+    with PtyServer(make_core(noise_free=True)) as srv:
+        path = srv.start()
+        with RingClient.open(path, wrap=wrap, timeout=0.05, link_rate=1e6) as c:
+            assert run_blocks(c, reference, blocks=300, rows=32) == 0
+            counters = c.link.counters()
+            status = c.status()
+    stats = wrap.stats
+    assert stats.get("drop_to_host", 0) and stats.get("drop_to_device", 0)  # the faults did happen
+    assert stats.get("corrupt_to_host", 0) and stats.get("corrupt_to_device", 0)
+    assert status["runs"] == 300  # every block applied exactly once; resends were answered from the cache
+    assert status["duplicates"] >= stats["drop_to_host"] and counters["retries"] >= sum(stats.values())
+    assert c.device_resets == 0
+
+
+def test_a_harsher_mix_over_tcp(reference: RingClient) -> None:
+    plan = FaultPlan(drop=0.05, corrupt=0.05, duplicate=0.05, delay=0.05, delay_s=0.02, garbage=0.05,
+                     byte_error_rate=1e-5, seed=11)
+    wrap = faulty(plan)
+    logs: list[str] = []
+    with TcpServer(make_core(noise_free=True), log=logs.append) as srv:
+        port = srv.start()
+        with RingClient.open(f"socket://127.0.0.1:{port}", wrap=wrap, timeout=0.05, link_rate=1e6) as c:
+            assert run_blocks(c, reference, blocks=60, rows=48, seed=1) == 0
+            status = c.status()
+    assert len(wrap.stats) >= 10
+    assert not [line for line in logs if "reset" in line]  # (see the truncation test for what can happen)
+    assert status["runs"] == 60
+
+
+def test_truncated_requests_can_make_the_board_reboot_and_the_client_notices(reference: RingClient) -> None:
+    """A request that loses bytes makes the board read the rest as bytes between frames: a 0x03 there leaves
+    the serve loop and a 0x04 then soft-reboots the board (as on real MicroPython). The client must notice
+    every such silent reboot (after the timeout it causes), replay the config, and still return right data."""
+    logs: list[str] = []
+    wrap = faulty(FaultPlan(truncate=0.1, to_host=False, seed=5))
+    with PtyServer(make_core(noise_free=True), log=logs.append) as srv:
+        path = srv.start()
+        with RingClient.open(path, wrap=wrap, timeout=0.05, link_rate=1e6) as c:
+            c.configure(settle_us=9)
+            assert run_blocks(c, reference, blocks=60, rows=64, seed=2) == 0
+            assert srv.core.settle_us == 9
+            reboots = sum("board reset" in line for line in logs)
+            assert (c.device_resets >= 1) == (reboots >= 1) and c.device_resets <= reboots
+
+
+def test_board_resets_that_drop_the_connection(reference: RingClient) -> None:
+    with TcpServer(make_core(noise_free=True)) as srv:
+        port = srv.start()
+        wrap = faulty(FaultPlan(reset=0.05, seed=2), reset_device=lambda: srv.reset_device(hangup=True))
+        with RingClient.open(f"socket://127.0.0.1:{port}", wrap=wrap, timeout=0.1, link_rate=1e6) as c:
+            c.configure(n_avg=3)
+            assert run_blocks(c, reference, blocks=60, rows=16, seed=3) == 0
+            resets = wrap.stats["reset_to_device"]
+            assert resets >= 1 and c.link.counters()["reconnects"] >= 1
+            assert srv.core.n_avg == 3  # replayed on the fresh board
