@@ -182,7 +182,7 @@ def test_estimators_on_the_noise_free_ring() -> None:
     # Node perturbation: small sigma, expected value along the exact gradient.
     one, avg = averaged(NodePGT(4, sigma=1e-3), model, batch, 100, "front")
     assert cosine(one, gf) > 0.1
-    assert cosine(avg, gf) > 0.9
+    assert cosine(avg, gf) > 0.85
     # The surrogate: its full gradient (exact after the device) is well aligned with the exact one.
     est = SurrogatePGT(5)
     rng = np.random.default_rng(3)
