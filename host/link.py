@@ -204,6 +204,7 @@ class SerialLink:
         self._garbage_before = 0
         self._frames_before = 0
         self._recent = bytearray()
+        self._orphan_error: str | None = None
         self._waiting: int | None = None
         self._sent: bytes = b""
         self._reply: dict | None = None
@@ -319,6 +320,8 @@ class SerialLink:
             self._c.undecodable += 1
             return
         with self._cond:
+            if isinstance(msg, dict) and msg.get("op") == "error" and msg.get("seq") is None:
+                self._orphan_error = str(msg.get("msg"))  # a request it could not even read (no seq)
             if (not isinstance(msg, dict) or self._waiting is None or msg.get("seq") != self._waiting
                     or self._reply is not None):
                 self._c.stale_replies += 1  # a late or duplicated reply to a request already answered
@@ -429,6 +432,8 @@ class SerialLink:
         """Say what the port did instead of answering (for the NoReplyError message)."""
         heard = self.recent_bytes()
         what = describe_bytes(heard, self._c.echoes)
+        if self._orphan_error is not None:
+            what = f"the device sent an error without a seq: {self._orphan_error}"
         return f"no reply to {op} (seq {seq}) from {self.url} after {tries} tries of {timeout:g} s: {what}"
 
     # -- introspection ------------------------------------------------------------------------------------

@@ -5,10 +5,12 @@ close and on any exception."""
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -178,30 +180,48 @@ def test_silent_port_echoing_port_and_repl_are_told_apart() -> None:
         RingClient.open("loop://", timeout=0.05, retries=0)
 
 
-def test_a_bare_micropython_repl_is_recognised() -> None:
+def answering(greeting: bytes, answer: bytes, expect: str) -> None:
+    """Open a pty whose other end says ``greeting``, then ``answer`` to anything; the handshake must fail
+    with a DeviceError matching ``expect``."""
+    import select
+
     master, slave = os.openpty()
     stop = threading.Event()
 
-    def repl() -> None:  # what a board without pgt firmware says to anything it is sent
-        os.write(master, b"MicroPython v1.27.0 on 2026-01-01; Raspberry Pi Pico with RP2040\r\n>>> ")
+    def device() -> None:
+        os.write(master, greeting)
         while not stop.is_set():
-            import select
-
             if select.select([master], [], [], 0.02)[0]:
                 os.read(master, 4096)
-                os.write(master, b"\r\n>>> ")
+                os.write(master, answer)
 
-    thread = threading.Thread(target=repl)
+    thread = threading.Thread(target=device)
     thread.start()
     try:
-        with pytest.raises(DeviceError, match="a MicroPython REPL answered, not the pgt firmware; flash it with "
-                                              "`pgt flash PORT`"):
+        with pytest.raises(DeviceError, match=expect):
             RingClient.open(os.ttyname(slave), timeout=0.1, retries=0)
     finally:
         stop.set()
         thread.join()
         os.close(master)
         os.close(slave)
+
+
+def test_a_bare_micropython_repl_is_recognised() -> None:
+    answering(b"MicroPython v1.27.0 on 2026-01-01; Raspberry Pi Pico with RP2040\r\n>>> ", b"\r\n>>> ",
+              "a MicroPython REPL answered, not the pgt firmware; flash it with `pgt flash PORT`")
+
+
+def test_frames_of_another_protocol_version_are_recognised() -> None:
+    from pgt.protocol import framing
+
+    payload = msgpack.packb({"op": "hello", "seq": 0, "proto": 2})
+    frame = framing.header(len(payload), version=2) + payload + struct.pack("<I", framing.crc32(payload))
+    answering(b"", frame, "the device frames use protocol version 2, this host speaks 1; reflash the board")
+
+
+def test_other_firmware_chatter_is_reported() -> None:
+    answering(b"", b"temperature=21.5C\r\n", "not pgt frames, ending 'temperature=21.5C.*pgt flash PORT")
 
 
 def test_config_is_replayed_after_a_board_reset_tcp() -> None:
