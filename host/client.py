@@ -206,7 +206,10 @@ class RingClient:
         if reply.get("op") == messages.ERROR:
             code = reply.get("code")
             name = messages.ERROR_NAMES.get(code, "?") if isinstance(code, int) else "?"
-            raise DeviceError(f"device refused {op}: {reply.get('msg')} (error {code} {name})")
+            text = f"device refused {op}: {reply.get('msg')} (error {code} {name})"
+            if op == messages.CONFIG and code in (messages.E_BAD_VALUE, messages.E_BAD_SHAPE):
+                raise UserError(text)  # a value the user asked for
+            raise DeviceError(text)
         if reply.get("op") != op:
             raise DeviceError(f"device answered {op} with {reply.get('op')!r}")
         return {k: v for k, v in reply.items() if k not in ("op", "seq")}

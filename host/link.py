@@ -257,7 +257,10 @@ class SerialLink:
             reader.join(timeout=2.0)
 
     def _reconnect(self, cause: BaseException) -> None:
-        """Find the port again (same URL, or same USB serial number), reopen it and let the owner handshake."""
+        """Find the port again (same URL, or same USB serial number), reopen it and let the owner handshake.
+
+        A board that comes back may not serve at once (its port appears before main.py runs): the handshake
+        is tried again, on a fresh connection, until ``reconnect_timeout``."""
         self._disconnect()
         deadline = time.monotonic() + self.reconnect_timeout
         last: BaseException = cause
@@ -267,16 +270,23 @@ class SerialLink:
                 url = find_by_serial_number(self.usb_serial) or self.url
             try:
                 self._connect(url)
-                break
+                self._c.reconnects += 1
+                if self.on_reconnect is not None:
+                    self.on_reconnect(lambda msg: self._transact(msg, self.timeout, self.retries, reconnect=False))
+                return
+            except NoReplyError as exc:  # reopened, but not serving yet
+                last = exc
+                self._disconnect()
             except DeviceError as exc:
                 last = exc
+                if self._transport is not None:
+                    if self._broken_now() is None:
+                        raise  # the owner refused what it found (e.g. another board): no retry
+                    self._disconnect()  # the port broke again during the handshake
             if time.monotonic() > deadline:
-                raise DeviceError(f"lost {self.url} ({cause}) and could not reopen it within "
+                raise DeviceError(f"lost {self.url} ({cause}) and could not reconnect within "
                                   f"{self.reconnect_timeout:g} s: {last}") from cause
             time.sleep(0.1)
-        self._c.reconnects += 1
-        if self.on_reconnect is not None:
-            self.on_reconnect(lambda msg: self._transact(msg, self.timeout, self.retries, reconnect=False))
 
     # -- the reader thread --------------------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ def test_configure_drive_range_and_timing(client: RingClient) -> None:
         client.configure(drive_hi_mA=150.0)
     with pytest.raises(UserError, match="n_avg must be a non-negative integer"):
         client.configure(n_avg=1.5)
-    with pytest.raises(DeviceError, match="n_avg must be 1..1024"):
+    with pytest.raises(UserError, match="device refused config: n_avg must be 1..1024"):
         client.configure(n_avg=0)
 
 
@@ -259,3 +259,14 @@ def test_a_silent_reset_is_noticed_after_a_timeout_and_the_config_replayed() -> 
             assert c.link.counters()["timeouts"] == 1
     finally:
         srv.stop()
+
+
+def test_another_board_behind_the_port_after_a_reconnect_is_refused() -> None:
+    with TcpServer(make_core(noise_free=True)) as srv:
+        port = srv.start()
+        with RingClient.open(f"socket://127.0.0.1:{port}", timeout=0.3) as c:
+            c.run(uniform(c, 2))
+            srv.reset_device(core=make_core(seed=1), hangup=True)  # someone plugged in another board
+            with pytest.raises(DeviceError, match="is a different board"):
+                c.run(uniform(c, 2))
+            assert not srv.core.driving

@@ -186,7 +186,7 @@ def test_gives_up_when_the_port_does_not_come_back(pty: tuple[PtyServer, str]) -
     with link_to(url, reconnect_timeout=0.2) as link:
         link.request({"op": "ping"})
         srv.stop()
-        with pytest.raises(DeviceError, match="could not reopen it"):
+        with pytest.raises(DeviceError, match="could not reconnect"):
             link.request({"op": "ping"})
 
 
@@ -212,3 +212,36 @@ def test_in_process_link_and_sim_urls() -> None:
     assert hello["max_frame"] == 4096 and hello["max_batch"] == (4096 - 256) // 64
     assert link.request(RUN)["n"] == 2 and link.core.counts["runs"] == 1
     assert link.counters()["requests"] == 2
+
+
+def test_reconnect_retries_the_handshake_until_the_board_serves(tcp: tuple[TcpServer, str]) -> None:
+    srv, url = tcp
+    calls: list[int] = []
+
+    def handshake(request: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise NoReplyError("not serving yet")  # the port is back before main.py runs
+        request({"op": "hello"})
+
+    with link_to(url) as link:
+        link.on_reconnect = handshake
+        link.request({"op": "ping"})
+        srv.reset_device(hangup=True)
+        assert link.request(RUN)["op"] == "run"
+        assert len(calls) == 2 and link.counters()["reconnects"] == 2
+
+
+def test_reconnect_stops_when_the_owner_refuses_what_came_back(tcp: tuple[TcpServer, str]) -> None:
+    srv, url = tcp
+
+    def handshake(request: Any) -> None:
+        raise DeviceError("a different board")
+
+    with link_to(url) as link:
+        link.on_reconnect = handshake
+        link.request({"op": "ping"})
+        srv.reset_device(hangup=True)
+        with pytest.raises(DeviceError, match="a different board"):
+            link.request(RUN)
+        assert link.counters()["reconnects"] == 1
