@@ -9,7 +9,7 @@ Keys (all boards):
   board            "rp2" or "esp32"
   name             free text reported by ``hello`` (default: the board type and the DAC kind)
   dac              "pwm" (rp2: PWM through an RC filter), "mcp4922" (rp2/esp32: SPI DAC), "builtin" (esp32)
-  drive_pins       GPIO per drive channel (PWM/DAC outputs); k = len(drive_pins)
+  drive_pins       GPIO per drive channel (PWM/DAC outputs; with an MCP4922 its channels 0/1); k = len(...)
   adc_pins         GPIO per sample channel (ADC inputs); m = len(adc_pins)
   dac_bits         bits of a drive code (codes 0 .. 2**dac_bits - 1)
   zero_code        per drive channel: the code that means zero current (applied on boot, stop, watchdog)
@@ -125,8 +125,11 @@ def resolve(given, platform=None):
         for key in src:
             cfg[key] = src[key]
     cfg["board"] = kind
-    if cfg["dac"] == "mcp4922" and "dac_bits" not in given:
-        cfg["dac_bits"] = 12
+    if cfg["dac"] == "mcp4922":  # drive "pins" are the DAC's channels A (0) and B (1)
+        if "dac_bits" not in given:
+            cfg["dac_bits"] = 12
+        if "drive_pins" not in given:
+            cfg["drive_pins"] = [0, 1]
     k = len(cfg["drive_pins"])
     full = (1 << cfg["dac_bits"]) - 1
     if "zero_code" not in given:
@@ -151,8 +154,10 @@ def check(cfg):
         raise ValueError("only the esp32 has a built-in DAC")
     if cfg["dac"] == "pwm" and cfg["board"] != "rp2":
         raise ValueError("dac pwm is implemented for rp2 only")
-    if cfg["dac"] == "mcp4922" and k > 2:
-        raise ValueError("an MCP4922 has two channels")
+    if cfg["dac"] == "mcp4922":
+        for ch in cfg["drive_pins"]:
+            if ch not in (0, 1):
+                raise ValueError("with an MCP4922, drive_pins are its channels: 0 (A) and 1 (B)")
     full = (1 << cfg["dac_bits"]) - 1
     for name in ("zero_code", "limit_lo", "limit_hi"):
         if len(cfg[name]) != k:

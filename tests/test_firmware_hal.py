@@ -172,11 +172,13 @@ def test_board_config_defaults_and_checks() -> None:
     cfg = board.resolve({"board": "rp2"})
     assert cfg["limit_hi"] == [2047, 2047] and cfg["zero_code"] == [0, 0] and cfg["name"] == "rp2-pwm"
     assert board.resolve({"board": "esp32"})["limit_hi"] == [127, 127]
-    assert board.resolve({"board": "esp32", "dac": "mcp4922", "drive_pins": [0, 1]})["dac_bits"] == 12
+    mcp = board.resolve({"board": "esp32", "dac": "mcp4922"})
+    assert mcp["dac_bits"] == 12 and mcp["drive_pins"] == [0, 1] and mcp["limit_hi"] == [2047, 2047]
     board.check(cfg)
     for bad in ({"board": "rp2", "wdt_ms": 9000}, {"board": "rp2", "limit_hi": [5000, 1]},
                 {"board": "rp2", "zero_code": [10, 10], "limit_lo": [20, 0]}, {"board": "rp2", "dac": "builtin"},
-                {"board": "esp32", "dac": "pwm"}, {"board": "rp2", "zero_code": [0]}):
+                {"board": "esp32", "dac": "pwm"}, {"board": "rp2", "zero_code": [0]},
+                {"board": "rp2", "dac": "mcp4922", "drive_pins": [16, 17]}):
         with pytest.raises(ValueError):
             board.check(board.resolve(bad))
     with pytest.raises(ValueError, match="unknown board"):

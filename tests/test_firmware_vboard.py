@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +95,9 @@ def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None
         assert np.isfinite(end) and np.isfinite(start)
         status = client.status()
         assert status["link"]["frames_in"] >= 8 and status["runs"] >= 7
+        # host silence: the idle loop (select.poll on stdin, every poll_ms) zeroes the drive
+        client.configure(timeout_ms=50)
+        client.run(w[None, :])
+        time.sleep(1.5)
+        status = client.status()
+        assert status["watchdog_trips"] == 1 and status["driving"] is False
