@@ -94,6 +94,7 @@ class VirtualBoard:
 
     def __init__(self, seed: int = 0, level: str = "A", fs: Path | None = None) -> None:
         self.ring = RingPins(Ring(RingParams(), seed=seed, level=level))
+        self._own_fs = fs is None
         self.fs = Path(tempfile.mkdtemp(prefix="pgt-vboard-fs-")) if fs is None else fs
         self.vb = Path(tempfile.mkdtemp(prefix="pgt-vboard-io-"))
         shutil.copyfile(MACHINE, self.vb / "vboard_machine.py")
@@ -207,11 +208,29 @@ class VirtualBoard:
             mode = "raw" if code == EXIT_SOFT_RESET_RAW else "main"
 
     def stop(self) -> None:
+        """Stop serving and remove the temporary directories (the VM thread, blocked in WASI, is a daemon)."""
         self.stopped.set()
+        for fd in (self.master, self._slave, self.stdin_w, self.adc):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self.vb, ignore_errors=True)
+        if self._own_fs:
+            shutil.rmtree(self.fs, ignore_errors=True)
 
 
 def serve(seed: int, level: str, announce: Callable[[str], None]) -> None:
-    """Run a virtual board until interrupted; ``announce`` gets the pty path (use it as the serial port)."""
+    """Run a virtual board until interrupted; ``announce`` gets the pty path (use it as the serial port).
+
+    The VM runs in a daemon thread: a thread blocked inside wasmtime never sees Python's KeyboardInterrupt, so
+    the main thread waits here, where Ctrl-C arrives, and stops the board on its way out."""
     board = VirtualBoard(seed=seed, level=level)
+    thread = threading.Thread(target=board.run, name="pgt-vboard", daemon=True)
+    thread.start()
     announce(board.port)
-    board.run()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        board.stop()
