@@ -73,6 +73,9 @@ class RingClient:
         self._hello = self._handshake(request)
         self._boot = self._look(request)
         link.on_reconnect = self._after_reconnect
+        if hasattr(link, "revive_repl"):
+            link.revive_repl = True  # pgt firmware answered here: a REPL prompt later means it fell out
+        link.take_reset_hint()  # (boot chatter before the handshake is no news)
 
     @classmethod
     def open(cls, url: str, *, out_of_range: str = "refuse", timeout: float = 1.0, link_rate: float = 10_000.0,
@@ -118,7 +121,8 @@ class RingClient:
         """Has the device rebooted since the last look? If so handshake again, replay the configuration and
         return True. A reboot shows as fewer requests handled than replies received since the last look, or
         as a later boot time (uptime). A board behind a USB-UART bridge can reset without its port
-        disappearing; the client looks after every request that needed a resend after a timeout."""
+        disappearing; the client looks after every run that needed a resend after a timeout, and whenever the
+        link saw a MicroPython banner or prompt in the byte stream."""
         request: RequestFn = lambda msg: self.link.request(msg, timeout=self.timeout)  # noqa: E731
         now = self._look(request)
         last = self._boot
@@ -333,9 +337,11 @@ class RingClient:
         expected_s = n * (int(h["settle_us"]) + 100 * int(h["n_avg"])) * 1e-6
         wire_s = (len(drive) + 2 * n * m + 200) / self.link_rate
         timeout = self.timeout + 2 * expected_s + wire_s
+        if self.link.take_reset_hint():  # the board printed a banner or prompt since the last request
+            self.check_reset()
         reply = self._call(messages.RUN, timeout=timeout, n=n, k=k, drive=drive)
         for _ in range(3):  # a silent reset during the request: run the block again under the replayed config
-            if not (self.link.last_timeouts and self.check_reset()):
+            if not ((self.link.last_timeouts or self.link.take_reset_hint()) and self.check_reset()):
                 break
             reply = self._call(messages.RUN, timeout=timeout, n=n, k=k, drive=drive)
         samples = reply.get("samples", b"")

@@ -39,6 +39,11 @@ RequestFn = Callable[[Mapping[str, Any]], dict]
 
 RECENT_BYTES = 512  # received bytes kept for diagnostics (what did the port say?)
 ECHO_LIKE = ("ping", "stop", "exit")  # ops whose reply can equal the request byte for byte
+REPL_PROMPTS = (b">>> ", b"raw REPL; CTRL-B to exit")
+REBOOT_SIGNS = (b"soft reboot", b"MicroPython v", *REPL_PROMPTS)  # a board that rebooted, or fell to its REPL
+# At a MicroPython REPL: leave the raw REPL (Ctrl-B: bytes of our frames may have typed Ctrl-A), abandon the
+# line (Ctrl-C), soft-reset (Ctrl-D at the friendly REPL runs main.py: the serve loop again).
+REVIVE = b"\r\x02\x03\x03\x04"
 
 
 class Link(Protocol):
@@ -47,6 +52,10 @@ class Link(Protocol):
     url: str
     on_reconnect: Callable[[RequestFn], None] | None
     last_timeouts: int
+
+    def take_reset_hint(self) -> bool:
+        """True (once) if the byte stream showed signs of a board reboot (a MicroPython banner or prompt)."""
+        ...
 
     def request(self, msg: Mapping[str, Any], timeout: float | None = None, retries: int | None = None,
                 reconnect: bool = True) -> dict:
@@ -156,6 +165,7 @@ class _Counters:
         self.retries = 0
         self.timeouts = 0
         self.fast_retries = 0
+        self.repl_revivals = 0
         self.reconnects = 0
         self.stale_replies = 0
         self.echoes = 0
@@ -193,6 +203,12 @@ class SerialLink:
         self.reconnect_timeout = reconnect_timeout
         self.max_payload = max_payload
         self.fast_retry = fast_retry
+        self.revive_repl = False
+        """When a request goes unanswered and the board shows its REPL prompt, soft-reset it (Ctrl-C, Ctrl-D)
+        back into the serve loop. The owner turns this on once a handshake has shown pgt firmware there."""
+        self.revive_wait = 0.5
+        self._prompt_seen = False  # the REPL prompt arrived since the last good frame
+        self._reset_hint = False
         self.on_reconnect: Callable[[RequestFn], None] | None = None
         self._wrap = wrap
         self._opener = opener or (lambda u: open_port(u, self.baudrate))
@@ -308,9 +324,13 @@ class SerialLink:
                 continue
             self._c.bytes_in += len(data)
             with self._cond:
+                tail = bytes(self._recent[-16:]) + data
                 self._recent += data[-RECENT_BYTES:]
                 if len(self._recent) > RECENT_BYTES:
                     del self._recent[: len(self._recent) - RECENT_BYTES]
+                if any(sign in tail for sign in REBOOT_SIGNS):
+                    self._reset_hint = True
+                    self._prompt_seen = self._prompt_seen or any(p in tail for p in REPL_PROMPTS)
             drops = sum(dec.dropped.values())
             dec.feed(data)
             while True:
@@ -340,6 +360,7 @@ class SerialLink:
                 self._c.echoes += 1  # our own request came back: a loopback or an echoing REPL
                 return
             self._reply = msg
+            self._prompt_seen = False
             self._cond.notify_all()
 
     # -- requests -----------------------------------------------------------------------------------------
@@ -366,6 +387,7 @@ class SerialLink:
         self.last_timeouts = 0
         tries = 0  # resends so far
         reconnects = 0
+        revivals = 0
         try:
             while True:
                 if self._broken_now() is not None or self._transport is None:
@@ -402,6 +424,9 @@ class SerialLink:
                 if not fast:
                     self._c.timeouts += 1
                     self.last_timeouts += 1
+                    if self.revive_repl and self._prompt_seen and revivals < 3:
+                        revivals += 1
+                        self._revive()
                 if tries >= retries:
                     raise NoReplyError(self._silence(str(msg.get("op")), seq, tries + 1, timeout))
                 tries += 1
@@ -412,6 +437,29 @@ class SerialLink:
             with self._cond:
                 self._waiting = None
                 self._reply = None
+
+    def _revive(self) -> None:
+        """The board fell to its REPL (a Ctrl-C byte where a frame should start): soft-reset it."""
+        transport = self._transport
+        if transport is None:
+            return
+        try:
+            transport.write(REVIVE)
+        except Exception:  # noqa: BLE001 - the port broke: the next send notices and reconnects
+            return
+        self._c.repl_revivals += 1
+        self._c.bytes_out += len(REVIVE)
+        time.sleep(self.revive_wait)  # let main.py start before the resend: bytes sent while it boots are lost
+        with self._cond:
+            self._prompt_seen = False
+            self._reset_hint = True
+
+    def take_reset_hint(self) -> bool:
+        """True (once) if the byte stream showed signs of a board reboot (a MicroPython banner, prompt or
+        "soft reboot") since the last call, or the link soft-reset the board itself."""
+        with self._cond:
+            hint, self._reset_hint = self._reset_hint, False
+        return hint
 
     def _broken_now(self) -> BaseException | None:
         with self._cond:
@@ -465,7 +513,8 @@ class SerialLink:
             garbage = self._garbage_before + dec.garbage_bytes
             frames = self._frames_before + dec.frames
         return {"requests": c.requests, "replies": c.replies, "retries": c.retries, "timeouts": c.timeouts,
-                "fast_retries": c.fast_retries, "reconnects": c.reconnects, "dropped": dropped,
+                "fast_retries": c.fast_retries, "repl_revivals": c.repl_revivals, "reconnects": c.reconnects,
+                "dropped": dropped,
                 "garbage_bytes": garbage, "frames_in": frames, "stale_replies": c.stale_replies,
                 "echoes": c.echoes, "undecodable": c.undecodable, "bytes_out": c.bytes_out,
                 "bytes_in": c.bytes_in}
@@ -532,10 +581,13 @@ class InProcessLink:
             raise DeviceError("the simulated device replied with something that is not a map")
         return out
 
+    def take_reset_hint(self) -> bool:
+        return False
+
     def counters(self) -> dict[str, Any]:
         """Same keys as SerialLink's; bytes are what the frames would have been on a wire."""
         return {"requests": self._requests, "replies": self._requests, "retries": 0, "timeouts": 0,
-                "fast_retries": 0, "reconnects": 0,
+                "fast_retries": 0, "repl_revivals": 0, "reconnects": 0,
                 "dropped": {}, "garbage_bytes": 0, "frames_in": self._requests, "stale_replies": 0,
                 "echoes": 0, "undecodable": 0, "bytes_out": self._bytes_out, "bytes_in": self._bytes_in}
 

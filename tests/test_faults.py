@@ -168,3 +168,54 @@ def test_board_resets_that_drop_the_connection(reference: RingClient) -> None:
             resets = wrap.stats["reset_to_device"]
             assert resets >= 1 and c.link.counters()["reconnects"] >= 1
             assert srv.core.n_avg == 3  # replayed on the fresh board
+
+
+# -- the real firmware (in a MicroPython VM) falls to its REPL; the link soft-resets it back -----------------
+
+
+@pytest.fixture(scope="module")
+def virtual_board() -> Iterator[str]:
+    """The virtual board (real MicroPython VM) with the firmware flashed by ``pgt flash``."""
+    import subprocess
+    import sys
+
+    from pgt.cli import main as pgt_main
+
+    code = ("from pgt.sim.virtual_board import serve\n"
+            "serve(seed=3, level='A', announce=lambda p: print(p, flush=True))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        assert pgt_main(["flash", port, "--board", "rp2"]) == 0
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.parametrize("codes", [(0x0503, 0x0305), (0x0403, 0x0304)], ids=["ctrl-c", "ctrl-c-then-ctrl-d"])
+def test_a_corrupt_header_drops_the_firmware_to_its_repl_and_the_link_revives_it(
+        virtual_board: str, codes: tuple[int, int]) -> None:
+    """Firmware hazard (see the report): after a frame whose header is corrupt, the board scans the payload for
+    the next magic and takes a 0x03 there for Ctrl-C: it leaves the serve loop for the REPL (and a 0x04 after it
+    soft-resets the board, whose fresh main.py may meet the next 0x03). The link sees the REPL prompt when a
+    request goes unanswered, soft-resets the board into main.py, and the client replays its configuration."""
+    import msgpack
+
+    with RingClient.open(virtual_board, timeout=1.0) as c:
+        c.configure(n_avg=3)
+        x = np.array([[10.0, 20.0]])
+        assert c.run(x).shape == (1, 3)
+        payload = msgpack.packb({"op": "run", "seq": 1, "n": 1, "k": 2, "drive": np.array(codes, "<u2").tobytes()})
+        bad = bytearray(framing.encode(payload))
+        bad[5] ^= 0x40  # a line error in the header's length field
+        c.link._transport.write(bytes(bad))
+        assert c.run(x).shape == (1, 3)
+        revivals = c.link.counters()["repl_revivals"]
+        # at the REPL the board waits for help; after its own soft reset it may come back by itself
+        assert revivals == 1 if codes[0] == 0x0503 else revivals <= 1
+        assert c.device_resets == 1  # noticed (the timeout, or the banner in the byte stream)
+        assert c.link.request({"op": "hello"})["n_avg"] == 3 and c.status()["uptime_ms"] < 5000
