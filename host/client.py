@@ -103,6 +103,9 @@ class RingClient:
             advice = FLASH_HINT
             if "nothing was received" in what:
                 advice = f"is this the right port (`pgt devices`)? Is pgt firmware running? If not, {FLASH_HINT}"
+            elif "REPL answered" in what:
+                advice = (f"{FLASH_HINT} (if it is flashed, reset the board to start main.py: unplug it, or Ctrl-D "
+                          "in a terminal)")
             elif "protocol version" in what:
                 advice = "reflash the board with `pgt flash PORT` or install the matching pgt"
             raise DeviceError(f"{self.url} did not answer the pgt handshake: {what}; {advice}") from exc
