@@ -324,7 +324,7 @@ class SerialLink:
                 continue
             self._c.bytes_in += len(data)
             with self._cond:
-                tail = bytes(self._recent[-16:]) + data
+                tail = bytes(self._recent[-32:]) + data  # (a sign may straddle two reads)
                 self._recent += data[-RECENT_BYTES:]
                 if len(self._recent) > RECENT_BYTES:
                     del self._recent[: len(self._recent) - RECENT_BYTES]
@@ -385,6 +385,7 @@ class SerialLink:
         frame = framing.encode(payload)
         self._c.requests += 1
         self.last_timeouts = 0
+        self._orphan_error = None
         tries = 0  # resends so far
         reconnects = 0
         revivals = 0
