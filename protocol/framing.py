@@ -37,6 +37,7 @@ TOO_LARGE = "too_large"
 BAD_CRC = "bad_crc"
 BAD_VERSION = "bad_version"
 GARBAGE = "garbage"
+TIMEOUT = "timeout"
 
 _HEAD = "<2sBBI"
 _U32 = "<I"
@@ -165,16 +166,25 @@ class StreamReader:
     """Device-side frame reader over a stream with ``readinto`` (e.g. ``sys.stdin.buffer``).
 
     ``read()`` returns a memoryview of the payload inside the preallocated buffer (valid until the next call),
-    or None when a frame was dropped (reason in ``last_drop``; counts in ``dropped``). If ``escape`` bytes
-    (Ctrl-C, 0x03) arrive where a frame should start, ``read`` returns the constant ``ESCAPE``.
+    or None when a frame was dropped (reason in ``last_drop``; counts in ``dropped``), or the constant
+    ``ESCAPE`` when an ``escape`` byte (Ctrl-C, 0x03) arrives where a frame should start. It raises EOFError
+    at end of stream.
+
+    Ctrl-C is honoured only while the reader is in sync: after a dropped frame, the bytes that follow may be
+    the rest of it (drive codes hold 0x03 bytes all the time), so 0x03 is data until a good frame arrives or
+    the line goes quiet. ``wait``, if given, is called before each read once a frame has begun (or while
+    garbage is skipped) and returns False when nothing arrived within the frame timeout: the partial frame is
+    then dropped (reason ``timeout``) and the reader is in sync again — so a host that died mid-frame cannot
+    leave the device waiting for bytes that never come, and ``mpremote`` can still break in.
     """
 
     ESCAPE = -1
 
-    def __init__(self, stream, max_payload, escape=b"\x03"):
+    def __init__(self, stream, max_payload, escape=b"\x03", wait=None):
         self.stream = stream
         self.max_payload = max_payload
         self.escape = escape
+        self.wait = wait
         self.head = bytearray(HEADER_SIZE)
         self.head_mv = memoryview(self.head)
         self.buf = bytearray(max_payload + TRAILER_SIZE)
@@ -182,16 +192,19 @@ class StreamReader:
         self.frames = 0
         self.dropped = {}
         self.last_drop = None
-        self._after_drop = False
+        self.in_sync = True
 
-    def _fill(self, mv):
-        """Read exactly len(mv) bytes into mv; False on end of stream."""
+    def _fill(self, mv, guarded=True):
+        """Read exactly len(mv) bytes into mv: True; False if ``wait`` timed out; EOFError at end of stream."""
         got = 0
         n = len(mv)
+        wait = self.wait if guarded else None
         while got < n:
+            if wait is not None and not wait():
+                return False
             r = self.stream.readinto(mv[got:])
             if not r:
-                return False
+                raise EOFError
             got += r
         return True
 
@@ -199,43 +212,53 @@ class StreamReader:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         self.last_drop = reason
 
+    def idle(self):
+        """Tell the reader that the line has been quiet for a frame timeout: it is in sync again."""
+        self.in_sync = True
+
+    def _timeout(self, counted):
+        if counted:
+            self._drop(TIMEOUT)
+        self.in_sync = True
+        return None
+
     def read(self):
-        """Block until a frame (or an escape, or end of stream -> raises EOFError) is read."""
+        """Block until a frame, an escape or a drop; see the class docstring."""
         head = self.head
         hv = self.head_mv
-        if not self._fill(hv[0:1]):
-            raise EOFError
+        self._fill(hv[0:1], False)
         scanned = False
         while True:
             # only garbage pays for this per-byte loop: a frame's first two bytes end it
             b = head[0]
-            if self.escape and b == self.escape[0]:
+            if self.in_sync and self.escape and b == self.escape[0]:
                 return self.ESCAPE
             if b == MAGIC[0]:
                 if not self._fill(hv[1:2]):
-                    raise EOFError
+                    return self._timeout(False)
                 if head[1] == MAGIC[1]:
                     break
                 head[0] = head[1]
             elif not self._fill(hv[0:1]):
-                raise EOFError
+                return self._timeout(False)
             scanned = True
-        if scanned and not self._after_drop:
+        if scanned and self.in_sync:
             self._drop(GARBAGE)
-        self._after_drop = False
         if not self._fill(hv[2:HEADER_SIZE]):
-            raise EOFError
+            return self._timeout(True)
         length, reason = parse_header(head, self.max_payload)
         if reason is not None:
-            # the rest of a bad frame is skipped by the next read
+            # the rest of a bad frame follows: skipped as garbage, with Ctrl-C ignored, by the next reads
             self._drop(reason)
-            self._after_drop = True
+            self.in_sync = False
             return None
         body = self.mv[0 : length + TRAILER_SIZE]
         if not self._fill(body):
-            raise EOFError
+            return self._timeout(True)
         if struct.unpack_from(_U32, self.buf, length)[0] != crc32(self.mv[0:length]):
             self._drop(BAD_CRC)
-            return None  # (the whole frame was read: nothing of it is left to skip)
+            self.in_sync = False  # a truncated frame swallowed the start of the next: its rest follows
+            return None
+        self.in_sync = True
         self.frames += 1
         return self.mv[0:length]

@@ -116,3 +116,54 @@ def test_stream_reader_refuses_oversized_frame() -> None:
     r = framing.StreamReader(_Chunky(framing.encode(b"x" * 100) + framing.encode(b"ok"), 50), 64)
     assert r.read() is None and r.last_drop == "too_large"
     assert bytes(r.read()) == b"ok"
+
+
+class _Timed:
+    """A stream of scheduled bytes; ``wait`` says False once the bytes before a pause are used up."""
+
+    def __init__(self, *parts: bytes) -> None:
+        self.parts = [bytearray(p) for p in parts]
+
+    def wait(self) -> bool:
+        if self.parts and not self.parts[0]:
+            self.parts.pop(0)  # the pause: the line is quiet for a frame timeout
+            return False
+        return True
+
+    def readinto(self, mv: memoryview) -> int:
+        while self.parts and not self.parts[0]:
+            self.parts.pop(0)
+        if not self.parts:
+            return 0
+        part = self.parts[0]
+        n = min(len(mv), len(part))
+        mv[:n] = part[:n]
+        del part[:n]
+        return n
+
+
+def test_ctrl_c_inside_the_rest_of_a_dropped_frame_is_data() -> None:
+    good = framing.encode(b"\x03\x03 codes")
+    bad = bytearray(framing.encode(b"\x03" * 20))
+    bad[4] ^= 0x01  # corrupt length: the header is dropped, its \x03-filled rest follows
+    r = framing.StreamReader(_Chunky(bytes(bad) + good + b"\x03", 5), 64)
+    assert r.read() is None and r.last_drop == "bad_header"
+    assert bytes(r.read()) == b"\x03\x03 codes"  # not mistaken for Ctrl-C
+    assert r.read() == framing.StreamReader.ESCAPE  # in sync again: now it is Ctrl-C
+
+
+def test_a_frame_cut_short_times_out_and_ctrl_c_then_works() -> None:
+    frame = framing.encode(b"x" * 30)
+    stream = _Timed(frame[:20], b"", b"\r\x03")
+    r = framing.StreamReader(stream, 64, wait=stream.wait)
+    assert r.read() is None and r.last_drop == "timeout" and r.in_sync
+    assert r.read() == framing.StreamReader.ESCAPE
+
+
+def test_idle_line_restores_sync_after_a_drop() -> None:
+    bad = bytearray(framing.encode(b"abc"))
+    bad[-1] ^= 1
+    r = framing.StreamReader(_Chunky(bytes(bad) + b"\x03", 64), 64)
+    assert r.read() is None and not r.in_sync
+    r.idle()
+    assert r.read() == framing.StreamReader.ESCAPE
