@@ -1,0 +1,288 @@
+"""The simulated board served over bytes: a pyserial client written from docs/protocol.md alone (frames built
+with struct, binascii.crc32 and msgpack, not pgt.protocol), over the pty and over TCP; the exit op and the
+Ctrl-C escape; garbage and bad frames dropped and counted; resets; the watchdog in the loop."""
+
+from __future__ import annotations
+
+import binascii
+import struct
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import serial
+
+from pgt.firmware.core import Core
+from pgt.sim.device import make_core
+from pgt.sim.hal import SimHAL
+from pgt.sim.ring import Ring, RingParams
+from pgt.sim.serve import BANNER, PROMPT, SOFT_REBOOT, BoardLoop, PtyServer, TcpServer
+
+# -- a client from the spec ---------------------------------------------------------------------------------
+
+
+def frame(payload: bytes, version: int = 1) -> bytes:
+    head = struct.pack("<2sBBI", b"PG", version, 0, len(payload))
+    head += struct.pack("<I", binascii.crc32(head) & 0xFFFFFFFF)
+    return head + payload + struct.pack("<I", binascii.crc32(payload) & 0xFFFFFFFF)
+
+
+def request(op: str, seq: int, **fields: Any) -> bytes:
+    return frame(msgpack.packb({"op": op, "seq": seq, **fields}, use_bin_type=True))
+
+
+def read_reply(ser: serial.SerialBase) -> dict[str, Any]:
+    head = ser.read(12)
+    assert len(head) == 12, f"no reply (got {head!r})"
+    magic, version, _flags, length, check = struct.unpack("<2sBBII", head)
+    assert magic == b"PG" and version == 1 and check == binascii.crc32(head[:8]) & 0xFFFFFFFF
+    body = ser.read(length + 4)
+    assert len(body) == length + 4
+    payload = body[:length]
+    assert struct.unpack("<I", body[length:])[0] == binascii.crc32(payload) & 0xFFFFFFFF
+    reply: dict[str, Any] = msgpack.unpackb(payload, raw=False)
+    return reply
+
+
+def ask(ser: serial.SerialBase, op: str, seq: int, **fields: Any) -> dict[str, Any]:
+    ser.write(request(op, seq, **fields))
+    reply = read_reply(ser)
+    assert reply["seq"] == seq
+    return reply
+
+
+def read_until(ser: serial.SerialBase, marker: bytes) -> bytes:
+    got = ser.read_until(marker)
+    assert got.endswith(marker), f"expected {marker!r}, got {got!r}"
+    return got
+
+
+# -- fixtures: servers that are always stopped --------------------------------------------------------------
+
+
+@pytest.fixture(params=["pty", "tcp"])
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[PtyServer | TcpServer, serial.SerialBase]]:
+    server: PtyServer | TcpServer
+    if request.param == "pty":
+        server = PtyServer(make_core(seed=1))
+        url = server.start()
+    else:
+        server = TcpServer(make_core(seed=1))
+        url = f"socket://127.0.0.1:{server.start()}"
+    ser = serial.serial_for_url(url, timeout=5)
+    try:
+        yield server, ser
+    finally:
+        ser.close()
+        thread = server._thread
+        server.stop()
+        assert thread is not None and not thread.is_alive()
+
+
+# -- over the wire ----------------------------------------------------------------------------------------------
+
+
+def test_hello_and_a_run_block(served: tuple[PtyServer | TcpServer, serial.SerialBase]) -> None:
+    _, ser = served
+    hello = ask(ser, "hello", 1)
+    assert hello["op"] == "hello" and hello["proto"] == 1 and hello["board"] == "sim"
+    k, m = hello["k"], hello["m"]
+    n = 256
+    drive = np.random.default_rng(0).integers(0, 4096, size=(n, k)).astype("<u2")
+    drive[:, 1] = 0x0303  # Ctrl-C bytes inside a frame mean nothing
+    reply = ask(ser, "run", 2, n=n, k=k, drive=drive.tobytes())
+    assert reply["op"] == "run" and reply["n"] == n and reply["m"] == m and reply["clamped"] == 0
+    samples = np.frombuffer(reply["samples"], dtype="<u2").reshape(n, m)
+    volts = hello["adc_V_offset"] + samples * hello["adc_V_per_code"]
+    assert 0.0 <= volts.min() and volts.max() <= 3.3 and np.ptp(volts) > 0.1
+    assert reply["t_us"] > 0
+
+
+def test_exit_returns_to_a_repl_prompt_and_a_frame_resumes(
+    served: tuple[PtyServer | TcpServer, serial.SerialBase],
+) -> None:
+    server, ser = served
+    ask(ser, "config", 1, n_avg=7)
+    assert ask(ser, "exit", 2)["op"] == "exit"
+    assert read_until(ser, PROMPT) == BANNER
+    ser.write(b"\r")
+    assert read_until(ser, PROMPT) == b"\r\n" + PROMPT
+    hello = ask(ser, "hello", 3)  # a frame at the prompt: the same Core serves again
+    assert hello["n_avg"] == 7
+    assert not server.core.exit_requested
+
+
+def test_ctrl_c_between_frames_escapes_and_ctrl_d_soft_resets(
+    served: tuple[PtyServer | TcpServer, serial.SerialBase],
+) -> None:
+    server, ser = served
+    ask(ser, "config", 1, n_avg=7)
+    first = server.core
+    ser.write(b"\r\x03\x03")  # what mpremote sends when it connects
+    assert read_until(ser, PROMPT) == BANNER
+    assert read_until(ser, PROMPT) == b"\r\n" + PROMPT
+    assert not first.driving
+    ser.write(b"\x04")
+    assert read_until(ser, SOFT_REBOOT) == SOFT_REBOOT
+    hello = ask(ser, "hello", 1)
+    assert hello["n_avg"] == 4  # a fresh Core: the config is gone
+    assert server.core is not first
+    status = ask(ser, "status", 2)
+    assert status["requests"] == 2 and status["link"]["frames"] == 2
+
+
+def test_garbage_and_bad_frames_are_dropped_and_counted(
+    served: tuple[PtyServer | TcpServer, serial.SerialBase],
+) -> None:
+    _, ser = served
+    good = request("ping", 1, data=b"x")
+    bad_crc = bytearray(request("ping", 2, data=b"lost"))
+    bad_crc[-1] ^= 0xFF
+    bad_head = bytearray(request("ping", 3, data=b"lost too"))
+    bad_head[5] ^= 0x01
+    too_new = frame(msgpack.packb({"op": "ping", "seq": 4}), version=9)
+    ser.write(b"noise!" + bytes(bad_crc) + b"more" + bytes(bad_head) + too_new + good)
+    reply = read_reply(ser)
+    assert reply["seq"] == 1 and reply["data"] == b"x"  # nothing else was answered
+    link = ask(ser, "status", 5)["link"]
+    assert link["frames"] == 2 and link["bad_crc"] == 1 and link["bad_header"] == 1
+    assert link["bad_version"] == 1 and link["garbage"] >= 1
+    # the garbage: b"noise!" and b"more", and the skipped bodies of the two frames whose headers were dropped
+    body_bad_head = len(bad_head) - 12
+    body_too_new = len(too_new) - 12
+    assert link["garbage_bytes"] == len(b"noise!") + len(b"more") + body_bad_head + body_too_new
+
+
+def test_a_malformed_request_gets_an_error_reply(served: tuple[PtyServer | TcpServer, serial.SerialBase]) -> None:
+    _, ser = served
+    ser.write(frame(b"\xc1"))
+    reply = read_reply(ser)
+    assert reply["op"] == "error" and reply["code"] == 1 and reply["seq"] is None
+
+
+def test_reset_device_loses_the_state(served: tuple[PtyServer | TcpServer, serial.SerialBase]) -> None:
+    server, ser = served
+    ask(ser, "config", 1, n_avg=9)
+    old = server.core
+    new = server.reset_device()
+    assert new is server.core is not old and new.hal is old.hal
+    assert ask(ser, "hello", 1)["n_avg"] == 4
+
+
+def test_tcp_reset_with_hangup_drops_the_connection() -> None:
+    with TcpServer(make_core()) as server:
+        port = server.start()
+        with serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=5) as ser:
+            ask(ser, "hello", 1)
+            server.reset_device(hangup=True)
+            with pytest.raises(serial.SerialException):
+                ser.read(1)  # the peer closed
+        with serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=5) as ser:
+            assert ask(ser, "status", 1)["requests"] == 1
+
+
+def test_a_new_tcp_connection_replaces_the_old_one() -> None:
+    with TcpServer(make_core()) as server:
+        port = server.start()
+        first = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=5)
+        half = request("hello", 1)
+        first.write(half[:9])  # a partly sent frame, lost with its connection
+        second = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=5)
+        try:
+            assert ask(second, "hello", 7)["op"] == "hello"
+            with pytest.raises(serial.SerialException):
+                first.read(1)
+        finally:
+            first.close()
+            second.close()
+
+
+# -- the loop without a transport -------------------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def _loop_over(chunks: list[bytes], core: Core, on_idle: Any = None) -> tuple[BoardLoop, list[bytes]]:
+    out: list[bytes] = []
+    queue = list(chunks)
+
+    def fill() -> bytes:
+        while queue:
+            item = queue.pop(0)
+            if item:
+                return item
+            if on_idle is not None:  # b"" in the list: the line is idle for a while
+                on_idle()
+                loop.idle()
+        return b""
+
+    loop = BoardLoop(core, fill, out.append)
+    loop.run()
+    return loop, out
+
+
+def _replies(out: list[bytes]) -> list[dict[str, Any]]:
+    data = b"".join(out)
+    replies = []
+    pos = data.find(b"PG")
+    while pos >= 0:
+        length = struct.unpack_from("<I", data, pos + 4)[0]
+        replies.append(msgpack.unpackb(data[pos + 12: pos + 12 + length], raw=False))
+        pos = data.find(b"PG", pos + 16 + length)
+    return replies
+
+
+def test_frames_split_into_single_bytes_are_read() -> None:
+    data = request("hello", 1) + request("ping", 2, data=b"\x03\x03")
+    _, out = _loop_over([data[i:i + 1] for i in range(len(data))], make_core())
+    assert [r["seq"] for r in _replies(out)] == [1, 2]
+
+
+def test_bytes_behind_an_exit_go_to_the_repl_and_a_later_frame_resumes() -> None:
+    chunk = request("exit", 1) + b"\r" + request("ping", 2, data=b"p")
+    _, out = _loop_over([chunk], make_core())
+    text = b"".join(out)
+    assert BANNER in text and b"\r\n" + PROMPT in text
+    assert [r["op"] for r in _replies(out)] == ["exit", "ping"]
+
+
+def test_a_partial_magic_at_the_repl_waits_for_the_next_byte() -> None:
+    data = request("ping", 3, data=b"")
+    _, out = _loop_over([b"\x03", b"xx" + data[:1], data[1:]], make_core())
+    assert [r["seq"] for r in _replies(out)] == [3]
+
+
+def test_the_watchdog_zeroes_the_drive_when_the_line_goes_quiet() -> None:
+    clock = _Clock()
+    hal = SimHAL(Ring(RingParams().noise_free(), seed=0))
+    core = Core(hal, clock, max_frame=65536)
+    drive = np.full((1, 16), 2000, dtype="<u2").tobytes()
+    seen: list[int] = []
+
+    def quiet_for_10_s() -> None:
+        seen.append(int(hal.applied[0]))
+        clock.t += 10_000
+
+    chunks = [request("config", 1, timeout_ms=100), request("run", 2, n=1, k=16, drive=drive)]
+    _, out = _loop_over(chunks + [b""], core, on_idle=quiet_for_10_s)
+    assert seen == [2000]  # driven until the line went quiet ...
+    assert int(hal.applied[0]) == hal.zero_code and core.counts["watchdog_trips"] == 1  # ... then zeroed
+    assert [r["op"] for r in _replies(out)] == ["config", "run"]
+
+
+def test_no_server_thread_survives_stop() -> None:
+    before = {t.name for t in threading.enumerate()}
+    for server in (PtyServer(make_core()), TcpServer(make_core())):
+        server.start()
+        server.stop()
+        server.stop()  # twice is fine
+    assert {t.name for t in threading.enumerate()} <= before
