@@ -89,6 +89,7 @@ class Core:
     def handle(self, payload):
         """Reply (bytes) to one request payload. Never raises."""
         self.counts["requests"] += 1
+        seq = None
         try:
             try:
                 req = mpack.decode(payload)
@@ -110,7 +111,7 @@ class Core:
             return reply
         except Exception as e:  # noqa: BLE001 - nothing may escape: the drive goes to zero, the host hears why
             self._safe_zero()
-            return self._error(None, m.E_INTERNAL, "internal: " + type(e).__name__ + " " + str(e)[:80], None)
+            return self._error(seq, m.E_INTERNAL, "internal: " + type(e).__name__ + " " + str(e)[:80], None)
 
     def poll(self):
         """Watchdog decision: zero the drive after timeout_ms without a valid request. True if it tripped."""
