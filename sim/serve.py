@@ -12,8 +12,9 @@ Core's watchdog decision (``core.poll()``).
 Leaving the serve loop, as DESIGN.md asks: after an ``exit`` request (its reply is sent first), or on a byte
 0x03 (Ctrl-C) where a frame's magic is expected, the drive goes to zero and the simulated board behaves as at
 its MicroPython REPL: it writes a banner and the ``>>> `` prompt, answers Ctrl-C and Enter with a new prompt,
-and ignores other typing (it cannot run Python: ``pgt sim --board`` is the virtual board that can). It
-returns to serving
+and ignores other typing. It cannot run Python (``pgt sim --board`` is the virtual board that can), but it
+speaks enough of the raw REPL (Ctrl-A, Ctrl-B, Ctrl-D) that ``mpremote`` fails at once with an ``OSError``
+saying so instead of waiting for a prompt. It returns to serving
 - on a new frame (bytes from the magic ``PG`` on): the same Core resumes, its state kept (as if ``main.py``
   were run again by hand); or
 - on Ctrl-D (0x04, soft reset): it writes ``MPY: soft reboot`` and a fresh Core takes over the same HAL
@@ -48,11 +49,17 @@ from pgt.protocol import framing
 
 __all__ = ["BoardLoop", "PtyServer", "TcpServer", "reboot", "BANNER", "PROMPT", "SOFT_REBOOT"]
 
+CTRL_A = 0x01
+CTRL_B = 0x02
+CTRL_C = 0x03
 CTRL_D = 0x04
 PROMPT = b">>> "
 BANNER = b"\r\nMicroPython (pgt sim): serve loop left; Ctrl-D or a frame resumes it\r\n" + PROMPT
 SOFT_REBOOT = b"\r\nMPY: soft reboot\r\n"
-_REPL_KEYS = re.compile(rb"[\x03\x04\r]")
+RAW_REPL = b"\r\nraw REPL; CTRL-B to exit\r\n>"
+CANNOT_RUN = (b"Traceback (most recent call last):\r\n  File \"<stdin>\", line 1\r\n"
+              b"OSError: pgt sim cannot run Python code; use `pgt sim --board` for a MicroPython board\r\n")
+_REPL_KEYS = re.compile(rb"[\x01\x02\x03\x04\r]")
 _DROP_REASONS = (framing.BAD_HEADER, framing.BAD_VERSION, framing.TOO_LARGE, framing.BAD_CRC, framing.GARBAGE)
 
 READ_SIZE = 1 << 18
@@ -119,6 +126,8 @@ class BoardLoop:
         self.write = write
         self.log = log
         self.serving = True
+        self.raw_repl = False
+        self._raw_code = b""
         self.inbox = _Inbox(fill)
         self._counts: dict[str, int] = {}
         self._new_reader()
@@ -180,6 +189,8 @@ class BoardLoop:
         """Board reset: a fresh Core (``reboot`` of the old one unless given); input and counters cleared."""
         self.core = core if core is not None else reboot(self.core)
         self.serving = True
+        self.raw_repl = False
+        self._raw_code = b""
         self.inbox.clear()
         self._counts = {}
         self._new_reader()
@@ -223,6 +234,7 @@ class BoardLoop:
         core.hal.zero()
         core.driving = False
         self.serving = False
+        self.raw_repl = False
         self.write(BANNER)
         self._say(f"left the serve loop ({why}): REPL prompt; a frame or Ctrl-D resumes")
 
@@ -232,20 +244,56 @@ class BoardLoop:
             raise EOFError
         magic = data.find(framing.MAGIC)
         typed_end = len(data) if magic < 0 else magic
+        done = 0
         for match in _REPL_KEYS.finditer(data, 0, typed_end):
-            if data[match.start()] == CTRL_D:
+            at = match.start()
+            if self.raw_repl:
+                self._raw_code += data[done:at]
+            done = match.end()
+            key = data[at]
+            if key == CTRL_A:
+                self.raw_repl = True
+                self._raw_code = b""
+                self.write(RAW_REPL)
+            elif key == CTRL_B:
+                self.raw_repl = False
+                self.write(BANNER)
+            elif key == CTRL_C:
+                if self.raw_repl:
+                    self._raw_code = b""
+                else:
+                    self.write(b"\r\n" + PROMPT)
+            elif key == CTRL_D:
+                if self.raw_repl and self._raw_code:
+                    self._raw_code = b""
+                    self.write(b"OK\x04" + CANNOT_RUN + b"\x04>")  # stdout, then the error, as the raw REPL does
+                    continue
                 self.write(SOFT_REBOOT)
-                rest = data[match.end():]
+                rest = data[done:]
+                raw = self.raw_repl
                 self.reset()
+                if raw:  # a soft reset in the raw REPL stays there (main.py is not run)
+                    self.serving = False
+                    self.raw_repl = True
+                    self.write(RAW_REPL[2:])
                 self.inbox.unread(rest)
                 return
-            self.write(b"\r\n" + PROMPT)
+            elif self.raw_repl:
+                self._raw_code += b"\r"
+            else:
+                self.write(b"\r\n" + PROMPT)
+        if self.raw_repl:
+            self._raw_code += data[done:typed_end]
         if magic >= 0:
             self.inbox.unread(data[magic:])
             self.core.exit_requested = False
             self.serving = True
+            self.raw_repl = False
+            self._raw_code = b""
             self._say("frame received at the REPL: serving again (same Core)")
         elif data.endswith(framing.MAGIC[:1]):
+            if self.raw_repl:
+                self._raw_code = self._raw_code[:-1]
             self._keep_partial_magic()
 
     def _keep_partial_magic(self) -> None:

@@ -19,7 +19,7 @@ from pgt.firmware.core import Core
 from pgt.sim.device import make_core
 from pgt.sim.hal import SimHAL
 from pgt.sim.ring import Ring, RingParams
-from pgt.sim.serve import BANNER, PROMPT, SOFT_REBOOT, BoardLoop, PtyServer, TcpServer
+from pgt.sim.serve import BANNER, CANNOT_RUN, PROMPT, RAW_REPL, SOFT_REBOOT, BoardLoop, PtyServer, TcpServer
 
 # -- a client from the spec ---------------------------------------------------------------------------------
 
@@ -259,6 +259,17 @@ def test_a_partial_magic_at_the_repl_waits_for_the_next_byte() -> None:
     data = request("ping", 3, data=b"")
     _, out = _loop_over([b"\x03", b"xx" + data[:1], data[1:]], make_core())
     assert [r["seq"] for r in _replies(out)] == [3]
+
+
+def test_the_raw_repl_refuses_code_so_mpremote_fails_fast() -> None:
+    core = make_core()
+    chunks = [b"\r\x03\x03", b"\r\x01", b"print(1)\r\x04", b"\x04", b"\x02", request("hello", 1)]
+    loop, out = _loop_over(chunks, core)
+    text = b"".join(out)
+    assert text.startswith(BANNER + b"\r\n" + PROMPT + b"\r\n" + PROMPT + RAW_REPL)
+    assert b"OK\x04" + CANNOT_RUN + b"\x04>" + SOFT_REBOOT + RAW_REPL[2:] + BANNER in text
+    assert [r["op"] for r in _replies(out)] == ["hello"]
+    assert loop.core is not core and loop.serving  # the soft reset gave a fresh Core; the frame resumed it
 
 
 def test_the_watchdog_zeroes_the_drive_when_the_line_goes_quiet() -> None:
