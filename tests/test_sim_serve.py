@@ -5,6 +5,7 @@ Ctrl-C escape; garbage and bad frames dropped and counted; resets; the watchdog 
 from __future__ import annotations
 
 import binascii
+import os
 import struct
 import threading
 from collections.abc import Iterator
@@ -290,10 +291,13 @@ def test_the_watchdog_zeroes_the_drive_when_the_line_goes_quiet() -> None:
     assert [r["op"] for r in _replies(out)] == ["config", "run"]
 
 
-def test_no_server_thread_survives_stop() -> None:
-    before = {t.name for t in threading.enumerate()}
+def test_no_server_thread_or_descriptor_survives_stop() -> None:
+    threads = {t.name for t in threading.enumerate()}
+    fds = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
     for server in (PtyServer(make_core()), TcpServer(make_core())):
         server.start()
         server.stop()
         server.stop()  # twice is fine
-    assert {t.name for t in threading.enumerate()} <= before
+    assert {t.name for t in threading.enumerate()} <= threads
+    if fds:
+        assert set(os.listdir("/proc/self/fd")) <= fds
