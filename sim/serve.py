@@ -5,8 +5,10 @@
 while scanning garbage) feeds ``core.handle``; each reply goes out as one ``framing.encode`` frame. It pulls
 bytes from a ``fill`` callable (the transport; it blocks, runs ``idle()`` when nothing arrives and returns
 ``b""`` at the end) and pushes bytes to a ``write`` callable, so it runs over a pty, a socket or a list of
-chunks in a test alike. Frame counters go into ``core.link`` (what ``status`` reports): ``frames``, the drop
-reasons of docs/protocol.md section 1, ``garbage_bytes``, ``escapes`` and ``tx_cut``. ``idle()`` runs the
+chunks in a test alike. Frame counters go into ``core.link`` (what ``status`` reports), shaped as
+the firmware's serve loop (``pgt.firmware.serve``) reports them: ``frames_in``, ``frames_out``, ``dropped``
+(reason -> count, the reasons of docs/protocol.md section 1), and the sim's extras ``garbage_bytes``,
+``escapes`` and ``tx_cut``. ``idle()`` runs the
 Core's watchdog decision (``core.poll()``).
 
 Leaving the serve loop, as DESIGN.md asks: after an ``exit`` request (its reply is sent first), or on a byte
@@ -60,7 +62,8 @@ RAW_REPL = b"\r\nraw REPL; CTRL-B to exit\r\n>"
 CANNOT_RUN = (b"Traceback (most recent call last):\r\n  File \"<stdin>\", line 1\r\n"
               b"OSError: pgt sim cannot run Python code; use `pgt sim --board` for a MicroPython board\r\n")
 _REPL_KEYS = re.compile(rb"[\x01\x02\x03\x04\r]")
-_DROP_REASONS = (framing.BAD_HEADER, framing.BAD_VERSION, framing.TOO_LARGE, framing.BAD_CRC, framing.GARBAGE)
+_DROP_REASONS = (framing.BAD_HEADER, framing.BAD_VERSION, framing.TOO_LARGE, framing.BAD_CRC, framing.GARBAGE,
+                 getattr(framing, "TIMEOUT", "timeout"))
 
 READ_SIZE = 1 << 18
 IDLE_S = 0.05  # how often an idle loop runs the watchdog decision
@@ -140,15 +143,17 @@ class BoardLoop:
         self.sync_link()
 
     def count(self, key: str, by: int = 1) -> None:
-        """Add to a link counter (``frames``, a drop reason, ``garbage_bytes``, ``escapes``, ``tx_cut``)."""
+        """Add to a counter: ``frames_in``, ``frames_out``, a drop reason, ``garbage_bytes``, ``escapes``,
+        ``tx_cut``."""
         self._counts[key] = self._counts.get(key, 0) + by
 
-    def counters(self) -> dict[str, int]:
-        out = {"frames": 0, "garbage_bytes": 0, "escapes": 0, "tx_cut": 0}
-        for reason in _DROP_REASONS:
-            out[reason] = 0
-        out.update(self._counts)
-        return out
+    def counters(self) -> dict[str, Any]:
+        """The link counters, shaped as the firmware's serve loop reports them (plus the sim's extras)."""
+        c = self._counts
+        dropped = {reason: c[reason] for reason in _DROP_REASONS if c.get(reason)}
+        return {"frames_in": c.get("frames_in", 0), "frames_out": c.get("frames_out", 0), "dropped": dropped,
+                "garbage_bytes": c.get("garbage_bytes", 0), "escapes": c.get("escapes", 0),
+                "tx_cut": c.get("tx_cut", 0)}
 
     def sync_link(self) -> None:
         """Copy the counters into ``core.link`` (what ``status`` reports)."""
@@ -172,7 +177,7 @@ class BoardLoop:
             self.count("escapes")
         elif result is not None:
             spent -= len(result) + framing.OVERHEAD
-            self.count("frames")
+            self.count("frames_in")
         if spent > 0:
             self.count("garbage_bytes", spent)
 
@@ -225,7 +230,10 @@ class BoardLoop:
             self._leave("Ctrl-C")
             return
         core = self.core
-        self.write(framing.encode(core.handle(result)))
+        reply = framing.encode(core.handle(result))
+        self.count("frames_out")
+        self.sync_link()
+        self.write(reply)
         if core.exit_requested:
             self._leave("exit op")
 

@@ -132,7 +132,7 @@ def test_ctrl_c_between_frames_escapes_and_ctrl_d_soft_resets(
     assert hello["n_avg"] == 4  # a fresh Core: the config is gone
     assert server.core is not first
     status = ask(ser, "status", 2)
-    assert status["requests"] == 2 and status["link"]["frames"] == 2
+    assert status["requests"] == 2 and status["link"]["frames_in"] == 2 and status["link"]["frames_out"] == 1
 
 
 def test_garbage_and_bad_frames_are_dropped_and_counted(
@@ -149,8 +149,10 @@ def test_garbage_and_bad_frames_are_dropped_and_counted(
     reply = read_reply(ser)
     assert reply["seq"] == 1 and reply["data"] == b"x"  # nothing else was answered
     link = ask(ser, "status", 5)["link"]
-    assert link["frames"] == 2 and link["bad_crc"] == 1 and link["bad_header"] == 1
-    assert link["bad_version"] == 1 and link["garbage"] >= 1
+    assert link["frames_in"] == 2 and link["frames_out"] == 1 and link["escapes"] == 0
+    dropped = link["dropped"]
+    assert dropped["bad_crc"] == 1 and dropped["bad_header"] == 1 and dropped["bad_version"] == 1
+    assert dropped["garbage"] >= 1
     # the garbage: b"noise!" and b"more", and the skipped bodies of the two frames whose headers were dropped
     body_bad_head = len(bad_head) - 12
     body_too_new = len(too_new) - 12
