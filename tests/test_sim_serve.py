@@ -159,6 +159,19 @@ def test_garbage_and_bad_frames_are_dropped_and_counted(
     assert link["garbage_bytes"] == len(b"noise!") + len(b"more") + body_bad_head + body_too_new
 
 
+def test_ctrl_c_bytes_in_the_rest_of_a_dropped_frame_are_data(
+    served: tuple[PtyServer | TcpServer, serial.SerialBase],
+) -> None:
+    _, ser = served
+    drive = np.array([[0x0303, 0x0403] * 8], dtype="<u2").tobytes()
+    bad = bytearray(request("run", 1, n=1, k=16, drive=drive))
+    bad[5] ^= 0x40  # a line error in the header's length field: the body that follows is skipped as garbage
+    ser.write(bytes(bad))
+    link = ask(ser, "status", 2)["link"]
+    assert link["escapes"] == 0 and link["dropped"]["bad_header"] == 1 and link["frames_in"] == 1
+    assert link["garbage_bytes"] == len(bad) - 12  # the body was scanned, its 0x03 bytes seen and ignored
+
+
 def test_a_malformed_request_gets_an_error_reply(served: tuple[PtyServer | TcpServer, serial.SerialBase]) -> None:
     _, ser = served
     ser.write(frame(b"\xc1"))
