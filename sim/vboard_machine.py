@@ -2,8 +2,10 @@
 
 Output writes (PWM duty, DAC, SPI words for an MCP4922) and ADC reads travel to the host as 6-byte messages
 on stderr (``0xA5, op, pin, seq, value uint16 LE``); the host answers an ADC read (op ``R``) by writing
-``seq, reading (uint16 LE)`` at the start of the file /vb/adc, which the guest polls until the sequence number
-matches. (WASI cannot read or write a FIFO opened as a file: ESPIPE.)
+``seq, count`` and the readings of every ADC pin created so far (op ``A``, in that order; uint16 LE each) at
+the start of the file /vb/adc, which the guest polls until the sequence number matches. The readings are kept
+until the next output write: one round trip per drive state, however many reads the HAL averages.
+(WASI cannot read or write a FIFO opened as a file: ESPIPE.)
 Everything else (Pin, WDT, Timer) is local and inert.
 """
 
@@ -13,8 +15,11 @@ import sys
 _TX = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else sys.stderr
 _RX = open("/vb/adc", "rb")
 _MSG = bytearray(6)
-_REPLY = bytearray(3)
+_REPLY = bytearray(2 + 2 * 256)  # seq, count, then the readings of every ADC pin (uint16 LE each)
 _SEQ = [0]
+_PINS = []  # ADC pins in the order the host reports them
+_CACHE = {}  # pin -> reading for the current drive; emptied by every output write
+_VALID = [False]
 
 
 def _send(op, pin, value):
@@ -22,16 +27,24 @@ def _send(op, pin, value):
     _SEQ[0] = seq
     struct.pack_into("<BBBBH", _MSG, 0, 0xA5, op, pin & 0xFF, seq, value & 0xFFFF)
     _TX.write(_MSG)
+    if op != 82:
+        _VALID[0] = False
     return seq
 
 
 def _read(pin):
-    seq = _send(82, pin, 0)  # "R": the host answers into /vb/adc before (or soon after) the write returns
-    while True:
-        _RX.seek(0)
-        _RX.readinto(_REPLY)
-        if _REPLY[0] == seq:
-            return _REPLY[1] | (_REPLY[2] << 8)
+    if not _VALID[0]:
+        # one round trip per drive state: the host answers with the readings of all ADC pins at once
+        seq = _send(82, pin, 0)  # "R"
+        while True:
+            _RX.seek(0)
+            _RX.readinto(_REPLY)
+            if _REPLY[0] == seq:
+                break
+        for i in range(len(_PINS)):
+            _CACHE[_PINS[i]] = _REPLY[2 + 2 * i] | (_REPLY[3 + 2 * i] << 8)
+        _VALID[0] = True
+    return _CACHE[pin]
 
 
 def unique_id():
@@ -112,6 +125,9 @@ class ADC:
 
     def __init__(self, pin, atten=None):
         self.pin = _pid(pin)
+        if self.pin not in _PINS:
+            _PINS.append(self.pin)
+            _send(65, self.pin, 0)  # "A": the host adds the pin to the readings it reports
 
     def atten(self, a):
         pass

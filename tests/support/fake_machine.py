@@ -9,6 +9,7 @@ exactly and a single read does not. ``reset()`` clears everything.
 """
 
 LOG = []
+CHEAP = [False]  # True: PWM/ADC calls neither log nor model (for allocation measurements)
 WDT_FEEDS = [0]
 BASE = 1000
 GAIN = {26: 0.5, 27: 0.25, 28: 0.125, 34: 0.5, 35: 0.25}
@@ -25,6 +26,7 @@ def reset():
     LEVELS.clear()
     READS.clear()
     del TIMERS[:]
+    CHEAP[0] = False
 
 
 def unique_id():
@@ -73,6 +75,8 @@ class PWM:
         if not 0 <= v <= 65535:
             raise ValueError("duty out of range")
         self._duty = v
+        if CHEAP[0]:
+            return
         LEVELS[self.pin] = v
         LOG.append(("pwm", self.pin, v))
 
@@ -110,6 +114,8 @@ class ADC:
         LOG.append(("atten", self.pin, a))
 
     def read_u16(self):
+        if CHEAP[0]:
+            return BASE
         i = READS[self.pin]
         READS[self.pin] = i + 1
         v = model(self.pin) + DITHER[i % len(DITHER)]

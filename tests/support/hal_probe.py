@@ -128,3 +128,21 @@ def main_boot(config_path, frames):
     why = serve.main(config_path, io.BytesIO(b"".join(frames)), out)
     return {"why": why, "nbytes": len(out.getvalue()), "log0": list(fm.LOG[0]),
             "timers": [tm.period for tm in fm.TIMERS], "wdt": [list(e) for e in fm.LOG if e[0] == "wdt"]}
+
+
+def block_allocation(cfg_given, n_small, n_large, n_avg):
+    """Heap bytes allocated by one HAL block of n_small and of n_large vectors (MicroPython's gc.mem_alloc)."""
+    import gc
+    from array import array
+
+    cfg, hal, t = make(cfg_given)
+    fm.CHEAP[0] = True
+    k = len(cfg["drive_pins"])
+    out = []
+    for n in (n_small, n_large, n_small, n_large):
+        d = array("H", [100] * (n * k))
+        gc.collect()
+        before = gc.mem_alloc()
+        hal.apply_and_sample(d, n, 0, n_avg)
+        out.append(gc.mem_alloc() - before)
+    return out
