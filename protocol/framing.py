@@ -118,6 +118,8 @@ class Decoder:
                 if avail < 2:
                     if avail == 1 and buf[start] != MAGIC[0]:
                         self.garbage_bytes += 1
+                        if not self._after_drop:
+                            self._drop(GARBAGE)
                         self._start += 1
                     return None
                 if buf[start] != MAGIC[0] or buf[start + 1] != MAGIC[1]:

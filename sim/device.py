@@ -37,7 +37,7 @@ def device_file_hashes() -> dict[str, str]:
 
 
 def make_core(
-    seed: int = 0, level: str = "A", noise_free: bool = False, settle: str = "skip", max_frame: int = 65536
+    seed: int = 0, level: str = "A", noise_free: bool = False, settle: str = "skip", max_frame: int = 1 << 17
 ) -> Core:
     """A fresh simulated board: ``Core(SimHAL(Ring(params, seed, level), settle), monotonic_ms, max_frame)``.
 

@@ -112,7 +112,7 @@ def test_make_core_says_hello_as_a_sim_board() -> None:
     core = make_core(seed=0)
     hello = _ask(core, {"op": "hello", "seq": 1})
     assert hello["op"] == "hello" and hello["board"] == "sim" and (hello["k"], hello["m"]) == (16, 32)
-    assert hello["max_frame"] == 65536 and hello["max_batch"] == (65536 - 256) // 64
+    assert hello["max_frame"] == 1 << 17 and hello["max_batch"] == ((1 << 17) - 256) // 64
     assert "pgt/firmware/core.py" in hello["files"] and len(hello["files"]["pgt/firmware/core.py"]) == 64
     assert _ask(make_core(level="B"), {"op": "hello", "seq": 1})["m"] == RingParams().b_nodes
 

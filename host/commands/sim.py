@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-free", action="store_true", help="no noise, drift or hysteresis (the ADC quantises)")
     p.add_argument("--settle", choices=("skip", "sleep"), default="skip",
                    help="skip (answer at once, default) or sleep through the simulated device time of a run")
-    p.add_argument("--max-frame", type=int, default=65536, metavar="BYTES",
-                   help="largest frame payload the device accepts and sends (default 65536)")
+    p.add_argument("--max-frame", type=int, default=1 << 17, metavar="BYTES",
+                   help="largest frame payload the device accepts and sends (default 131072: 2044 vectors a run)")
     p.add_argument("--characterize", metavar="OUT_DIR", default=None,
                    help="instead of serving: write plots and a summary of the ring model to OUT_DIR")
     p.add_argument("--board", action="store_true",
