@@ -108,7 +108,7 @@ def test_no_allocation_per_sample(mpvm: MicroPythonVM) -> None:
         "block_allocation({'board': 'esp32', 'max_batch': 256}, 4, 256, 4)",
     ])
     for small, large, small2, large2 in (rp2, esp32):
-        assert large2 == small2, (small2, large2)
+        assert large == small and large2 == small2, (small, large, small2, large2)
         assert large2 < 256  # a few small objects per block (the returned memoryview), not 256 * (k + m * 4)
 
 

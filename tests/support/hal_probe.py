@@ -131,18 +131,25 @@ def main_boot(config_path, frames):
 
 
 def block_allocation(cfg_given, n_small, n_large, n_avg):
-    """Heap bytes allocated by one HAL block of n_small and of n_large vectors (MicroPython's gc.mem_alloc)."""
+    """Heap bytes allocated by one HAL block of n_small and of n_large vectors (MicroPython's gc.mem_alloc).
+
+    The collector stays off while measuring (and gc.collect is not called: in the WASI VM a collection can
+    free objects that C code still holds, see sim/virtual_board.py)."""
     import gc
     from array import array
 
     cfg, hal, t = make(cfg_given)
     fm.CHEAP[0] = True
     k = len(cfg["drive_pins"])
+    blocks = [array("H", [100] * (n * k)) for n in (n_small, n_large, n_small, n_large)]
     out = []
-    for n in (n_small, n_large, n_small, n_large):
-        d = array("H", [100] * (n * k))
-        gc.collect()
-        before = gc.mem_alloc()
-        hal.apply_and_sample(d, n, 0, n_avg)
-        out.append(gc.mem_alloc() - before)
+    gc.disable()
+    try:
+        for d in blocks:
+            n = len(d) // k
+            before = gc.mem_alloc()
+            hal.apply_and_sample(d, n, 0, n_avg)
+            out.append(gc.mem_alloc() - before)
+    finally:
+        gc.enable()
     return out
