@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 NAME = "demo"
@@ -16,24 +17,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="PGT estimators to run next to backprop (default: surrogate,node,param)")
     p.add_argument("--out", default="runs", help="where the demo's run directory goes (default: runs/)")
     p.add_argument("--device", default=None, metavar="URL",
-                   help="device for the PGT runs (default: sim://?seed=SEED, the simulated ring over the protocol)")
+                   help="device for the PGT runs (default: the simulated board served on a pseudo-terminal, "
+                        "reached through pyserial like a real one)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def make_device(noise_free: bool, seed: int, url: str | None = None) -> Any:
-    """The device a demo run trains through.
+def make_device(noise_free: bool, seed: int, url: str | None = None) -> tuple[Any, Callable[[], None]]:
+    """The device a demo run trains through, and what to call when the run is over.
 
-    PGT runs go through :class:`pgt.client.RingClient` over the real protocol (``sim://?seed=..``: the
-    simulated board's Core in process); the backprop reference needs the exact vjp, so it uses the noise-free
-    ring model directly (same seed, same ring).
+    PGT runs go through :class:`pgt.client.RingClient` over the real protocol: by default to the simulated
+    board (the firmware's Core over the ring model) served on a pseudo-terminal, so every query crosses a
+    serial line as frames. The backprop reference needs the exact vjp, so it uses the noise-free ring model
+    directly (same seed, same ring).
     """
     from pgt.sim.ring import make_ring_reservoir
 
     if noise_free:
-        return make_ring_reservoir(seed=seed, noise_free=True)
+        return make_ring_reservoir(seed=seed, noise_free=True), lambda: None
     from pgt.client import RingClient
 
-    return RingClient.open(url or f"sim://?seed={seed}")
+    if url is not None:
+        client = RingClient.open(url)
+        return client, client.close
+    from pgt.sim.device import make_core
+    from pgt.sim.serve import PtyServer
+
+    server = PtyServer(make_core(seed=seed))
+    path = server.start()
+    try:
+        client = RingClient.open(path)
+    except BaseException:
+        server.stop()
+        raise
+
+    def close() -> None:
+        client.close()
+        server.stop()
+
+    return client, close
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, tuple[Result, float, str]] = {}
     for est in ["backprop", *names]:
         noise_free = est == "backprop"
-        device = make_device(noise_free, args.seed, args.device)
+        device, close = make_device(noise_free, args.seed, args.device)
         cfg = TrainConfig(task="digits", model="mlp", estimator=est, steps=args.steps, eval_every=20,
                           seed=args.seed, checkpoint_every=max(args.steps, 1))
         t0 = time.perf_counter()
@@ -62,9 +83,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = Trainer(device, cfg, out_dir=out / est).run()
         finally:
-            if hasattr(device, "close"):
-                device.close()
-        where = "ring model, exact" if noise_free else str(getattr(device, "url", "device"))
+            close()
+        where = "ring model, exact" if noise_free else ("sim on a pty" if args.device is None else args.device)
         results[est] = (result, time.perf_counter() - t0, where)
 
     ref = results["backprop"][0]
