@@ -36,6 +36,7 @@ class BoardHAL(HAL):
         self.zero_code = list(cfg["zero_code"])
         self.settle_min_us = cfg["settle_min_us"]
         self.elapsed_us = 0
+        self.feed = None  # the serve loop sets this to the watchdog's feed: called once per vector
         self.out = bytearray(2 * self.m * self.max_batch)
         self.out_mv = memoryview(self.out)
         self.adcs = []  # type: list
@@ -77,9 +78,12 @@ class BoardHAL(HAL):
         m = self.m
         settle = settle_us if settle_us > self.settle_min_us else self.settle_min_us
         half = n_avg >> 1
+        feed = self.feed
         base = 0
         idx = 0
         for _i in range(n):
+            if feed is not None:  # a block may outlast the watchdog (64 vectors x 1 s settle)
+                feed()
             for j in range(k):
                 write(j, drive[base + j])
             base += k

@@ -174,6 +174,7 @@ def main(config_path="board.json", stdin=None, stdout=None):
     wdt = None
     if cfg["wdt_ms"] > 0:
         wdt = machine.WDT(timeout=cfg["wdt_ms"])
+        hal.feed = wdt.feed
     if stdin is None:
         stdin = sys.stdin.buffer
     if stdout is None:

@@ -99,6 +99,7 @@ def test_block_writes_and_settle_calls(blocks: list[Any]) -> None:
     assert r["elapsed_us"] > 100  # FakeTime: the two settles plus clock steps
     assert blocks[2]["sleeps"] == []  # settle 0: no sleep call at all
     assert blocks[5]["sleeps"] == [30]  # settle_min_us is a floor
+    assert r["feeds"] == 2  # the watchdog is fed once per vector: a long block cannot trip it
 
 
 def test_no_allocation_per_sample(mpvm: MicroPythonVM) -> None:

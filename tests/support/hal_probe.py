@@ -36,13 +36,15 @@ def block(cfg_given, drive, n, settle_us, n_avg, step=7):
 
     k = len(cfg["drive_pins"])
     m = len(cfg["adc_pins"])
+    hal.feed = fm.WDT().feed
     before = len(fm.LOG)
     d = array("H", drive)
     out = hal.apply_and_sample(d, n, settle_us, n_avg)
     samples = list(struct.unpack("<%dH" % (n * m), bytes(out)))
     writes = [list(e) for e in fm.LOG[before:]]
     return {"samples": samples, "writes": writes, "sleeps": t.sleeps, "elapsed_us": hal.elapsed_us,
-            "k": k, "m": m, "nbytes": len(bytes(out)), "reads": dict((str(p), fm.READS[p]) for p in fm.READS)}
+            "k": k, "m": m, "nbytes": len(bytes(out)), "feeds": fm.WDT_FEEDS[0],
+            "reads": dict((str(p), fm.READS[p]) for p in fm.READS)}
 
 
 def _req(op, seq, **fields):
