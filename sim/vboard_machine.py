@@ -17,8 +17,8 @@ _RX = open("/vb/adc", "rb")
 _MSG = bytearray(6)
 _REPLY = bytearray(2 + 2 * 256)  # seq, count, then the readings of every ADC pin (uint16 LE each)
 _SEQ = [0]
-_PINS = []  # ADC pins in the order the host reports them
-_CACHE = {}  # pin -> reading for the current drive; emptied by every output write
+_PINS = []  # type: list[int]  # ADC pins in the order the host reports them
+_CACHE = {}  # type: dict[int, int]  # pin -> reading for the current drive; emptied by every output write
 _VALID = [False]
 
 
