@@ -20,6 +20,8 @@ Keys (all boards):
   max_frame        largest frame payload (bytes) the serve loop accepts and sends
   wdt_ms           hardware watchdog timeout in ms (0 = off; rp2 allows at most 8388)
   poll_ms          how often the idle loop wakes to feed the watchdog and check host silence
+  frame_timeout_ms a frame whose bytes stop arriving for this long is dropped; a line quiet this long
+                   puts the reader back in sync (Ctrl-C honoured again after a dropped frame)
   settle_min_us    lower bound on the settle time between setting the drive and sampling
 Keys (rp2, dac "pwm"):      pwm_freq (Hz)
 Keys (dac "mcp4922"):      spi_id, spi_baud, sck_pin, mosi_pin, cs_pin, ldac_pin (-1: tied low)
@@ -39,6 +41,7 @@ COMMON = {
     "max_frame": 8192,
     "wdt_ms": 8000,
     "poll_ms": 200,
+    "frame_timeout_ms": 1000,
     "settle_min_us": 0,
     "adc_V_offset": 0.0,
     "dac_mA_offset": 0.0,
@@ -170,6 +173,8 @@ def check(cfg):
             raise ValueError("channel %d: zero_code must lie within limit_lo..limit_hi" % j)
     if cfg["board"] == "rp2" and cfg["wdt_ms"] > RP2040_WDT_MAX_MS:
         raise ValueError("wdt_ms above the RP2040's maximum of %d" % RP2040_WDT_MAX_MS)
+    if cfg["poll_ms"] < 1 or cfg["frame_timeout_ms"] < cfg["poll_ms"]:
+        raise ValueError("need poll_ms >= 1 and frame_timeout_ms >= poll_ms")
     if cfg["max_batch"] < 1 or cfg["max_frame"] < 512:
         raise ValueError("max_batch must be >= 1 and max_frame >= 512")
     return cfg

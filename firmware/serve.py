@@ -30,17 +30,15 @@ def write_frame(stream, payload):
     stream.write(struct.pack(_U32, framing.crc32(payload)))
 
 
-def serve(core, stdin, stdout, wdt=None, poll_ms=None, flush=None):
+def serve(core, stdin, stdout, wdt=None, poll_ms=None, flush=None, frame_timeout_ms=1000):
     """Answer frames until exit, escape or end of input; returns which (STOP_*). Never prints.
 
     With ``poll_ms`` the loop waits for input at most that long (select.poll) between feeding the watchdog
-    and checking host silence; without it, it blocks in the read.
+    and checking host silence (``Core.poll``); a frame whose bytes stop arriving for ``frame_timeout_ms`` is
+    dropped (the reader's ``wait``), and a line quiet for that long puts the reader back in sync, so that
+    Ctrl-C works again after a dropped frame (docs/protocol.md, section 1). Without ``poll_ms`` (a stream that
+    cannot be polled) it blocks in the read.
     """
-    reader = framing.StreamReader(stdin, core.max_frame)
-    link = core.link
-    link["frames_in"] = 0
-    link["frames_out"] = 0
-    link["dropped"] = reader.dropped
     poller = None
     if poll_ms is not None:
         import select
@@ -51,7 +49,25 @@ def serve(core, stdin, stdout, wdt=None, poll_ms=None, flush=None):
             poller.poll(0)
         except OSError:  # a stream that cannot be polled: block in the read instead
             poller = None
+
+    wait = None
+    if poller is not None:
+        frame_poller = poller
+
+        def wait():
+            if wdt is not None:
+                wdt.feed()
+            for _ev in frame_poller.ipoll(frame_timeout_ms):
+                return True
+            return False
+
+    reader = framing.StreamReader(stdin, core.max_frame, wait=wait)
+    link = core.link
+    link["frames_in"] = 0
+    link["frames_out"] = 0
+    link["dropped"] = reader.dropped
     escape = framing.StreamReader.ESCAPE
+    quiet_ms = 0
     while True:
         if wdt is not None:
             wdt.feed()
@@ -61,7 +77,11 @@ def serve(core, stdin, stdout, wdt=None, poll_ms=None, flush=None):
                 ready = True
             if not ready:
                 core.poll()
+                quiet_ms += poll_ms
+                if quiet_ms >= frame_timeout_ms:
+                    reader.idle()
                 continue
+            quiet_ms = 0
         try:
             payload = reader.read()
         except EOFError:
@@ -181,7 +201,7 @@ def main(config_path="board.json", stdin=None, stdout=None):
         stdout = sys.stdout.buffer
     micropython.kbd_intr(-1)
     try:
-        why = serve(core, stdin, stdout, wdt, cfg["poll_ms"])
+        why = serve(core, stdin, stdout, wdt, cfg["poll_ms"], None, cfg["frame_timeout_ms"])
     finally:
         micropython.kbd_intr(3)
         core._safe_zero()

@@ -170,6 +170,27 @@ def test_idle_loop_zeroes_drive_after_host_silence(sessions: list[Any]) -> None:
     assert s["feeds"] >= 7  # the watchdog is fed on every wake-up, idle or not
 
 
+def test_frame_timeout_and_resync(mpvm: MicroPythonVM) -> None:
+    """A frame cut short is dropped after the frame timeout; Ctrl-C is data right after a dropped frame and
+    honoured again once the line has been quiet."""
+    hello = "%s('hello', 1)" % REQ
+    run = "%s('run', 2, n=1, k=2, drive=b'\\x03\\x03\\x03\\x03')" % REQ
+    cut, after_bad, after_quiet = vm_calls(mpvm, [
+        # a hello, then the first 20 bytes of a run; silence; then Ctrl-C
+        "session({'board': 'rp2'}, [%s, %s[:20]], poll=True, idle=3, after=b'\\x03')" % (hello, run),
+        # a frame with a corrupt header followed at once by 03 bytes: they may be its rest, so they are data
+        "session({'board': 'rp2'}, [%s, b'PG\\x01\\x00\\x05\\x00\\x00\\x00\\x00\\x00\\x00\\x00'], "
+        "tail=b'\\x03\\x03', poll=True, idle=2)" % hello,
+        # the same, but the line is quiet first: back in sync, Ctrl-C leaves the loop
+        "session({'board': 'rp2'}, [%s, b'PG\\x01\\x00\\x05\\x00\\x00\\x00\\x00\\x00\\x00\\x00'], "
+        "poll=True, idle=2, after=b'\\x03')" % hello,
+    ])
+    assert cut["why"] == "escape" and [r["op"] for r in cut["replies"]] == ["hello"]
+    assert cut["dropped"].get("timeout") == 1
+    assert after_bad["why"] == "eof" and after_bad["dropped"].get("bad_header") == 1
+    assert after_quiet["why"] == "escape" and after_quiet["dropped"].get("bad_header") == 1
+
+
 def test_main_boots_from_board_json(mpvm: MicroPythonVM) -> None:
     path = mpvm.put("probe_board.json", json.dumps({"board": "rp2", "wdt_ms": 4000, "poll_ms": 50}).encode())
     out = vm_calls(mpvm, ["main_boot(%r, [%s('hello', 1), b'\\x03'])" % (path, REQ)])[0]

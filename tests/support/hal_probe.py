@@ -66,12 +66,13 @@ class IdleStream(io.IOBase):
     """A pollable stream: gives ``data``, then reports no input for ``idle`` polls (the clock advances
     ``ms_per_poll`` each), then end of input."""
 
-    def __init__(self, data, idle, clock, ms_per_poll):
+    def __init__(self, data, idle, clock, ms_per_poll, after=b""):
         self.data = data
         self.pos = 0
         self.idle = idle
         self.clock = clock
         self.ms = ms_per_poll
+        self.after = after  # bytes that arrive after the quiet spell
 
     def readinto(self, buf):
         n = min(len(buf), len(self.data) - self.pos)
@@ -81,7 +82,12 @@ class IdleStream(io.IOBase):
 
     def ioctl(self, req, arg):
         if req == 3:  # MP_STREAM_POLL
-            if self.pos < len(self.data) or self.idle <= 0:
+            if self.pos < len(self.data):
+                return arg & 1
+            if self.idle <= 0:
+                if self.after:
+                    self.data = self.data + self.after
+                    self.after = b""
                 return arg & 1
             self.idle -= 1
             self.clock.t += self.ms
@@ -89,7 +95,7 @@ class IdleStream(io.IOBase):
         return 0
 
 
-def session(cfg_given, script, tail=b"", poll=False, idle=0):
+def session(cfg_given, script, tail=b"", poll=False, idle=0, after=b""):
     """Run the serve loop over the given requests; decode the replies; report the stop reason and drive."""
     cfg, hal, t = make(cfg_given)
     clock = Clock()
@@ -98,8 +104,8 @@ def session(cfg_given, script, tail=b"", poll=False, idle=0):
     out = io.BytesIO()
     wdt = fm.WDT(timeout=cfg["wdt_ms"])
     if poll:
-        stdin = IdleStream(data, idle, clock, 1000)
-        why = serve.serve(core, stdin, out, wdt, 0)  # 0: one ioctl per wake-up
+        stdin = IdleStream(data, idle, clock, 1000, after)
+        why = serve.serve(core, stdin, out, wdt, 0, None, 0)  # 0: one ioctl per wake-up
     else:
         why = serve.serve(core, io.BytesIO(data), out, wdt)
     dec = framing.Decoder()
@@ -119,6 +125,7 @@ def session(cfg_given, script, tail=b"", poll=False, idle=0):
         if e[0] in ("pwm", "dac"):
             pwm_last[str(e[1])] = e[2]
     return {"why": why, "replies": replies, "last_out": pwm_last, "feeds": fm.WDT_FEEDS[0],
+            "dropped": dict(core.link["dropped"]),
             "trips": core.counts["watchdog_trips"], "link": {"in": core.link["frames_in"],
                                                              "out": core.link["frames_out"]}}
 
