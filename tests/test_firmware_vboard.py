@@ -6,6 +6,7 @@ perturbative training steps through the firmware's own serve loop and HAL (the r
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -22,13 +23,18 @@ from pgt.cli import main as pgt_main
 def port() -> Iterator[str]:
     code = ("from pgt.sim.virtual_board import serve\n"
             "serve(seed=3, level='A', announce=lambda p: print(p, flush=True))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
         yield proc.stdout.readline().strip()
     finally:
-        proc.kill()
-        proc.wait()
+        proc.send_signal(signal.SIGINT)  # serve() stops the board and removes its temporary directories
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 ROOT = Path(__file__).resolve().parent.parent
