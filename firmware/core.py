@@ -110,13 +110,13 @@ class Core:
             self._last_reply = reply
             return reply
         except Exception as e:  # noqa: BLE001 - nothing may escape: the drive goes to zero, the host hears why
-            self._safe_zero()
+            self.stop_drive()
             return self._error(seq, m.E_INTERNAL, "internal: " + type(e).__name__ + " " + str(e)[:80], None)
 
     def poll(self):
         """Watchdog decision: zero the drive after timeout_ms without a valid request. True if it tripped."""
         if self.driving and self.clock() - self.last_valid_ms > self.timeout_ms:
-            self._safe_zero()
+            self.stop_drive()
             self.counts["watchdog_trips"] += 1
             return True
         return False
@@ -135,10 +135,10 @@ class Core:
         if op == m.STATUS:
             return self._reply(op, seq, self._status())
         if op == m.STOP:
-            self._safe_zero()
+            self.stop_drive()
             return self._reply(op, seq, None)
         if op == m.EXIT:
-            self._safe_zero()
+            self.stop_drive()
             self.exit_requested = True
             return self._reply(op, seq, None)
         return self._error(seq, m.E_UNKNOWN_OP, "unknown op", op)  # (validate() already refused it)
@@ -194,7 +194,7 @@ class Core:
         self.timeout_ms = timeout
         self.drive_lo = list(lo)
         self.drive_hi = list(hi)
-        out = {}
+        out = {}  # type: dict
         self._add_config(out)
         return self._reply(m.CONFIG, seq, out)
 
@@ -216,7 +216,7 @@ class Core:
         try:
             samples = self.hal.apply_and_sample(drive, n, self.settle_us, self.n_avg)
         except Exception as e:  # noqa: BLE001 - a hardware fault must leave the ring undriven
-            self._safe_zero()
+            self.stop_drive()
             return self._error(seq, m.E_HAL_FAULT, "hal: " + type(e).__name__ + " " + str(e)[:80], m.RUN)
         self.counts["runs"] += 1
         self.counts["vectors"] += n
@@ -226,7 +226,8 @@ class Core:
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    def _safe_zero(self):
+    def stop_drive(self):
+        """Set the drive to zero now (also used by the serve loop when it leaves). Never raises."""
         self.driving = False
         try:
             self.hal.zero()

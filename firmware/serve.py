@@ -85,10 +85,10 @@ def serve(core, stdin, stdout, wdt=None, poll_ms=None, flush=None, frame_timeout
         try:
             payload = reader.read()
         except EOFError:
-            core._safe_zero()
+            core.stop_drive()
             return STOP_EOF
         if payload is escape:
-            core._safe_zero()
+            core.stop_drive()
             return STOP_ESCAPE
         if payload is None:
             continue  # dropped: counted in reader.dropped, reported by status
@@ -204,7 +204,7 @@ def main(config_path="board.json", stdin=None, stdout=None):
         why = serve(core, stdin, stdout, wdt, cfg["poll_ms"], None, cfg["frame_timeout_ms"])
     finally:
         micropython.kbd_intr(3)
-        core._safe_zero()
+        core.stop_drive()
         if wdt is not None:
             _keep_feeding(machine, wdt, cfg)
     return why

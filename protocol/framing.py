@@ -30,6 +30,7 @@ HEADER_SIZE = 12
 TRAILER_SIZE = 4
 OVERHEAD = HEADER_SIZE + TRAILER_SIZE
 DEFAULT_MAX_PAYLOAD = 1 << 20
+WAIT_CHUNK = 64  # bytes per read between two wait() calls of a StreamReader
 
 # Reasons a frame is dropped (also the names of the counters).
 BAD_HEADER = "bad_header"
@@ -201,10 +202,12 @@ class StreamReader:
         got = 0
         n = len(mv)
         wait = self.wait if guarded else None
+        # with a wait(), read in small chunks: a board's stdin read blocks until the whole length has come
+        step = WAIT_CHUNK if wait is not None else n
         while got < n:
             if wait is not None and not wait():
                 return False
-            r = self.stream.readinto(mv[got:])
+            r = self.stream.readinto(mv[got : min(n, got + step)])
             if not r:
                 raise EOFError
             got += r

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,3 +23,24 @@ def mpvm() -> Iterator[MicroPythonVM]:
     vm = MicroPythonVM(extra)
     yield vm
     vm.close()
+
+
+@pytest.fixture(scope="module")
+def virtual_board() -> Iterator[str]:
+    """A virtual MicroPython board (``pgt.sim.virtual_board``) in a subprocess: yields its pty path."""
+    code = ("from pgt.sim.virtual_board import serve\n"
+            "serve(seed=3, level='A', announce=lambda p: print(p, flush=True))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGINT)  # serve() stops the board and removes its temporary directories
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -9,8 +9,6 @@ import pytest
 
 from pgt.cli import main
 
-pytest.importorskip("pgt.sim.ring")
-
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
     assert main(argv) == 1
@@ -66,7 +64,7 @@ def test_demo_prints_the_comparison(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_resume_reopens_the_recorded_device_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    client = pytest.importorskip("pgt.client")
+    import pgt.client as client
     from pgt.trainer import TrainConfig, Trainer
 
     def killer(rec: dict[str, object]) -> None:

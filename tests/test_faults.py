@@ -174,34 +174,20 @@ def test_board_resets_that_drop_the_connection(reference: RingClient) -> None:
 
 
 @pytest.fixture(scope="module")
-def virtual_board() -> Iterator[str]:
+def flashed_board(virtual_board: str) -> str:
     """The virtual board (real MicroPython VM) with the firmware flashed by ``pgt flash``."""
-    import subprocess
-    import sys
-
     from pgt.cli import main as pgt_main
 
-    code = ("from pgt.sim.virtual_board import serve\n"
-            "serve(seed=3, level='A', announce=lambda p: print(p, flush=True))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        port = proc.stdout.readline().strip()
-        assert pgt_main(["flash", port, "--board", "rp2"]) == 0
-        yield port
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    assert pgt_main(["flash", virtual_board, "--board", "rp2"]) == 0
+    return virtual_board
 
 
-def test_a_corrupt_header_full_of_ctrl_c_bytes_does_not_stop_the_firmware(virtual_board: str) -> None:
+def test_a_corrupt_header_full_of_ctrl_c_bytes_does_not_stop_the_firmware(flashed_board: str) -> None:
     """After a frame whose header is corrupt, the board skips the rest of it; the 0x03 and 0x04 bytes there are
     data, not Ctrl-C and Ctrl-D (the reader is out of sync until the next good frame)."""
     import msgpack
 
-    with RingClient.open(virtual_board, timeout=1.0) as c:
+    with RingClient.open(flashed_board, timeout=1.0) as c:
         c.configure(n_avg=3)
         x = np.array([[10.0, 20.0]])
         assert c.run(x).shape == (1, 3)
@@ -217,11 +203,11 @@ def test_a_corrupt_header_full_of_ctrl_c_bytes_does_not_stop_the_firmware(virtua
         assert status["link"]["dropped"].get("bad_header", 0) >= 2
 
 
-def test_a_real_ctrl_c_stops_the_firmware_and_the_link_revives_it(virtual_board: str) -> None:
+def test_a_real_ctrl_c_stops_the_firmware_and_the_link_revives_it(flashed_board: str) -> None:
     """A Ctrl-C between frames (someone's terminal, a stray mpremote) sends the board to its REPL, as it must.
     The link sees the REPL prompt when a request goes unanswered, soft-resets the board into main.py, and the
     client replays its configuration."""
-    with RingClient.open(virtual_board, timeout=1.0) as c:
+    with RingClient.open(flashed_board, timeout=1.0) as c:
         c.configure(n_avg=3)
         x = np.array([[10.0, 20.0]])
         assert c.run(x).shape == (1, 3)

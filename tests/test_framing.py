@@ -167,3 +167,20 @@ def test_idle_line_restores_sync_after_a_drop() -> None:
     assert r.read() is None and not r.in_sync
     r.idle()
     assert r.read() == framing.StreamReader.ESCAPE
+
+
+def test_with_wait_a_long_body_is_read_in_chunks_so_a_stall_mid_body_times_out() -> None:
+    frame = framing.encode(bytes(range(200)))
+    stream = _Timed(frame[:150], b"", framing.encode(b"next"))
+    reads: list[int] = []
+    original = stream.readinto
+
+    def spy(mv: memoryview) -> int:
+        reads.append(len(mv))
+        return original(mv)
+
+    stream.readinto = spy  # type: ignore[method-assign]
+    r = framing.StreamReader(stream, 256, wait=stream.wait)
+    assert r.read() is None and r.last_drop == "timeout"
+    assert max(reads) <= framing.WAIT_CHUNK
+    assert bytes(r.read()) == b"next"

@@ -29,10 +29,6 @@ ignore_errors = False
 
 [mypy-main]
 ignore_errors = False
-
-# The Core is not annotated for check_untyped_defs (``out = {}`` in Core._config needs a type comment).
-[mypy-pgt.firmware.core]
-check_untyped_defs = False
 """
 
 OTHER_HAL = {"rp2": "hal_esp32.py", "esp32": "hal_rp2.py"}
