@@ -133,20 +133,12 @@ class Backprop(Estimator):
         return loss, grads, u.shape[0]
 
 
-class NodePGT(Estimator):
-    """Perturb the device inputs, one independent direction per row (sample or token) and direction.
-
-    ``directions`` K per row; ``two_sided`` uses +v and -v (2K rows per row, the mean is the baseline),
-    otherwise a baseline plus K perturbed rows ((K+1) rows per row). ``sigma`` is the perturbation size in
-    activation units (the drive moves by ``sigma * scale`` mA); None = chosen by :meth:`calibrate`.
-    """
-
-    name = "node"
+class _Perturbative(Estimator):
+    """What the perturbative estimators share: K directions, one- or two-sided, their law, their size."""
 
     def __init__(
-        self, seed: int | np.random.Generator = 0, directions: int = 1, two_sided: bool = True,
-        dist: str = "rademacher", sigma: float | None = None, snr: float = 6.0,
-        sigma_range: tuple[float, float] = (1e-3, 0.1),
+        self, seed: int | np.random.Generator, directions: int, two_sided: bool, dist: str,
+        sigma: float | None, snr: float, sigma_range: tuple[float, float],
     ) -> None:
         super().__init__(seed)
         if directions < 1:
@@ -161,6 +153,24 @@ class NodePGT(Estimator):
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "directions": self.directions, "two_sided": self.two_sided,
                 "dist": self.dist, "sigma": self.sigma}
+
+
+class NodePGT(_Perturbative):
+    """Perturb the device inputs, one independent direction per row (sample or token) and direction.
+
+    ``directions`` K per row; ``two_sided`` uses +v and -v (2K rows per row, the mean is the baseline),
+    otherwise a baseline plus K perturbed rows ((K+1) rows per row). ``sigma`` is the perturbation size in
+    activation units (the drive moves by ``sigma * scale`` mA); None = chosen by :meth:`calibrate`.
+    """
+
+    name = "node"
+
+    def __init__(
+        self, seed: int | np.random.Generator = 0, directions: int = 1, two_sided: bool = True,
+        dist: str = "rademacher", sigma: float | None = None, snr: float = 6.0,
+        sigma_range: tuple[float, float] = (1e-3, 0.1),
+    ) -> None:
+        super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range)
 
     def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
         cal = measure_noise(model, batch[0], self.rng)
@@ -321,7 +331,7 @@ class SurrogatePGT(Estimator):
         return loss, grads, u.shape[0]
 
 
-class ParameterPGT(Estimator):
+class ParameterPGT(_Perturbative):
     """The PGT paper's estimator: K random directions in parameter space per step, from loss differences.
 
     ``params`` restricts the perturbation to parameters whose name starts with one of the given prefixes
@@ -337,23 +347,14 @@ class ParameterPGT(Estimator):
         dist: str = "rademacher", sigma: float | None = None, params: tuple[str, ...] | None = None,
         snr: float = 3.0, sigma_range: tuple[float, float] = (1e-3, 0.2),
     ) -> None:
-        super().__init__(seed)
-        self.snr = snr
-        self.sigma_range = sigma_range
+        super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range)
         self._dirs: list[dict[str, Array]] = []
         self._c = 0.0
         self._names_used: list[str] = []
-        if directions < 1:
-            raise UserError("directions must be at least 1")
-        self.directions = directions
-        self.two_sided = two_sided
-        self.dist = dist
-        self.sigma = sigma
         self.subset = params
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "directions": self.directions, "two_sided": self.two_sided,
-                "dist": self.dist, "sigma": self.sigma, "params": list(self.subset or [])}
+        return super().config() | {"params": list(self.subset or [])}
 
     def _names(self, model: HybridModel) -> list[str]:
         names = [n for n in model.params if self.subset is None or n.startswith(tuple(self.subset))]
