@@ -18,7 +18,7 @@ from collections.abc import Callable
 import msgpack
 import numpy as np
 
-from pgt.protocol import framing
+from pgt.protocol import decoder, framing
 
 K, M = 16, 32
 
@@ -35,14 +35,14 @@ def _frame_naive_request(drive: np.ndarray, seq: int) -> bytes:
 
 
 def _decode_binary_reply(frame: bytes) -> np.ndarray:
-    dec = framing.Decoder(1 << 24)
+    dec = decoder.Decoder(1 << 24)
     dec.feed(frame)
     rep = msgpack.unpackb(dec.next_payload())
     return np.frombuffer(rep["samples"], dtype="<u2").reshape(rep["n"], rep["m"])
 
 
 def _decode_naive_reply(frame: bytes) -> np.ndarray:
-    dec = framing.Decoder(1 << 24)
+    dec = decoder.Decoder(1 << 24)
     dec.feed(frame)
     rep = msgpack.unpackb(dec.next_payload())
     return np.asarray(rep["samples"], dtype=np.uint16).reshape(rep["n"], rep["m"])

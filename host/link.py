@@ -5,7 +5,7 @@ returns the reply that echoes that ``seq``. Two kinds:
 
 - :class:`SerialLink` — frames (:mod:`pgt.protocol.framing`) over any pyserial URL (``/dev/ttyACM0``,
   ``COM3``, a pty path, ``socket://host:port``, ``loop://``). One reader thread drains the port into a
-  :class:`~pgt.protocol.framing.Decoder` all the time, so the device never stalls on a full buffer. A request
+  :class:`~pgt.protocol.decoder.Decoder` all the time, so the device never stalls on a full buffer. A request
   whose reply is lost, corrupt or late is resent with the *same* seq (the device answers a resend from its
   reply cache, so a ``run`` is never applied twice); a corrupt frame seen while waiting triggers the resend at
   once instead of after the timeout. When the port disappears (a board reset) the link finds it again — by
@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgpack
 
 from pgt.errors import DeviceError, UserError
-from pgt.protocol import framing
+from pgt.protocol import decoder, framing
 
 RequestFn = Callable[[Mapping[str, Any]], dict]
 """What ``on_reconnect`` receives: a request function usable while the link reconnects."""
@@ -231,7 +231,7 @@ class SerialLink:
         self._transport: Transport | None = None
         self._generation = 0
         self.usb_serial = usb_serial_number(url) if opener is None else None
-        self._decoder = framing.Decoder(max_payload)
+        self._decoder = decoder.Decoder(max_payload)
         self.last_timeouts = 0
         """Timeouts during the last request: the device may have reset silently meanwhile (a board behind a
         USB-UART bridge keeps its port); the client then checks its uptime."""
@@ -247,7 +247,7 @@ class SerialLink:
             self._generation += 1
             self._transport = transport
             self._broken = None
-            self._decoder = framing.Decoder(self.max_payload)
+            self._decoder = decoder.Decoder(self.max_payload)
             generation = self._generation
         self._reader = threading.Thread(target=self._read_loop, args=(transport, generation),
                                         name=f"pgt-link-reader {url}", daemon=True)
@@ -262,7 +262,7 @@ class SerialLink:
                 self._dropped_before[reason] = self._dropped_before.get(reason, 0) + n
             self._garbage_before += dec.garbage_bytes
             self._frames_before += dec.frames
-            self._decoder = framing.Decoder(self.max_payload)
+            self._decoder = decoder.Decoder(self.max_payload)
         reader, self._reader = self._reader, None
         if transport is not None:
             try:

@@ -13,7 +13,7 @@ import pytest
 
 from pgt.client import RingClient
 from pgt.faults import FaultPlan, FaultyTransport, faulty
-from pgt.protocol import framing
+from pgt.protocol import decoder, framing
 from pgt.sim.device import make_core
 from pgt.sim.serve import PtyServer, TcpServer
 
@@ -70,7 +70,7 @@ def test_each_fault_kind_on_frames_to_the_host() -> None:
         assert f in junk
         junk = junk.replace(f, b"", 1)
     assert junk and b"\x03" not in junk and b"\x04" not in junk  # never types Ctrl-C or Ctrl-D
-    dec = framing.Decoder()
+    dec = decoder.Decoder()
     dec.feed(through(corrupt=1.0))
     while dec.next_payload() is not None:
         pass

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgt.protocol import framing
+from pgt.protocol import decoder, framing
 
 
-def _decode_all(data: bytes, chunks: list[int], max_payload: int = 1 << 16) -> tuple[list[bytes], framing.Decoder]:
-    dec = framing.Decoder(max_payload)
+def _decode_all(data: bytes, chunks: list[int], max_payload: int = 1 << 16) -> tuple[list[bytes], decoder.Decoder]:
+    dec = decoder.Decoder(max_payload)
     out: list[bytes] = []
     pos = 0
     sizes = chunks or [len(data) or 1]
@@ -55,7 +55,7 @@ def test_corrupt_payload_dropped_and_next_frame_kept() -> None:
 def test_oversized_length_rejected_before_waiting_for_it() -> None:
     head = struct.pack("<2sBBI", b"PG", 1, 0, 10**9)
     frame = head + struct.pack("<I", framing.crc32(head))
-    dec = framing.Decoder(max_payload=1024)
+    dec = decoder.Decoder(max_payload=1024)
     dec.feed(frame + framing.encode(b"ok"))
     assert dec.next_payload() == b"ok"
     assert dec.dropped["too_large"] == 1
@@ -70,7 +70,7 @@ def test_header_check_catches_a_flipped_length_bit() -> None:
 
 def test_incomplete_frame_waits() -> None:
     frame = framing.encode(b"abcdef")
-    dec = framing.Decoder()
+    dec = decoder.Decoder()
     dec.feed(frame[:-1])
     assert dec.next_payload() is None
     dec.feed(frame[-1:])

@@ -13,7 +13,7 @@ sys.modules["machine"] = fm
 
 from pgt.firmware import board, serve  # noqa: E402
 from pgt.firmware.core import Core  # noqa: E402
-from pgt.protocol import framing, mpack  # noqa: E402
+from pgt.protocol import decoder, framing, mpack  # noqa: E402
 
 
 def make(cfg_given, step=7):
@@ -108,7 +108,7 @@ def session(cfg_given, script, tail=b"", poll=False, idle=0, after=b""):
         why = serve.serve(core, stdin, out, wdt, 0, None, 0)  # 0: one ioctl per wake-up
     else:
         why = serve.serve(core, io.BytesIO(data), out, wdt)
-    dec = framing.Decoder()
+    dec = decoder.Decoder()
     dec.feed(out.getvalue())
     replies = []
     while True:

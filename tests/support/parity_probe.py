@@ -5,7 +5,7 @@ The parity tests feed the same corpus to both interpreters and compare these des
 
 import binascii
 
-from pgt.protocol import framing, messages, mpack
+from pgt.protocol import decoder, framing, messages, mpack
 
 
 def _hex(b):
@@ -43,7 +43,7 @@ def probe_codec(data):
 
 def probe_frames(data, chunk):
     """Feed ``data`` to the incremental decoder ``chunk`` bytes at a time; list payloads and drops."""
-    dec = framing.Decoder(max_payload=4096)
+    dec = decoder.Decoder(max_payload=4096)
     out = []
     for i in range(0, len(data), chunk):
         dec.feed(data[i : i + chunk])

@@ -1,0 +1,43 @@
+"""What the device tells about itself: the fields of the ``hello``, ``status`` and ``config`` replies.
+
+Each function reads a Core's state and returns a new dict. Runs unchanged on MicroPython.
+"""
+
+from pgt.protocol import messages as m
+
+FIRMWARE_VERSION = "0.1.0"
+
+# HAL info fields that hello passes on unchanged
+_FROM_HAL = ("board", "uid", "dac_bits", "adc_bits", "dac_mA_per_code", "dac_mA_offset",
+             "adc_V_per_code", "adc_V_offset")
+
+
+def settings(core):
+    """The current acquisition settings (the reply to ``config``, and part of ``hello``)."""
+    return {"settle_us": core.settle_us, "n_avg": core.n_avg, "timeout_ms": core.timeout_ms,
+            "drive_lo": core.drive_lo, "drive_hi": core.drive_hi}
+
+
+def hello(core):
+    """Who the device is: versions, files, board, channels, calibration, limits, sizes, settings."""
+    out = settings(core)
+    for key in _FROM_HAL:
+        out[key] = core.info[key]
+    out["proto"] = m.PROTOCOL_VERSION
+    out["fw"] = FIRMWARE_VERSION
+    out["files"] = core.files
+    out["k"] = core.k
+    out["m"] = core.m
+    out["limit_lo"] = core.limit_lo
+    out["limit_hi"] = core.limit_hi
+    out["max_batch"] = core.max_batch
+    out["max_frame"] = core.max_frame
+    return out
+
+
+def status(core):
+    """Counters, uptime, whether the ring is driven, and the serve loop's link counters."""
+    out = {"uptime_ms": core.clock() - core.started_ms, "driving": core.driving, "link": core.link}
+    for name in core.counts:
+        out[name] = core.counts[name]
+    return out
