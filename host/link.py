@@ -389,6 +389,7 @@ class SerialLink:
         tries = 0  # resends so far
         reconnects = 0
         revivals = 0
+        boot_until = 0.0  # after a soft reset, resends until then (reconnect_timeout) do not use up retries
         try:
             while True:
                 if self._broken_now() is not None or self._transport is None:
@@ -428,9 +429,12 @@ class SerialLink:
                     if self.revive_repl and self._prompt_seen and revivals < 3:
                         revivals += 1
                         self._revive()
-                if tries >= retries:
+                        boot_until = time.monotonic() + self.reconnect_timeout
+                booting = time.monotonic() < boot_until
+                if tries >= retries and not booting:
                     raise NoReplyError(self._silence(str(msg.get("op")), seq, tries + 1, timeout))
-                tries += 1
+                if not booting:
+                    tries += 1
                 self._c.retries += 1
                 if fast:
                     self._c.fast_retries += 1

@@ -211,8 +211,11 @@ def test_a_real_ctrl_c_stops_the_firmware_and_the_link_revives_it(flashed_board:
         c.configure(n_avg=3)
         x = np.array([[10.0, 20.0]])
         assert c.run(x).shape == (1, 3)
+        before = c.status()["requests"]
         c.link._transport.write(b"\r\x03")
         assert c.run(x).shape == (1, 3)
-        assert c.link.counters()["repl_revivals"] == 1
-        assert c.device_resets == 1
-        assert c.link.request({"op": "hello"})["n_avg"] == 3 and c.status()["uptime_ms"] < 5000
+        # at least one revival: a slow machine may need a second soft reset before main.py answers
+        assert c.link.counters()["repl_revivals"] >= 1
+        assert c.device_resets >= 1
+        assert c.link.request({"op": "hello"})["n_avg"] == 3  # the configuration was replayed
+        assert c.status()["requests"] < before  # on a fresh board: its counters started again
