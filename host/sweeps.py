@@ -389,9 +389,6 @@ def _progress_callback(total: int, say: Callable[[str], None], extra: Sequence[A
     class Progress(tune.Callback):
         """One line per evaluation, completion and failure."""
 
-        def __init__(self) -> None:
-            self.finished = 0
-
         def _name(self, trial: Any) -> str:
             spec = trial.config["spec"]
             return f"[{spec['index'] + 1}/{total}] {Trial.from_dict(spec['trial']).name}"
@@ -403,13 +400,15 @@ def _progress_callback(total: int, say: Callable[[str], None], extra: Sequence[A
                     f"test {100 * result['test_acc']:.1f}%  queries {result['queries']:,}"
                     + (f"  rig {rig}" if rig else ""))
 
+        def _ended(self, trials: list, trial: Any) -> str:
+            n = 1 + sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial)
+            return f"{n}/{total} trials ended"
+
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.finished += 1
-            say(f"{self._name(trial)}: finished ({self.finished}/{total} trials)")
+            say(f"{self._name(trial)}: finished ({self._ended(trials, trial)})")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.finished += 1
-            say(f"{self._name(trial)}: FAILED ({self.finished}/{total} trials)")
+            say(f"{self._name(trial)}: FAILED ({self._ended(trials, trial)})")
 
     return [Progress(), *extra]
 
@@ -544,7 +543,7 @@ def sweep(
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
             )
         grid = tuner.fit()
-        results = _collect(grid, todo)
+        results = _collect(grid, todo, stopping=bool(doc["asha"]))
     finally:
         if started:
             ray.shutdown()
@@ -555,13 +554,15 @@ def sweep(
     return out_result
 
 
-def _collect(grid: Any, todo: Sequence[Trial]) -> list[TrialResult]:
+def _collect(grid: Any, todo: Sequence[Trial], stopping: bool) -> list[TrialResult]:
     statuses = {}
     analysis = getattr(grid, "_experiment_analysis", None)
     for t in getattr(analysis, "trials", None) or []:
         statuses[t.config["spec"]["index"]] = t.status
     results: list[TrialResult | None] = [None] * len(todo)
     for r in grid:
+        if not r.config:  # a trial that never started (the sweep was interrupted)
+            continue
         index = r.config["spec"]["index"]
         metrics = dict(r.metrics or {})
         status = statuses.get(index, "TERMINATED")
@@ -570,7 +571,8 @@ def _collect(grid: Any, todo: Sequence[Trial]) -> list[TrialResult]:
         elif metrics.get("done"):
             res = TrialResult(todo[index], "done", metrics)
         else:
-            res = TrialResult(todo[index], "stopped" if status == "TERMINATED" else "unfinished", metrics)
+            stopped = stopping and status == "TERMINATED"  # by the scheduler; else by Ctrl-C
+            res = TrialResult(todo[index], "stopped" if stopped else "unfinished", metrics)
         res.history = _read_history(r.path)
         if res.status == "stopped" and res.history:
             best = max(res.history, key=lambda h: h["val_acc"])
@@ -652,7 +654,7 @@ def plot(result: SweepResult, path: str | Path) -> Path:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"sweep {result.dir.name}: {len(result.trials)} trials")
     ax.grid(True, which="both", alpha=0.3)
-    if groups:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
