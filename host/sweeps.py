@@ -30,7 +30,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -307,8 +306,8 @@ def run_trial(config: Mapping[str, Any]) -> None:
         if rec["step"] != target:  # a chunk's last evaluation is reported with its checkpoint
             tune.report(_metrics(rec) | {"pid": os.getpid()})
 
-    work = Path(tempfile.mkdtemp(prefix="pgt-trial-"))
-    run_dir = work / "run"
+    run_dir = Path(tune.get_context().get_trial_dir()) / "run"  # the pgt run directory, next to Tune's files
+    shutil.rmtree(run_dir, ignore_errors=True)  # (what a lost worker wrote after its last checkpoint)
     t_open = time.time()
     device = _open_device(trial)
     try:
@@ -340,7 +339,6 @@ def run_trial(config: Mapping[str, Any]) -> None:
                 close()
             except Exception:
                 pass
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def trial_resources(config: dict[str, Any]) -> Any:
@@ -536,7 +534,8 @@ def sweep(
                                           grace_period=min(g, max(max_t, 1)))
             tuner = tune.Tuner(
                 trainable, param_space={"spec": tune.grid_search(specs)},
-                tune_config=tune.TuneConfig(scheduler=scheduler, trial_dirname_creator=_trial_dirname),
+                tune_config=tune.TuneConfig(scheduler=scheduler, trial_dirname_creator=_trial_dirname,
+                                            reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=TUNE_DIR, storage_path=storage, verbose=0, callbacks=cbs,
                     failure_config=tune.FailureConfig(max_failures=doc["max_failures"]),
