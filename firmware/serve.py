@@ -35,7 +35,7 @@ def write_frame(write, payload):
     write(struct.pack(_U32, framing.crc32(payload)))
 
 
-def serve(core, read, wait, write, feed=None):
+def serve(core, read, wait, write, feed=None, chunk=framing.WAIT_CHUNK):
     """Answer frames until exit, escape or end of input; return which (STOP_*). Never prints.
 
     The I/O comes in as functions: ``read(mv)`` reads into the memoryview ``mv`` and returns how many bytes
@@ -46,6 +46,7 @@ def serve(core, read, wait, write, feed=None):
     (``timeout``), and a line quiet that long puts the reader back in sync, so that Ctrl-C works again after a
     dropped frame (docs/protocol.md, section 1). Link counters go into ``core.link`` (kept across calls with
     the same Core). Any exception of the I/O functions other than EOFError passes through, drive unchanged.
+    ``chunk`` bounds each read inside a frame (a board's stdin read blocks until all it asked for has come).
     """
     clock = core.clock
     poll_ms = core.poll_ms
@@ -67,7 +68,7 @@ def serve(core, read, wait, write, feed=None):
                 return False
 
     line = _Line(read)
-    reader = framing.StreamReader(line, core.max_frame, wait=wait_bytes)
+    reader = framing.StreamReader(line, core.max_frame, wait=wait_bytes, chunk=chunk)
     link = core.link
     if "dropped" not in link:
         link["frames_in"] = 0
