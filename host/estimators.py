@@ -203,7 +203,8 @@ class NodePGT(_Perturbative):
     otherwise a baseline plus K perturbed rows ((K+1) rows per row). ``sigma`` is the perturbation size in
     activation units (the drive moves by ``sigma * scale`` mA); None = chosen by :meth:`calibrate` from the
     noise, the slope and the readout's resolution, and enlarged when more than ``zero_tolerance`` of the
-    differences are exactly zero or their signal-to-noise ratio falls below ``snr / 2``.
+    differences (per output) are exactly zero or, over 20 steps, their signal-to-noise ratio falls below
+    ``snr / 2``.
     """
 
     name = "node"
@@ -211,7 +212,7 @@ class NodePGT(_Perturbative):
     def __init__(
         self, seed: int | np.random.Generator = 0, directions: int = 1, two_sided: bool = True,
         dist: str = "rademacher", sigma: float | None = None, snr: float = 6.0,
-        sigma_range: tuple[float, float] = (1e-3, 0.3), order: str = "auto", zero_tolerance: float = 0.25,
+        sigma_range: tuple[float, float] = (1e-3, 0.3), order: str = "auto", zero_tolerance: float = 0.75,
     ) -> None:
         super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range, order)
         self.zero_tolerance = zero_tolerance
@@ -244,8 +245,9 @@ class NodePGT(_Perturbative):
         if len(self._snr_ms) >= 20:
             snr_now = float(np.sqrt(max(float(np.mean(self._snr_ms)) - 1.0, 0.0)))
             self._snr_ms.clear()
-            if snr_now < self.snr / 2:
-                self._enlarge(f"the differences sank into the noise (signal-to-noise {snr_now:.1f})", 1.5)
+            if snr_now < self.snr / 2:  # the difference grows with sigma: aim at snr (at most 4x at once)
+                factor = float(np.clip(self.snr / max(snr_now, 1e-9), 1.5, 4.0))
+                self._enlarge(f"the differences sank into the noise (signal-to-noise {snr_now:.1f})", factor)
 
     def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:
         x, labels = batch
