@@ -6,6 +6,14 @@ a fixed affine map ``z = (y - mu) / sd`` calibrated once from a probe batch (tho
 other). The layer does not differentiate the device: how a gradient crosses it is the estimator's business
 (:mod:`pgt.estimators`); the layer only offers the two digital ends of that crossing (``drive_backward`` and
 ``normalise_backward``).
+
+**Time multiplexing.** A board has few channels (the default rp2 board: k=2 drives, m=3 taps), so the ring
+layer of a model is ``slots`` times wider than the device: ``slots * k`` drive units in, ``slots * m`` readings
+out. Each sample's activation ``(slots * k,)`` goes to the device as ``slots`` consecutive rows of ``k`` drives
+(each row a counted query) through the same physical map, and the ``slots`` readings of ``m`` taps are
+concatenated. :meth:`to_rows` and :meth:`from_rows` make that reshape (and, being reshapes, their own
+backward); everything the estimators see is the row view ``(rows, k) -> (rows, m)``, so node perturbation
+perturbs rows, a surrogate learns the single k->m map, and a sample's rows stay adjacent in every block.
 """
 
 from __future__ import annotations
@@ -18,15 +26,30 @@ from .errors import DeviceError, UserError
 from .reservoir import Reservoir
 
 Array = np.ndarray
+MIN_UNITS = 16
+"""Default ring-layer width: enough slots for at least this many drive units."""
+
+
+def default_slots(k: int) -> int:
+    """Slots giving at least :data:`MIN_UNITS` drive units for a device with ``k`` drive channels."""
+    return max(1, -(-MIN_UNITS // max(int(k), 1)))
 
 
 class PhysicalLayer:
     """Wraps a :class:`~pgt.reservoir.Reservoir` with an input affine map + clipping and output normalisation."""
 
-    def __init__(self, reservoir: Reservoir, margin: float = 0.9) -> None:
+    def __init__(self, reservoir: Reservoir, margin: float = 0.9, slots: int | None = None) -> None:
         self.reservoir: Reservoir | None = None
         self.k = int(reservoir.n_inputs)
+        """Drive channels of the device (the width of one row)."""
         self.m = int(reservoir.n_outputs)
+        """Taps of the device (the width of one reading)."""
+        if slots is None:
+            slots = default_slots(self.k)
+        if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or not 1 <= slots <= 4096:
+            raise UserError(f"slots must be an integer from 1 to 4096, got {slots!r}")
+        self.slots = int(slots)
+        """Device rows per sample (or token): the ring layer is ``slots * k`` wide in, ``slots * m`` out."""
         low = np.asarray(reservoir.drive_low, dtype=float)
         high = np.asarray(reservoir.drive_high, dtype=float)
         finite = np.isfinite(low) & np.isfinite(high)
@@ -37,6 +60,10 @@ class PhysicalLayer:
                               1.0)
         self.mu = np.zeros(self.m)
         self.sd = np.ones(self.m)
+        self.tap_noise = np.zeros(self.m)
+        self.tap_span = np.zeros(self.m)
+        self.noise_span = np.zeros(self.m)
+        self.seconds_per_query = 0.0
         self.calibrated = False
         self.attach(reservoir)
 
@@ -56,6 +83,37 @@ class PhysicalLayer:
         state = self.__dict__.copy()
         state["reservoir"] = None  # a checkpoint never holds a device
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("slots", 1)  # checkpoints from before time multiplexing
+        self.__dict__.update(state)
+
+    @property
+    def width_in(self) -> int:
+        """Drive units of the ring layer (``slots * k``)."""
+        return self.slots * self.k
+
+    @property
+    def width_out(self) -> int:
+        """Readings of the ring layer (``slots * m``)."""
+        return self.slots * self.m
+
+    # -- time multiplexing ------------------------------------------------------------------------
+    def to_rows(self, a: Array) -> Array:
+        """Layer activations ``(..., slots * k)`` -> device rows ``(N * slots, k)``, a sample's rows adjacent."""
+        return a.reshape(-1, self.k)
+
+    def from_rows(self, z: Array, lead: tuple[int, ...]) -> Array:
+        """Device readings ``(N * slots, m)`` -> layer readings ``(*lead, slots * m)``."""
+        return z.reshape(*lead, self.width_out)
+
+    def rows_backward(self, grad_a: Array, lead: tuple[int, ...]) -> Array:
+        """Gradient at the device rows ``(N * slots, k)`` -> at the layer activations ``(*lead, slots * k)``."""
+        return grad_a.reshape(*lead, self.width_in)
+
+    def from_rows_backward(self, grad_z: Array) -> Array:
+        """Gradient at the layer readings ``(..., slots * m)`` -> at the device readings ``(N * slots, m)``."""
+        return grad_z.reshape(-1, self.m)
 
     # -- the digital ends -------------------------------------------------------------------------
     def drive(self, a: Array) -> tuple[Array, Array]:
@@ -95,18 +153,43 @@ class PhysicalLayer:
                 raise DeviceError("device readings are saturated (constant on every channel)")
         return y
 
-    def calibrate(self, rng: np.random.Generator, n_probe: int = 256) -> tuple[int, Array, Array]:
-        """Fix the output normalisation from a probe batch of random drives.
+    @staticmethod
+    def _repeats(n_probe: int) -> int:
+        return min(64, n_probe // 4)
 
-        Returns the queries spent and the probe (drives, volts) so that a surrogate can learn from them.
+    def probe_queries(self, n_probe: int) -> int:
+        """Queries :meth:`calibrate` spends for a probe batch of ``n_probe`` drives (some of them repeated)."""
+        return n_probe + self._repeats(n_probe)
+
+    def calibrate(self, rng: np.random.Generator, n_probe: int = 256) -> tuple[int, Array, Array]:
+        """Fix the output normalisation from a probe batch of random drives; measure each tap's signal-to-noise.
+
+        The first ``min(64, n_probe // 4)`` drives are sent twice, each right after itself (so slow drift
+        cancels): their differences give each tap's repeat noise, which is compared with the tap's response
+        span (its spread over the random drives) in ``noise_span``: near 0 a clean tap, near 1 a tap that
+        reads only noise. Returns the queries spent and every (drive, volts) pair, for a surrogate to learn from.
         """
         a = rng.uniform(-1.0, 1.0, size=(n_probe, self.k))
         u, _ = self.drive(a)
-        y = self.query(u)
+        r = self._repeats(n_probe)
+        order = np.concatenate([np.repeat(np.arange(r), 2), np.arange(r, n_probe)]).astype(np.int64)
+        block = u[order]
+        t0 = float(getattr(self.reservoir, "device_seconds", 0.0))
+        y_all = self.query(block)
+        self.seconds_per_query = (float(getattr(self.reservoir, "device_seconds", 0.0)) - t0) / len(block)
+        y = np.concatenate([y_all[0 : 2 * r : 2], y_all[2 * r :]])  # one reading per drive
         sd = y.std(axis=0)
         if np.all(sd == 0.0):
             raise DeviceError("device readings do not respond to the drive (saturated or disconnected)")
+        noise = np.sqrt(0.5 * np.mean((y_all[0 : 2 * r : 2] - y_all[1 : 2 * r : 2]) ** 2, axis=0)) if r else \
+            np.zeros(self.m)
         self.mu = y.mean(axis=0)
         self.sd = np.where(sd > 1e-6 * max(float(sd.max()), 1e-30), sd, 1.0)
+        self.tap_noise = noise
+        """Repeat noise per tap (V RMS)."""
+        self.tap_span = sd
+        """Response span per tap: the readings' standard deviation over random drives (V)."""
+        self.noise_span = np.where(sd > 0.0, noise / np.where(sd > 0.0, sd, 1.0), 1.0)
+        """Repeat noise / response span per tap (1.0 for a tap that does not respond at all)."""
         self.calibrated = True
-        return n_probe, u, y
+        return len(block), block, y_all

@@ -144,7 +144,7 @@ class Trainer:
         self.on_eval = on_eval
         seeds = np.random.SeedSequence(cfg.seed).spawn(4)
         init_rng, self.batch_rng, est_rng, self.cal_rng = (np.random.default_rng(s) for s in seeds)
-        self.physical = PhysicalLayer(reservoir)
+        self.physical = PhysicalLayer(reservoir, slots=cfg.model_options.get("slots"))
         self.model: HybridModel = build_model(cfg.model, self.task.info, self.physical, init_rng,
                                               **cfg.model_options)
         self.estimator: Estimator = make_estimator(cfg.estimator, est_rng, **cfg.estimator_options)
