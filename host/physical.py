@@ -26,6 +26,12 @@ from .errors import DeviceError, UserError
 from .reservoir import Reservoir
 
 Array = np.ndarray
+POOR_SNR = 0.3
+"""A tap whose repeat noise exceeds this fraction of its response span is worth averaging more."""
+HOPELESS_SNR = 0.8
+"""Every tap above this: the device is too noisy to train on."""
+MAX_SLOWDOWN = 4.0
+"""Averaging may cost at most this factor of device time per query (the device-time budget)."""
 MIN_UNITS = 16
 """Default ring-layer width: enough slots for at least this many drive units."""
 
@@ -193,3 +199,68 @@ class PhysicalLayer:
         """Repeat noise / response span per tap (1.0 for a tap that does not respond at all)."""
         self.calibrated = True
         return len(block), block, y_all
+
+    # -- signal-to-noise ------------------------------------------------------------------------------
+    @property
+    def n_avg(self) -> int | None:
+        """ADC reads averaged per sample on the device (None: the device has no such setting)."""
+        info = getattr(self.reservoir, "info", None) or {}
+        value = info.get("n_avg")
+        return int(value) if isinstance(value, (int, float)) else None
+
+    def tune_averaging(self, rng: np.random.Generator, n_probe: int = 256, poor: float = POOR_SNR,
+                       max_slowdown: float = MAX_SLOWDOWN) -> list[str]:
+        """Raise the device's ADC averaging while a tap is poor (noise/span above ``poor``), within a budget.
+
+        Each try multiplies ``n_avg`` by 4 (through the device's ``config`` op) and calibrates again (counted
+        queries); it is kept only if the worst tap's noise/span fell by a fifth or more and the device time
+        per query stayed within ``max_slowdown`` times the starting one; otherwise the previous setting and
+        calibration come back. Returns what was done, one plain sentence each; raises DeviceError when every
+        tap stays noisier than :data:`HOPELESS_SNR`.
+        """
+        notes: list[str] = []
+        configure = getattr(self.reservoir, "configure", None)
+        n_avg = self.n_avg
+        budget = self.seconds_per_query * max_slowdown
+        while float(self.noise_span.max()) > poor and callable(configure) and n_avg is not None:
+            saved = dict(self.__dict__)
+            before = self.noise_span.copy()
+            poor_taps = before > poor
+            want = n_avg * 4
+            try:
+                configure(n_avg=want)
+            except UserError:  # above the device's largest n_avg
+                break
+            self.calibrate(rng, n_probe)
+            worse_time = self.seconds_per_query > budget > 0.0
+            gain = float(self.tap_noise[poor_taps].mean()) <= 0.8 * float(saved["tap_noise"][poor_taps].mean())
+            if gain and not worse_time:
+                notes.append(f"n_avg {n_avg} -> {want}: noise/span {_taps(before)} -> {_taps(self.noise_span)}")
+                n_avg = want
+                continue
+            why = (f"it would take {self.seconds_per_query * 1e3:.2f} ms per query, over the budget of "
+                   f"{budget * 1e3:.2f} ms" if worse_time else
+                   f"it did not lower the repeat noise (noise/span {_taps(before)} -> {_taps(self.noise_span)}): "
+                   "the noise is per query, not per ADC read")
+            configure(n_avg=n_avg)
+            self.__dict__.update(saved)
+            notes.append(f"kept n_avg {n_avg}: raising it to {want} was tried, but {why}")
+            break
+        if float(self.noise_span.min()) > HOPELESS_SNR:
+            raise DeviceError(
+                f"the device is too noisy to train on: repeat noise / response span per tap {_taps(self.noise_span)}"
+                f" (noise {_taps(self.tap_noise * 1e3)} mV, span {_taps(self.tap_span * 1e3)} mV)"
+                + (f" at n_avg {n_avg}" if n_avg is not None else ""))
+        bad = np.flatnonzero(self.noise_span > poor)
+        if bad.size:
+            notes.append(
+                f"tap{'s' if bad.size > 1 else ''} {', '.join(str(int(i)) for i in bad)} "
+                f"{'are' if bad.size > 1 else 'is'} noisy (repeat noise / response span "
+                f"{_taps(self.noise_span[bad])}; noise {_taps(self.tap_noise[bad] * 1e3)} mV, span "
+                f"{_taps(self.tap_span[bad] * 1e3)} mV): {'they carry' if bad.size > 1 else 'it carries'} "
+                "little signal")
+        return notes
+
+
+def _taps(values: Array) -> str:
+    return " ".join(f"{float(v):.2f}" for v in np.atleast_1d(values))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pgt.errors import UserError
+from pgt.errors import DeviceError, UserError
 from pgt.estimators import Backprop, NodePGT, SurrogatePGT
 from pgt.layers import softmax_cross_entropy
 from pgt.models import ReservoirMLP, ReservoirTransformer
@@ -162,3 +162,94 @@ def test_slots_option_must_agree_with_the_physical_layer() -> None:
     ph = PhysicalLayer(board_ring(), slots=4)
     with pytest.raises(UserError, match="slots"):
         build_model("mlp", load_task("digits").info, ph, np.random.default_rng(0), slots=5)
+
+
+# -- signal-to-noise: per-tap noise/span, ADC averaging within a budget, the header ----------------------
+class AveragingBoard:
+    """A 2->3 board with a ``configure(n_avg=...)`` like RingClient's; its read noise falls with n_avg or not."""
+
+    def __init__(self, noise: tuple[float, ...], per_read: bool, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.n_inputs, self.n_outputs = 2, 3
+        self.W = rng.normal(size=(2, 3)) * 0.2
+        self.noise = np.asarray(noise)
+        self.per_read = per_read
+        self.drive_low, self.drive_high = np.zeros(2), np.full(2, 10.0)
+        self.queries, self.device_seconds, self.n_avg = 0, 0.0, 4
+        self.rng = np.random.default_rng(seed + 1)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"kind": "ring-client", "board": "rp2", "uid": "e6614c311b7e2a35", "n_avg": self.n_avg}
+
+    def configure(self, n_avg: int) -> dict[str, Any]:
+        if not 1 <= n_avg <= 1024:
+            raise UserError("device refused config: n_avg must be 1..1024")
+        self.n_avg = n_avg
+        return {"n_avg": n_avg}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.queries += len(x)
+        self.device_seconds += len(x) * (100e-6 + 10e-6 * self.n_avg)
+        scale = self.noise / np.sqrt(self.n_avg) if self.per_read else self.noise
+        return np.tanh(x @ self.W - 1.0) + scale * self.rng.standard_normal((len(x), 3))
+
+
+def test_noise_span_is_measured_per_tap() -> None:
+    board = AveragingBoard((0.0, 0.02, 0.1), per_read=False)
+    ph = PhysicalLayer(board)
+    queries, _, _ = ph.calibrate(np.random.default_rng(0), 256)
+    assert queries == 256 + 64
+    assert ph.noise_span[0] == 0.0
+    np.testing.assert_allclose(ph.tap_noise[1:], [0.02, 0.1], rtol=0.25)
+    np.testing.assert_allclose(ph.noise_span, ph.tap_noise / ph.tap_span)
+
+
+def test_averaging_is_raised_when_it_lowers_the_noise() -> None:
+    board = AveragingBoard((0.01, 0.3, 0.3), per_read=True)
+    ph = PhysicalLayer(board)
+    rng = np.random.default_rng(1)
+    ph.calibrate(rng, 256)
+    poor = float(ph.noise_span.max())
+    assert poor > 0.3
+    notes = ph.tune_averaging(rng, 256)
+    assert board.n_avg > 4 and ph.n_avg == board.n_avg
+    assert float(ph.noise_span.max()) < poor
+    assert ph.seconds_per_query <= 4.0 * (100e-6 + 40e-6) + 1e-12  # within the device-time budget
+    assert notes[0].startswith("n_avg 4 -> 16")
+
+
+def test_averaging_is_left_alone_when_the_noise_is_per_query() -> None:
+    board = AveragingBoard((0.01, 0.3, 0.02), per_read=False)
+    ph = PhysicalLayer(board)
+    rng = np.random.default_rng(2)
+    ph.calibrate(rng, 256)
+    span_before = ph.noise_span.copy()
+    q0 = board.queries
+    notes = ph.tune_averaging(rng, 256)
+    assert board.n_avg == 4 and board.queries == q0 + ph.probe_queries(256)  # one try, counted, undone
+    np.testing.assert_array_equal(ph.noise_span, span_before)
+    assert "did not lower the repeat noise" in notes[0] and "per query" in notes[0]
+    assert notes[-1].startswith("tap 1 is noisy")
+
+
+def test_a_hopeless_device_is_refused_with_the_numbers() -> None:
+    board = AveragingBoard((5.0, 5.0, 5.0), per_read=False)
+    ph = PhysicalLayer(board)
+    rng = np.random.default_rng(3)
+    ph.calibrate(rng, 256)
+    with pytest.raises(DeviceError, match=r"too noisy to train on: repeat noise / response span per tap 0\.9"):
+        ph.tune_averaging(rng, 256)
+
+
+def test_a_run_prints_one_header_before_the_first_step() -> None:
+    lines: list[str] = []
+    cfg = TrainConfig(estimator="node", steps=1, batch_size=8, eval_every=1, probe=64)
+    trainer = Trainer(AveragingBoard((0.001, 0.002, 0.002), per_read=True), cfg, log=lines.append)
+    trainer.run()
+    assert len(lines) == 1
+    head = lines[0]
+    assert "rp2 uid e6614c311b7e2a35" in head and "k=2 drives, m=3 taps" in head
+    assert "8 slots -> ring layer 16 drives / 24 readings" in head and "n_avg 4" in head
+    assert f"{8 * 8 * 2} queries per step" in head
+    assert "noise/span per tap " + " ".join(f"{v:.2f}" for v in trainer.physical.noise_span) in head
