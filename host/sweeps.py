@@ -543,15 +543,16 @@ def sweep(
         if max_failures < 0 or cpus_per_trial <= 0:
             raise UserError("max_failures must be >= 0 and cpus_per_trial > 0")
         todo = assign_rigs(todo, rigs) if rigs else todo
-        sweep_dir = _new_dir(out, name)
         doc = {"trials": [t.to_dict() for t in todo], "rigs": rigs, "asha": asha, "grace": grace,
                "max_failures": max_failures, "cpus_per_trial": cpus_per_trial}
-        (sweep_dir / SPEC).write_text(json.dumps(doc, indent=1) + "\n")
     ray = _import_ray()
     from ray import tune
 
     started = _start_ray(ray, rigs, address, num_cpus)
     try:
+        if resume is None:
+            sweep_dir = _new_dir(out, name)
+            (sweep_dir / SPEC).write_text(json.dumps(doc, indent=1) + "\n")
         cbs = _progress_callback(len(todo), say, callbacks)
         trainable = tune.with_resources(run_trial, trial_resources)
         storage = str(sweep_dir.resolve())
