@@ -24,11 +24,34 @@ from .settings import (
 REPLY_OVERHEAD = 256
 
 
+def new_boot_id():
+    """A random uint32 naming this boot: os.urandom, xor random, xor the ns clock — whichever the port has
+    (a source that fails or is predictable on one port cannot spoil the others)."""
+    out = 0
+    try:
+        import os
+
+        b = os.urandom(4)
+        out = b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+    except Exception:  # noqa: BLE001 - no urandom, or no entropy source behind it
+        pass
+    try:
+        import random
+
+        out ^= random.getrandbits(32)
+    except Exception:  # noqa: BLE001
+        pass
+    import time
+
+    return (out ^ time.time_ns()) & 0xFFFFFFFF
+
+
 class Core:
     """Protocol state machine of the device. ``clock()`` returns milliseconds, never wrapping."""
 
-    def __init__(self, hal, clock, max_frame=16384, files=None, poll_ms=50, frame_timeout_ms=1000):
+    def __init__(self, hal, clock, max_frame=16384, files=None, poll_ms=50, frame_timeout_ms=1000, boot_id=None):
         self.hal = hal
+        self.boot_id = new_boot_id() if boot_id is None else boot_id  # every reply carries it as "boot"
         self.clock = clock
         self.info = hal.info()
         self.k = self.info["k"]
@@ -158,8 +181,8 @@ class Core:
             pass
 
     def _reply(self, op, seq, fields):
-        return mpack.encode(m.reply(op, seq, fields))
+        return mpack.encode(m.reply(op, seq, self.boot_id, fields))
 
     def _error(self, seq, code, msg, req_op):
         self.counts["errors"] += 1
-        return mpack.encode(m.error_reply(seq, code, msg, req_op))
+        return mpack.encode(m.error_reply(seq, self.boot_id, code, msg, req_op))

@@ -550,7 +550,8 @@ def describe_bytes(heard: bytes, echoes: int = 0) -> str:
         return "a MicroPython REPL answered, not the pgt firmware"
     at = heard.rfind(framing.MAGIC)
     if 0 <= at and len(heard) > at + 2 and heard[at + 2] != framing.VERSION:
-        return (f"the device frames use protocol version {heard[at + 2]}, this host speaks {framing.VERSION}")
+        return (f"the device's frames have format version {heard[at + 2]}, this host reads format version "
+                f"{framing.VERSION}")
     preview = heard[-60:].decode("ascii", "backslashreplace")
     return f"received {len(heard)} bytes that are not pgt frames, ending {preview!r}"
 

@@ -9,7 +9,7 @@ pair; it never raises. Checks that depend on the device (channel counts, batch l
 Runs unchanged on MicroPython.
 """
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # of the messages (hello's proto); the frame format has its own (framing.VERSION)
 
 HELLO = "hello"
 CONFIG = "config"
@@ -118,15 +118,15 @@ def request_seq(req):
     return None
 
 
-def reply(op, seq, fields=None):
-    """A reply map for ``op`` echoing ``seq``."""
-    out = {"op": op, "seq": seq}
+def reply(op, seq, boot, fields=None):
+    """A reply map for ``op`` echoing ``seq``, with the device's boot id."""
+    out = {"op": op, "seq": seq, "boot": boot}
     if fields:
         for key in fields:
             out[key] = fields[key]
     return out
 
 
-def error_reply(seq, code, msg, req_op=None):
-    """An ``error`` reply echoing ``seq`` (None when the request had no valid seq)."""
-    return {"op": ERROR, "seq": seq, "code": code, "msg": msg, "req": req_op}
+def error_reply(seq, boot, code, msg, req_op=None):
+    """An ``error`` reply echoing ``seq`` (None when the request had no valid seq), with the boot id."""
+    return {"op": ERROR, "seq": seq, "boot": boot, "code": code, "msg": msg, "req": req_op}

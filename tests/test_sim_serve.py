@@ -88,7 +88,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[PtyServer | TcpServ
 def test_hello_and_a_run_block(served: tuple[PtyServer | TcpServer, serial.SerialBase]) -> None:
     _, ser = served
     hello = ask(ser, "hello", 1)
-    assert hello["op"] == "hello" and hello["proto"] == 1 and hello["board"] == "sim"
+    assert hello["op"] == "hello" and hello["proto"] == 2 and hello["board"] == "sim"
     k, m = hello["k"], hello["m"]
     n = 256
     drive = np.random.default_rng(0).integers(0, 4096, size=(n, k)).astype("<u2")
