@@ -10,6 +10,7 @@ from array import array
 
 from pgt.protocol import messages as m
 from pgt.protocol import mpack
+from pgt.protocol.framing import crc32
 
 from . import reports
 from .settings import (
@@ -22,6 +23,8 @@ from .settings import (
 
 # Bytes of a run reply besides its sample block (generous): bounds the batch a frame can hold.
 REPLY_OVERHEAD = 256
+# Ops that change the device: a resend of the last one gets its cached reply and is not acted on again.
+_CACHED = (m.CONFIG, m.RUN, m.STOP, m.EXIT)
 
 
 def new_boot_id():
@@ -94,10 +97,12 @@ class Core:
             op = req.get("op") if isinstance(req, dict) else None
             err = m.validate(req)
             if err is not None:
-                return self._error(seq, err[0], err[1], op if isinstance(op, str) else None)
-            self.last_valid_ms = self.clock()
-            key = (seq, op)
-            if key == self._last_key and self._last_reply is not None:
+                return self._error(seq, err[0], err[1], op if isinstance(op, str) else None)  # (not cached)
+            self.last_valid_ms = self.clock()  # a valid request feeds the host-silence watchdog
+            if op not in _CACHED:
+                return self._dispatch(op, seq, req)  # hello, status, ping: answered afresh, resent or not
+            key = (seq, crc32(payload))  # a resend is the same request byte for byte
+            if key == self._last_key:
                 self.counts["duplicates"] += 1
                 return self._last_reply
             reply = self._dispatch(op, seq, req)

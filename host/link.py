@@ -38,7 +38,6 @@ RequestFn = Callable[[Mapping[str, Any]], dict]
 """What ``on_reconnect`` receives: a request function usable while the link reconnects."""
 
 RECENT_BYTES = 512  # received bytes kept for diagnostics (what did the port say?)
-ECHO_LIKE = ("ping", "stop", "exit")  # ops whose reply can equal the request byte for byte
 REPL_PROMPTS = (b">>> ", b"raw REPL; CTRL-B to exit")
 REBOOT_SIGNS = (b"soft reboot", b"MicroPython v", *REPL_PROMPTS)  # a board that rebooted, or fell to its REPL
 # At a MicroPython REPL: leave the raw REPL (Ctrl-B: bytes of our frames may have typed Ctrl-A), abandon the
@@ -356,7 +355,7 @@ class SerialLink:
                     or self._reply is not None):
                 self._c.stale_replies += 1  # a late or duplicated reply to a request already answered
                 return
-            if payload == self._sent and msg.get("op") not in ECHO_LIKE:
+            if payload == self._sent:  # (a reply differs from its request: it carries the boot id)
                 self._c.echoes += 1  # our own request came back: a loopback or an echoing REPL
                 return
             self._reply = msg
