@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from pgt import connection
 from pgt.errors import DeviceError, UserError
-from pgt.link import Link, NoReplyError, RequestFn, describe_bytes, open_link
+from pgt.link import Link, NoReplyError, RequestFn, open_link
 from pgt.protocol import messages
 
 FLASH_HINT = "flash it with `pgt flash PORT`"
@@ -35,6 +36,11 @@ HELLO_FIELDS = ("proto", "boot", "fw", "board", "uid", "k", "m", "dac_bits", "ad
                 "drive_hi")
 CONFIG_FIELDS = ("settle_us", "n_avg", "timeout_ms", "drive_lo", "drive_hi")
 OUT_OF_RANGE = ("refuse", "clip")
+ADVICE = {  # what to do, by what the port sent instead of a hello reply (pgt.connection.diagnose)
+    connection.SILENT: f"is this the right port (`pgt devices`)? Is pgt firmware running? If not, {FLASH_HINT}",
+    connection.REPL: f"{FLASH_HINT} (if it is flashed, `pgt reset PORT` restarts it)",
+    connection.OTHER_FORMAT: "reflash the board with `pgt flash PORT` or install the matching pgt",
+}
 
 
 def check_hello(url: str, hello: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,17 +115,9 @@ class RingClient:
         try:
             hello = request({"op": messages.HELLO})
         except NoReplyError as exc:
-            heard = getattr(self.link, "recent_bytes", lambda: b"")()
-            counters = self.link.counters()
-            what = describe_bytes(heard, counters.get("echoes", 0))
-            advice = FLASH_HINT
-            if "nothing was received" in what:
-                advice = f"is this the right port (`pgt devices`)? Is pgt firmware running? If not, {FLASH_HINT}"
-            elif "REPL answered" in what:
-                advice = (f"{FLASH_HINT} (if it is flashed, reset the board to start main.py: unplug it, or Ctrl-D "
-                          "in a terminal)")
-            elif "format version" in what:
-                advice = "reflash the board with `pgt flash PORT` or install the matching pgt"
+            diagnose = getattr(self.link, "diagnose", None)
+            kind, what = diagnose() if diagnose is not None else (connection.SILENT, "nothing was received")
+            advice = ADVICE.get(kind, FLASH_HINT)
             raise DeviceError(f"{self.url} did not answer the pgt handshake: {what}; {advice}") from exc
         return check_hello(self.url, hello)
 
