@@ -90,10 +90,12 @@ class RingClient:
         self._closed = False
         self._rebooted = False  # a reply carried another boot id than the handshake's
         request: RequestFn = lambda msg: link.request(msg, timeout=timeout)  # noqa: E731
+        if hasattr(link, "revive_repl"):
+            link.revive_repl = 1  # a board left at its REPL (by mpremote, say) gets one soft reset into main.py
         self._hello = self._handshake(request)
         link.on_reconnect = self._after_reconnect
         if hasattr(link, "revive_repl"):
-            link.revive_repl = True  # pgt firmware answered here: a REPL prompt later means it fell out
+            link.revive_repl = connection.MAX_REVIVALS  # pgt firmware answered: a REPL later means it fell out
 
     @classmethod
     def open(cls, url: str, *, out_of_range: str = "refuse", timeout: float = 1.0, link_rate: float = 10_000.0,

@@ -25,7 +25,7 @@ import msgpack
 from pgt.protocol import decoder, framing
 
 RECENT_BYTES = 512  # received bytes kept for diagnostics (what did the port say?)
-MAX_REVIVALS = 3  # soft resets tried for one request before the link gives up on the REPL
+MAX_REVIVALS = 3  # soft resets a link tries for one request, once it knows pgt firmware is there
 
 NORMAL, RAW, PASTE = "normal", "raw", "paste"
 """REPL states (``ReplSeen.state``)."""
@@ -213,12 +213,13 @@ class Connection:
 RESEND, REVIVE, GIVE_UP = "resend", "revive", "give_up"
 
 
-def after_silence(conn: Connection, retries: int, revive: bool, booting: bool = False) -> str:
-    """What to do when the wait for a reply ran out: soft-reset a board seen at its REPL (if ``revive`` is
-    allowed, at most MAX_REVIVALS times per request), else resend while tries remain; resends while a board
-    boots (``booting``) do not use up tries."""
-    if revive and conn.repl_state is not None and conn.revivals < MAX_REVIVALS:
-        return REVIVE
+def after_silence(conn: Connection, retries: int, revivals: int, booting: bool = False) -> str:
+    """What to do when the wait for a reply ran out. A board seen at its REPL is soft-reset into main.py, at
+    most ``revivals`` times per request; a REPL that is still there after them (or with ``revivals`` 0) will
+    not answer frames: give up at once. Otherwise resend while tries remain; resends while a board boots
+    after a soft reset (``booting``) do not use up tries."""
+    if conn.repl_state is not None:
+        return REVIVE if conn.revivals < revivals else GIVE_UP
     if booting or conn.tries <= retries:
         return RESEND
     return GIVE_UP

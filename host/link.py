@@ -207,9 +207,10 @@ class SerialLink:
         self.max_payload = max_payload
         self.fast_retry = fast_retry
         self.log = log
-        self.revive_repl = False
-        """When a request goes unanswered and the board shows its REPL, soft-reset it back into the serve loop
-        (main.py). The owner turns this on once a handshake has shown pgt firmware there."""
+        self.revive_repl = 0
+        """How many times per request a board that shows its REPL instead of answering is soft-reset into
+        main.py (0: never; the request then fails at once). The owner allows one for its handshake and
+        MAX_REVIVALS once pgt firmware answered."""
         self.revive_wait = 0.5
         self.on_reconnect: Callable[[RequestFn], None] | None = None
         self._wrap = wrap
@@ -387,7 +388,7 @@ class SerialLink:
                     self._c.fast_retries += 1
                     continue
                 self._c.timeouts += 1
-                booting = time.monotonic() < boot_until
+                booting = time.monotonic() < boot_until and conn.repl_state is None  # (a REPL again: no boot)
                 action = after_silence(conn, retries, self.revive_repl, booting)
                 if action == REVIVE:
                     self._revive()

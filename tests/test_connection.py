@@ -117,18 +117,20 @@ def test_reboot_signs_and_a_good_frame_clearing_the_repl_state() -> None:
 def test_decisions_after_silence_and_drops() -> None:
     conn = Connection()
     sent(conn)
-    assert after_silence(conn, retries=2, revive=True) == RESEND
+    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == RESEND
     conn.receive(b">>> ")
-    assert after_silence(conn, retries=2, revive=True) == REVIVE
-    assert after_silence(conn, retries=2, revive=False) == RESEND  # not pgt firmware (yet): no soft reset
+    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == REVIVE
+    assert after_silence(conn, retries=2, revivals=0) == GIVE_UP  # a REPL answers no frame: no use resending
     conn.revivals = MAX_REVIVALS
-    assert after_silence(conn, retries=2, revive=True) == RESEND
+    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == GIVE_UP  # still a REPL after the restarts
+    conn.repl_state = None
+    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == RESEND
     out = conn.pending
     assert out is not None
     conn.expect(out)
     conn.expect(out)  # three tries
-    assert after_silence(conn, retries=2, revive=True) == GIVE_UP and not after_drop(conn, retries=2)
-    assert after_silence(conn, retries=2, revive=True, booting=True) == RESEND
+    assert after_silence(conn, retries=2, revivals=0) == GIVE_UP and not after_drop(conn, retries=2)
+    assert after_silence(conn, retries=2, revivals=0, booting=True) == RESEND
     sent(conn)  # a new request starts again
     assert conn.tries == 1 and conn.revivals == 0 and after_drop(conn, retries=1) and not after_drop(conn, retries=0)
 
