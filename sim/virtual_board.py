@@ -29,10 +29,13 @@ import threading
 import tty
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .ring import Ring, RingParams
+from .adc import ADC
+from .boards import board_config, ring_params
+from .ring import Ring
 
 ROM = Path(__file__).with_name("vboard_guest.py")
 MACHINE = Path(__file__).with_name("vboard_machine.py")
@@ -48,59 +51,69 @@ HEAP = "256M"
 
 
 class RingPins:
-    """The ring behind the virtual board's pins: drive pins -> ring inputs, ADC pins -> ring outputs."""
+    """The ring behind the virtual board's pins, as the board config ``cfg`` wires it: drive channel j is
+    ``cfg["drive_pins"][j]`` (a PWM duty, a DAC value or an MCP4922 channel), tap i is the ADC on
+    ``cfg["adc_pins"][i]``. A read asks the ring once for the current drive (one query) and answers with
+    ``reps`` independent ADC reads of every pin (:class:`pgt.sim.adc.ADC`, the simulator's one ADC model), so
+    the firmware's averaging of ``n_avg`` reads lowers the read noise as on a board."""
 
-    def __init__(self, ring: Ring, drive_pins: tuple[int, ...] = (16, 17, 18, 19, 20, 21, 22, 25, 0, 1, 2, 3),
-                 adc_pins: tuple[int, ...] = (26, 27, 28, 29, 34, 35, 32, 33)) -> None:
+    READINGS = 512  # readings per reply (reps x pins), as the guest's reply buffer holds
+
+    def __init__(self, ring: Ring, cfg: dict[str, Any], seed: int = 0) -> None:
         self.ring = ring
-        self.lo = np.asarray(ring.drive_low, dtype=float)
-        self.hi = np.asarray(ring.drive_high, dtype=float)
-        self.level = np.zeros(ring.n_inputs)  # 0..1 of each input's drive range
-        self.drive_index = {p: i % ring.n_inputs for i, p in enumerate(drive_pins)}
-        self.adc_index = {p: (i * 7) % ring.n_outputs for i, p in enumerate(adc_pins)}
-        self._codes: dict[int, int] | None = None
+        self.cfg = cfg
+        self.adc = ADC(cfg, ring.params.read_noise_V, noise_free=ring.params.is_noise_free)
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, 0xB0A2D]))
+        self.bits = int(cfg["dac_bits"])
+        self.per, self.off = float(cfg["dac_mA_per_code"]), float(cfg["dac_mA_offset"])
+        self.codes = np.zeros(ring.n_inputs)  # reset: the outputs are low
+        self.drive_index = {int(p): j for j, p in enumerate(cfg["drive_pins"])}
+        self.tap_index = {int(p): i for i, p in enumerate(cfg["adc_pins"])}
         self.lock = threading.Lock()
 
     def write(self, op: int, pin: int, value: int) -> None:
-        if op == ord("P"):
-            frac = value / 65535.0
+        if op == ord("P"):  # duty_u16 = code << (16 - bits) | code >> (2 bits - 16): the code is its top bits
+            code = value >> (16 - self.bits)
         elif op == ord("D"):
-            frac = value / 255.0
+            code = value
         elif op == ord("S"):  # an MCP4922 word (pin = high byte, value = low byte)
             word = (pin << 8) | value
-            frac = (word & 0x0FFF) / 4095.0
+            code = word & 0x0FFF
             pin = word >> 15
         else:
             return
-        i = self.drive_index.get(pin)
-        if i is not None:
+        j = self.drive_index.get(pin)
+        if j is not None:
             with self.lock:
-                self.level[i] = frac
-                self._codes = None
+                self.codes[j] = code
 
-    def read(self, pin: int) -> int:
-        """The ADC reading (read_u16 scale) of ``pin``: the ring's detector tap, quantised to 12 bits."""
+    def read(self, pins: list[int]) -> tuple[int, list[int]]:
+        """(reps, readings): ``reps`` rounds of one read of each of ``pins`` (read_u16 scale), round-major."""
+        if not pins:
+            return 1, []
         with self.lock:
-            if self._codes is None:
-                mA = self.lo + self.level * (self.hi - self.lo)
-                volts = np.asarray(self.ring.forward(mA[None, :]))[0]
-                lo, hi = float(self.ring.volts_low), float(self.ring.volts_high)
-                code12 = np.clip(np.round((volts - lo) / (hi - lo) * 4095), 0, 4095).astype(int)
-                u16 = (code12 << 4) | (code12 >> 8)  # the read_u16 scale, as on an RP2040
-                self._codes = {p: int(u16[i]) for p, i in self.adc_index.items()}
-            return self._codes.get(pin, 0)
+            volts = np.asarray(self.ring.forward((self.off + self.per * self.codes)[None, :]))[0]
+            reps = max(1, self.READINGS // len(pins))
+            taps = [self.tap_index.get(p) for p in pins]
+            v = np.asarray([volts[t] if t is not None else self.adc.volts_low for t in taps])
+            return reps, [int(c) for c in self.adc.read(v, reps, self.rng).ravel()]
 
     def zero(self) -> None:
         with self.lock:
-            self.level[:] = 0.0
-            self._codes = None
+            self.codes[:] = 0.0
+
+
+def board_ring(cfg: dict[str, Any], seed: int, level: str) -> RingPins:
+    """The ring that board config ``cfg`` drives, behind its pins."""
+    return RingPins(Ring(ring_params(cfg), seed=seed, level=level), cfg, seed)
 
 
 class VirtualBoard:
     """The board: a filesystem directory, a pty, the ring pins, and the VM that boots again on each reset."""
 
     def __init__(self, seed: int = 0, level: str = "A", fs: Path | None = None) -> None:
-        self.ring = RingPins(Ring(RingParams(), seed=seed, level=level))
+        self.seed, self.level = seed, level
+        self.ring = board_ring(board_config("rp2"), seed, level)
         self._own_fs = fs is None
         self.fs = Path(tempfile.mkdtemp(prefix="pgt-vboard-fs-")) if fs is None else fs
         self.vb = Path(tempfile.mkdtemp(prefix="pgt-vboard-io-"))
@@ -109,7 +122,7 @@ class VirtualBoard:
         self.stdin_w = -1
         self._stdin_lock = threading.Lock()
         self.adc = os.open(self.vb / "adc", os.O_RDWR | os.O_CREAT)
-        os.pwrite(self.adc, b"\0\0\0", 0)
+        os.pwrite(self.adc, b"\0\0\0\0", 0)
         self._err = b""
         self.master, slave = os.openpty()
         tty.setraw(slave)
@@ -146,8 +159,10 @@ class VirtualBoard:
             _, op, pin, seq, value = struct.unpack_from("<BBBBH", buf)
             buf = buf[6:]
             if op == ord("R"):
-                codes = [self.ring.read(p) for p in self.adc_pins]
-                os.pwrite(self.adc, struct.pack("<BB%dH" % len(codes), seq, len(codes), *codes), 0)
+                reps, codes = self.ring.read(self.adc_pins)
+                body = struct.pack("<BH%dH" % len(codes), len(self.adc_pins), reps, *codes)
+                os.pwrite(self.adc, body, 1)
+                os.pwrite(self.adc, bytes([seq]), 0)  # the sequence number last: the guest waits for it
             elif op == ord("A"):
                 if pin not in self.adc_pins:
                     self.adc_pins.append(pin)
@@ -182,6 +197,7 @@ class VirtualBoard:
         self.boots += 1
         self.adc_pins: list[int] = []  # in the order the guest created them (vboard_machine.ADC)
         self._new_stdin()
+        self._wire()
         self.ring.zero()  # a reset puts the outputs back to high impedance (the hardware pulls them low)
         cfg = Config()
         cfg.consume_fuel = False
@@ -217,6 +233,17 @@ class VirtualBoard:
             sys.stderr.write("pgt virtual board: the VM crashed (%s); rebooting, as a watchdog would\n" % detail)
             return EXIT_CRASH
         return 0
+
+    def _wire(self) -> None:
+        """The ring as the board's /board.json (if any) wires it: a new config gives a new ring of its shape.
+        A config the firmware would refuse keeps the last ring (the firmware then reports the error)."""
+        path = self.fs / "board.json"
+        try:
+            cfg = board_config("rp2", config=str(path)) if path.is_file() else board_config("rp2")
+        except ValueError:
+            return
+        if cfg != self.ring.cfg:
+            self.ring = board_ring(cfg, self.seed, self.level)
 
     def run(self) -> None:
         """Boot, and boot again after every reset, until ``stop``."""
