@@ -173,3 +173,16 @@ def test_board_hands_over_to_the_virtual_board(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "pgt.sim.virtual_board", module)
     assert main(["sim", "--board", "--seed", "4", "--model", "B"]) == 0
     assert calls == [{"seed": 4, "level": "B", "announce": print}]
+
+
+def test_no_import_cycle_between_host_and_sim() -> None:
+    """sim imports only the firmware and protocol packages; the host reaches sim lazily, in its sim openers."""
+    sim_side = ("import sys, pgt.sim.ring, pgt.sim.device, pgt.sim.url, pgt.sim.hal, pgt.sim.boards, pgt.sim.adc, "
+                "pgt.sim.serve, pgt.sim.virtual_board\n"
+                "print(' '.join(m for m in sys.modules if m.startswith('pgt.')))")
+    host_side = ("import sys, pgt.link, pgt.client, pgt.cli\n"
+                 "print(' '.join(m for m in sys.modules if m.startswith('pgt.')))")
+    loaded = subprocess.run([sys.executable, "-c", sim_side], capture_output=True, text=True, check=True).stdout
+    assert loaded.split() and all(m.split(".")[1] in ("sim", "firmware", "protocol") for m in loaded.split())
+    loaded = subprocess.run([sys.executable, "-c", host_side], capture_output=True, text=True, check=True).stdout
+    assert "pgt.link" in loaded.split() and not [m for m in loaded.split() if m.startswith("pgt.sim")]
