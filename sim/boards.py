@@ -2,9 +2,9 @@
 
 ``board_config(board, channels, config)`` is the complete, checked config a flashed board would load: the
 defaults of ``board`` ("rp2", the default, or "esp32"), then a ``board.json`` file (``config``, the file
-``pgt flash --config`` sends), then ``channels=(K, M)`` for experiments (K drive channels, M taps). The
-named configuration "wide" is an rp2 with external multi-channel DAC and ADC chips: 16 drives, 32 taps,
-full-scale safe limits (0..100 mA).
+``pgt flash --config`` sends; or a dict of its keys), then ``channels=(K, M)`` for experiments (K drive
+channels, M taps). The named configuration "wide" is an rp2 with external multi-channel DAC and ADC chips:
+16 drives, 32 taps, full-scale safe limits (0..100 mA).
 ``ring_params(cfg)`` is the ring that board drives: its channel counts, and its drive range in mA is the
 board's safe code range through its calibration (the ring is built to be driven over the range the board
 may drive it). Errors are :class:`BoardConfigError` (a ValueError) with a one-line reason.
@@ -35,10 +35,13 @@ class BoardConfigError(ValueError):
 
 
 def board_config(board: str | None = None, channels: tuple[int, int] | None = None,
-                 config: str | None = None) -> dict[str, Any]:
-    """The checked board config of ``board`` (default rp2) + the ``config`` file + ``channels`` (K, M)."""
+                 config: str | dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checked board config of ``board`` (default rp2) + ``config`` (a board.json path, or its keys as a
+    dict) + ``channels`` (K, M)."""
     given: dict[str, Any] = {}
-    if config is not None:
+    if isinstance(config, dict):
+        given = dict(config)
+    elif config is not None:
         if not os.path.isfile(config):
             raise BoardConfigError(f"{config}: no such board config file")
         try:

@@ -34,7 +34,7 @@ def monotonic_ms() -> int:
 
 def make_core(
     seed: int = 0, level: str = "A", noise_free: bool = False, settle: str = "skip", max_frame: int = 1 << 17,
-    *, board: str | None = None, channels: tuple[int, int] | None = None, config: str | None = None,
+    *, board: str | None = None, channels: tuple[int, int] | None = None, config: str | dict[str, Any] | None = None,
     files: dict[str, str] | None = None,
 ) -> Core:
     """A fresh simulated board: ``Core(SimHAL(Ring(ring_params(cfg), seed, level), cfg), ...)``.

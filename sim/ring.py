@@ -527,7 +527,8 @@ class RingReservoir:
 
 
 def make_ring_reservoir(seed: int = 0, level: str = "A", noise_free: bool = False, *, board: str | None = None,
-                        channels: tuple[int, int] | None = None, config: str | None = None) -> Any:
+                        channels: tuple[int, int] | None = None, config: str | dict[str, Any] | None = None
+                        ) -> Any:
     """The simulated device of a board's shape (default: the rp2 board, 2 drives and 3 taps; ``board``,
     ``channels`` and ``config`` as in :func:`pgt.sim.boards.board_config`) as a Reservoir.
 
