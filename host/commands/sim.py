@@ -42,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the board the simulated device mirrors: rp2 (default: 2 drives, 3 taps), esp32 or wide "
                         "(16 drives, 32 taps); --board alone runs the virtual MicroPython board instead (the "
                         "real firmware in a MicroPython VM)")
+    p.add_argument("--fs", metavar="DIR", default=None,
+                   help="with --board: keep the virtual board's filesystem in DIR (created if missing; kept across "
+                        "restarts, as a board's flash is)")
+    p.add_argument("--uid", metavar="HEX", default=None,
+                   help="with --board: the board's machine.unique_id(), 16 hex digits (default: fixed by --fs, "
+                        "else random)")
     p.add_argument("--config", metavar="BOARD_JSON", default=None,
                    help="a board.json (the file `pgt flash --config` sends) over the board's defaults")
     p.add_argument("--channels", nargs=2, type=int, metavar=("K", "M"), default=None,
@@ -55,12 +61,8 @@ def _say(msg: str) -> None:
 def _characterize(args: argparse.Namespace) -> int:
     from pgt.errors import UserError
 
-    try:
-        ch = importlib.import_module("pgt.sim.characterize")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pgt.sim.characterize":
-            raise
-        raise UserError("ring characterisation (pgt.sim.characterize) is not available in this install") from None
+    ch = importlib.import_module("pgt.sim.characterize")
+
     out = Path(args.characterize)
     try:
         figures = ch.characterize(out, seed=args.seed, level=args.model, cfg=_board_config(args))
@@ -79,14 +81,24 @@ def _characterize(args: argparse.Namespace) -> int:
 def _board(args: argparse.Namespace) -> int:
     from pgt.errors import UserError
 
+    virtual_board = importlib.import_module("pgt.sim.virtual_board")
+
+    uid = None
+    if args.uid is not None:
+        try:
+            uid = bytes.fromhex(args.uid)
+        except ValueError:
+            uid = b""
+        if len(uid) != 8:
+            raise UserError(f"--uid {args.uid}: need 16 hex digits (8 bytes), e.g. e66038b7136e2a2f")
+    fs = Path(args.fs) if args.fs is not None else None
+    if fs is not None:
+        try:
+            fs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--fs {fs}: {exc.strerror or exc}") from None
     try:
-        virtual_board = importlib.import_module("pgt.sim.virtual_board")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pgt.sim.virtual_board":
-            raise
-        raise UserError("the virtual MicroPython board (pgt.sim.virtual_board) is not available yet") from None
-    try:
-        virtual_board.serve(seed=args.seed, level=args.model, announce=print)
+        virtual_board.serve(seed=args.seed, level=args.model, announce=print, fs=fs, uid=uid)
     except KeyboardInterrupt:
         _say("stopped (Ctrl-C)")
     return 0
@@ -140,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     if virtual and (args.config is not None or args.channels is not None):
         raise UserError("the virtual board reads its board.json from its filesystem: flash it with "
                         "`pgt flash PORT --config FILE`; drop --config and --channels")
+    if not virtual and (args.fs is not None or args.uid is not None):
+        raise UserError("--fs and --uid are for the virtual board: add --board")
     if args.tcp is not None and args.link is not None:
         raise UserError("--link names a pty: it does not go with --tcp")
     if args.tcp is not None and not 0 <= args.tcp <= 65535:
