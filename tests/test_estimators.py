@@ -175,7 +175,7 @@ import pgt.sim.ring as ring  # noqa: E402
 
 
 def test_estimators_on_the_noise_free_ring() -> None:
-    res = ring.make_ring_reservoir(seed=1, noise_free=True)
+    res = ring.make_ring_reservoir(seed=1, noise_free=True, board="wide")
     model, batch = setup_mlp(res, n=128)
     g = exact(model, batch)
     gf = flat(g, "front")
