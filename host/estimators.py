@@ -24,6 +24,7 @@ enlarged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,10 +47,13 @@ def _directions(rng: np.random.Generator, shape: tuple[int, ...], dist: str) -> 
     raise UserError(f"unknown perturbation distribution {dist!r} (rademacher or gaussian)")
 
 
-def measure_noise(model: HybridModel, x: Array, rng: np.random.Generator, rows: int = 24) -> Calibration:
+def measure_noise(
+    model: HybridModel, x: Array, rng: np.random.Generator, rows: int = 24,
+    observe: Callable[[Array, Array], None] | None = None,
+) -> Calibration:
     """Calibrate the device at the activations the model gives the first ``rows`` samples of ``x``."""
     a, _ = model.pre(x)
-    return measure(model.physical, a[: min(rows, a.shape[0])], rng)
+    return measure(model.physical, a[: min(rows, a.shape[0])], rng, observe=observe)
 
 
 class Estimator:
@@ -69,7 +73,8 @@ class Estimator:
         """Device data gathered elsewhere (probe batches, evaluations): drives (mA) and volts."""
 
     def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
-        self.calibration = measure_noise(model, batch[0], self.rng)
+        """Measure the device (:func:`pgt.calibration.measure`); its rows also go to :meth:`observe`."""
+        self.calibration = measure_noise(model, batch[0], self.rng, observe=self.observe)
         return self.calibration
 
     def config(self) -> dict[str, Any]:
@@ -420,6 +425,8 @@ class ParameterPGT(_Perturbative):
         repeats: int = 12, window: int = 50,
     ) -> None:
         super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range, order)
+        if isinstance(params, str) and params != "all":
+            params = tuple(p for p in params.split(",") if p)  # "front" or "front,back" from a command line
         if isinstance(params, list):
             params = tuple(params)
         if not (params is None or params == "all" or (isinstance(params, tuple) and params
