@@ -69,6 +69,10 @@ class Estimator:
     def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:
         raise NotImplementedError
 
+    def rows_per_row(self) -> int:
+        """Device rows a step sends per row of the batch (baseline and perturbed copies)."""
+        return 1
+
     def observe(self, u: Array, y: Array) -> None:
         """Device data gathered elsewhere (probe batches, evaluations): drives (mA) and volts."""
 
@@ -156,6 +160,9 @@ class _Perturbative(Estimator):
         self.blocks = order == "blocks"
         self.raised = 0
         self._warned: set[str] = set()
+
+    def rows_per_row(self) -> int:
+        return 2 * self.directions if self.two_sided else self.directions + 1
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "directions": self.directions, "two_sided": self.two_sided,

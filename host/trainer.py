@@ -133,8 +133,10 @@ class Trainer:
     def __init__(
         self, reservoir: Reservoir, config: TrainConfig | None = None, out_dir: str | Path | None = None,
         on_eval: Callable[[dict[str, Any]], None] | None = None, task: Task | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.log = log or _stderr
         cfg = self.config
         if cfg.steps < 0 or cfg.batch_size < 1 or cfg.eval_every < 1 or cfg.checkpoint_every < 1:
             raise UserError("steps must be >= 0; batch size, eval and checkpoint intervals >= 1")
@@ -144,7 +146,7 @@ class Trainer:
         self.on_eval = on_eval
         seeds = np.random.SeedSequence(cfg.seed).spawn(4)
         init_rng, self.batch_rng, est_rng, self.cal_rng = (np.random.default_rng(s) for s in seeds)
-        self.physical = PhysicalLayer(reservoir)
+        self.physical = PhysicalLayer(reservoir, slots=cfg.model_options.get("slots"))
         self.model: HybridModel = build_model(cfg.model, self.task.info, self.physical, init_rng,
                                               **cfg.model_options)
         self.estimator: Estimator = make_estimator(cfg.estimator, est_rng, **cfg.estimator_options)
@@ -189,6 +191,8 @@ class Trainer:
         cfg = self.config
         _, u, y = self._device_call("calibration", lambda: self.physical.calibrate(self.cal_rng, cfg.probe))
         self.estimator.observe(u, y)
+        self.readout_notes: list[str] = self._device_call(
+            "calibration", lambda: self.physical.tune_averaging(self.cal_rng, cfg.probe))
         if self.estimator.name != "backprop":
             idx = self.cal_rng.choice(len(self.task.y_train), size=cfg.batch_size, replace=False)
             batch = (self.task.x_train[idx], self.task.y_train[idx])
@@ -213,6 +217,19 @@ class Trainer:
         assert self.lr is not None
         cfg = self.config
         self._opt = make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, self.lr, cfg.steps), cfg.clip)
+
+    def header(self) -> str:
+        """One line on what a step costs: board, shape, slots, per-tap noise/span, n_avg, queries, device time."""
+        ph = self.physical
+        info = dict(getattr(self.reservoir, "info", {}) or {})
+        board = " ".join(str(info[key]) for key in ("board", "name") if info.get(key)) or str(info.get("kind", "?"))
+        uid = f" uid {info['uid']}" if info.get("uid") else ""
+        rows = self.config.batch_size * self.model.rows_per_sample * self.estimator.rows_per_row()
+        n_avg = ph.n_avg
+        return (f"device {board}{uid}: k={ph.k} drives, m={ph.m} taps; {ph.slots} slots -> ring layer "
+                f"{ph.width_in} drives / {ph.width_out} readings; noise/span per tap "
+                f"{' '.join(f'{v:.2f}' for v in ph.noise_span)}; n_avg {'-' if n_avg is None else n_avg}; "
+                f"{rows:,} queries per step, ~{rows * ph.seconds_per_query:.3g} device s per step")
 
     # -- evaluation --------------------------------------------------------------------------------
     def predict(self, x: Array, batch: int = 512) -> Array:
@@ -278,6 +295,9 @@ class Trainer:
         try:
             if not self.calibrated:
                 self.calibrate()
+                self.log(self.header())
+                for note in self.readout_notes:
+                    self.log(note)
                 self.evaluate()
             while self.step < target:
                 self.train_step()
@@ -354,6 +374,7 @@ class Trainer:
         self.reservoir = reservoir
         self.task = load_task(self.config.task)
         self.on_eval = on_eval
+        self.log = _stderr
         self.model = state["model"]
         self.physical = self.model.physical
         self.physical.attach(reservoir)
@@ -391,6 +412,10 @@ def fit(
     cfg = TrainConfig(task=task, model=model, estimator=estimator, steps=steps, seed=seed, **options)
     on_eval = (lambda r: print(progress_line(r), file=sys.stderr)) if verbose else None
     return Trainer(reservoir, cfg, out_dir=out_dir, on_eval=on_eval).run()
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def progress_line(rec: dict[str, Any]) -> str:

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="estimator option, repeatable: directions=4, sigma=0.05, two_sided=false, dist=gaussian, "
                         "refit_every=5, features=768 ...")
     p.add_argument("--hidden", default="", help="mlp: widths of extra dense layers after the ring, e.g. 32,16")
+    p.add_argument("--slots", type=int, default=None,
+                   help="device rows per sample (token): the ring layer is slots x k drives wide (default: "
+                        "enough for 16 drive units, 8 on the 2-drive rp2 board)")
     p.add_argument("--d-model", type=int, default=32, help="transformer: model width (default 32)")
     p.add_argument("--heads", type=int, default=4, help="transformer: attention heads (default 4)")
     p.add_argument("--device", default=None, metavar="URL",
@@ -100,9 +103,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--hidden takes comma-separated widths, got {args.hidden!r}") from None
         if args.d_model % max(args.heads, 1) or args.heads < 1 or min([args.d_model, *hidden]) < 1:
             raise UserError("--d-model must be a positive multiple of --heads, widths positive")
+        if args.slots is not None and not 1 <= args.slots <= 4096:
+            raise UserError(f"--slots must be from 1 to 4096, got {args.slots}")
         options: dict[str, Any] = (
             {"hidden": tuple(hidden)} if model == "mlp" else {"d_model": args.d_model, "heads": args.heads}
         )
+        if args.slots is not None:
+            options["slots"] = args.slots
         est_options: dict[str, Any] = {}
         for item in args.estimator_option:
             key, sep, value = item.partition("=")
