@@ -513,11 +513,12 @@ class ParameterPGT(_Perturbative):
         """
         lo, hi = self.sigma_range
         r = self.repeats
-        s0 = float(np.clip(self.sigma if self.sigma is not None else 0.05, lo, hi))
+        # First from 0.05 (a size that works on the simulated ring); again from above the size that sank.
+        s0 = float(np.clip(0.05 if self.sigma is None else 4.0 * self.sigma, lo, hi))
         queries = 0
         saved = (self.directions, self.two_sided)
         want = hi
-        for _ in range(3):
+        for _ in range(4):
             self.directions, self.two_sided, keep, self.sigma = r, True, self.sigma, s0
             try:
                 losses, q = self._losses(model, batch, extra_baselines=r)
@@ -528,7 +529,7 @@ class ParameterPGT(_Perturbative):
             diffs = np.asarray(losses[r::2]) - np.asarray(losses[r + 1 :: 2])
             self.loss_noise = float(base.std(ddof=1))
             pure = float(np.mean(diffs**2)) - 2.0 * self.loss_noise**2
-            if pure > 2.0 * self.loss_noise**2 or s0 >= hi:
+            if pure > 8.0 * self.loss_noise**2 or s0 >= hi:  # signal-to-noise 2 or more: extrapolate
                 # The loss difference grows linearly with sigma: scale s0 to reach the wanted ratio.
                 want = s0 * self.snr * np.sqrt(2.0) * self.loss_noise / np.sqrt(max(pure, 1e-30))
                 break
