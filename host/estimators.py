@@ -10,7 +10,9 @@ Every estimator runs the digital layers exactly and differs only in how it cross
   channels) estimate divided by the number of rows in the batch.
 * :class:`SurrogatePGT` — forward through the device only, backward through a differentiable surrogate of
   the device fitted online (ridge regression on random features) to every (drive, volts) pair seen so far.
-* :class:`ParameterPGT` — the PGT paper's method: random directions in parameter space, loss differences.
+* :class:`ParameterPGT` — the PGT paper's method: random directions in parameter space, loss differences,
+  antithetic pairs on a shared batch. By default only the layers in front of the device are perturbed and
+  those after it get their exact gradient; ``params="all"`` is the paper's all-parameter variant.
 
 Baseline and perturbed rows go to the device interleaved in one block (one ``forward`` call), so slow drift
 cancels in their differences; when calibration finds that a reading depends on the previous row, each
@@ -413,20 +415,24 @@ class ParameterPGT(_Perturbative):
     """The PGT paper's estimator: random directions in parameter space, gradients from loss differences.
 
     Every version of the model (baselines, then +v and -v per direction) runs on the same batch in one
-    block. ``params`` says what is perturbed: None (default) every parameter in front of the device, the
-    layers after it getting their exact gradient from the measured readings (averaged over the versions);
-    ``"all"`` every parameter, as the paper does (its all-parameter variant, for comparison); or a tuple of
-    name prefixes. A layer after the device that is not perturbed always gets its exact gradient; one in
-    front of it that is not perturbed gets none (it stays as it is). ``sigma`` is relative to the RMS of the
-    perturbed parameters; None = chosen by :meth:`calibrate` from ``repeats`` repeated and perturbed losses,
-    never below the readout's resolution floor, and chosen again during training when, over ``window``
-    steps, the loss differences sink into the noise.
+    block; ``directions`` K = 4 by default (at equal queries it reaches higher accuracy than K = 1: with
+    Adam, a less noisy step is worth more than more steps).
+
+    ``params`` says what is perturbed: None (default) every parameter in front of the device, the layers
+    after it getting their exact gradient from the measured readings (averaged over the versions);
+    ``"all"`` every parameter, as the paper does (its all-parameter variant, for comparison); or a tuple
+    of name prefixes. A layer after the device that is not perturbed always gets its exact gradient; one
+    in front of it that is not perturbed gets none (it stays as it is).
+
+    ``sigma`` is relative to the RMS of the perturbed parameters; None = chosen by :meth:`calibrate` from
+    ``repeats`` repeated and perturbed losses, never below the readout's resolution floor, and chosen again
+    during training when, over ``window`` steps, the loss differences sink into the noise.
     """
 
     name = "param"
 
     def __init__(
-        self, seed: int | np.random.Generator = 0, directions: int = 1, two_sided: bool = True,
+        self, seed: int | np.random.Generator = 0, directions: int = 4, two_sided: bool = True,
         dist: str = "rademacher", sigma: float | None = None, params: str | tuple[str, ...] | None = None,
         snr: float = 3.0, sigma_range: tuple[float, float] = (1e-3, 0.2), order: str = "auto",
         repeats: int = 12, window: int = 50,
