@@ -27,7 +27,7 @@ def test_short_run_improves_accuracy_and_counts_every_query() -> None:
     assert result.best_test_acc > 0.75
     assert result.queries == res.queries  # nothing goes to the device uncounted
     c = tr.counters
-    assert c.train == 60 * 32 and c.calibration == tr.physical.probe_queries(256) + 80
+    assert c.train == 60 * 32 and c.calibration == tr.physical.probe_queries(256) + tr.estimator.calibration.queries
     assert c.eval == 4 * (len(tr.task.y_val) + len(tr.task.y_test))
     assert result.device_seconds == pytest.approx(res.device_seconds)
 
