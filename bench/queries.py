@@ -55,18 +55,17 @@ def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
     result = Trainer(device, cfg).run()
     return {
         "arch": arch, "estimator": est, "seed": seed, "history": result.history,
-        "best_test_acc": result.best_test_acc, "final_test_acc": result.final_test_acc,
-        "max_test_acc": max(h["test_acc"] for h in result.history),
-        "training_queries": result.training_queries, "queries": result.queries,
+        "best_test_acc": result.test_acc, "final_test_acc": result.final_val_acc,
+        "max_test_acc": result.best_val_acc,
+        "training_queries": result.queries, "queries": result.queries,
         "wall_s": time.perf_counter() - t0,
     }
 
 
 def first_reach(history: list[dict[str, Any]], threshold: float) -> int | None:
-    for rec in history:
-        if rec["test_acc"] >= threshold:
-            return int(rec["training_queries"])
-    return None
+    from pgt.trainer import crossing
+
+    return crossing(history, threshold)
 
 
 def mean(xs: list[float]) -> float:

@@ -20,6 +20,7 @@ perturbation size when it was not given.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,17 @@ class Estimator:
     def config(self) -> dict[str, Any]:
         return {"name": self.name}
 
+    def state(self) -> dict[str, Any]:
+        """What evolves during training (generator, calibration, ...) as plain data and arrays (checkpoints)."""
+        cal = None if self.calibration is None else dataclasses.asdict(self.calibration)
+        return {"rng": dict(self.rng.bit_generator.state), "calibration": cal}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned (on an estimator built with the same options)."""
+        self.rng.bit_generator.state = state["rng"]
+        cal = state["calibration"]
+        self.calibration = None if cal is None else Calibration(**cal)
+
     def diagnostics(self) -> dict[str, Any]:
         """Numbers worth logging with each evaluation (calibrated noise and sigma, surrogate fit...)."""
         cal = self.calibration
@@ -153,6 +165,13 @@ class _Perturbative(Estimator):
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "directions": self.directions, "two_sided": self.two_sided,
                 "dist": self.dist, "sigma": self.sigma}
+
+    def state(self) -> dict[str, Any]:
+        return super().state() | {"sigma": self.sigma}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.sigma = state["sigma"]
 
 
 class NodePGT(_Perturbative):
@@ -295,6 +314,26 @@ class SurrogatePGT(Estimator):
 
     def diagnostics(self) -> dict[str, Any]:
         return super().diagnostics() | {"surrogate_rmse": self.fit_error}
+
+    def state(self) -> dict[str, Any]:
+        sur = self.surrogate
+        fitted = None if sur is None else {"A": sur.A, "b": sur.b, "W": sur.W, "center": sur.center,
+                                           "half": sur.half}
+        return super().state() | {"u": list(self._u), "y": list(self._y), "since_fit": self._since_fit,
+                                  "fit_error": self.fit_error, "surrogate": fitted}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self._u, self._y = list(state["u"]), list(state["y"])
+        self._since_fit, self.fit_error = state["since_fit"], state["fit_error"]
+        fitted = state["surrogate"]
+        self.surrogate = None
+        if fitted is not None:
+            k, features = fitted["A"].shape
+            m = 0 if fitted["W"] is None else fitted["W"].shape[1]
+            sur = RandomFeatureSurrogate(k, m, np.random.default_rng(0), features, self.ridge, self.width)
+            sur.A, sur.b, sur.W, sur.center, sur.half = (fitted[n] for n in ("A", "b", "W", "center", "half"))
+            self.surrogate = sur
 
     def observe(self, u: Array, y: Array) -> None:
         self._u.append(np.array(u, dtype=np.float64))

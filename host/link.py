@@ -617,6 +617,8 @@ def parse_sim_url(url: str) -> dict[str, Any]:
         except ValueError as exc:
             raise UserError(f"bad value for {key} in {url}: {values[-1]!r}") from exc
         if key in ("model", "level"):
+            if str(value).upper() not in ("A", "B"):
+                raise UserError(f"bad value for {key} in {url}: {values[-1]!r} (A or B)")
             kwargs["level"] = str(value).upper()
         elif key == "noise_free":
             kwargs["noise_free"] = bool(value)

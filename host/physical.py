@@ -52,10 +52,12 @@ class PhysicalLayer:
         high = info.get("volts_high")
         self.v_high: float | None = float(high) if isinstance(high, (int, float)) else None
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["reservoir"] = None  # a checkpoint never holds a device
-        return state
+    def state(self) -> dict[str, Any]:
+        """The output normalisation (the drive map follows from the device's range), for checkpoints."""
+        return {"mu": self.mu.copy(), "sd": self.sd.copy(), "calibrated": self.calibrated}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.mu, self.sd, self.calibrated = np.array(state["mu"]), np.array(state["sd"]), bool(state["calibrated"])
 
     # -- the digital ends -------------------------------------------------------------------------
     def drive(self, a: Array) -> tuple[Array, Array]:

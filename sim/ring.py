@@ -455,6 +455,23 @@ class Ring:
         self.clock_s += arr.shape[0] * self.settle_s
         return out
 
+    def state(self) -> dict[str, Any]:
+        """What evolves (noise generator, clock, drift, hysteresis, level-B nodes) as plain data and arrays."""
+        out = {"noise_rng": dict(self._noise_rng.bit_generator.state), "clock_s": self.clock_s,
+               "drift_db": self._drift_db.copy(), "on": self._on.copy()}
+        if self._b is not None:
+            out["nodes"] = self._b.state.copy()
+        return out
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned, on a ring built with the same parameters, seed and level."""
+        self._noise_rng.bit_generator.state = state["noise_rng"]
+        self.clock_s = float(state["clock_s"])
+        self._drift_db = np.array(state["drift_db"])
+        self._on = np.array(state["on"], dtype=bool)
+        if self._b is not None:
+            self._b.state = np.array(state["nodes"])
+
     def reset(self) -> None:
         """Back to the initial state (clock, drift, hysteresis, level-B state); the noise stream continues."""
         self.clock_s = 0.0
@@ -510,6 +527,12 @@ class RingReservoir:
         self.queries += n
         self.device_seconds += n * self.ring.settle_s
         return y
+
+    def state(self) -> dict[str, Any]:
+        return self.ring.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.ring.load_state(state)
 
     def vjp(self, x: np.ndarray, grad_y: np.ndarray) -> np.ndarray:
         """Return d<grad_y, forward(x)>/dx, shape (n, n_inputs); not a query."""
