@@ -1,4 +1,4 @@
-"""Numpy model of the magnonic auto-oscillation ring (see /work/shared/RING_MODEL.md).
+"""Numpy model of the magnonic auto-oscillation ring (background and sources: docs/ring-model.md).
 
 Level A (default) is the quasi-static map from drive currents (mA) to detector voltages (V): each output is
 one detector tap that sees one ring mode group with its own (seeded, random) mixing of the drive channels into
@@ -63,7 +63,7 @@ class RingParams:
     # delivers to a bias coil (~0.5 mT, see coil_modes_span) without heating; also safe for a VGA input
 
     # --- loop gain (level A) -------------------------------------------------------------------------
-    threshold_gain: float = 1.0  # auto-oscillation starts at round-trip power gain 1 (RING_MODEL.md)
+    threshold_gain: float = 1.0  # auto-oscillation starts at round-trip power gain 1 (docs/ring-model.md)
     # per-tap small-signal loop gain at mid drive, uniform in [low, high] dB. Typical: rings are operated
     # within ~1-2 dB of threshold (Watt & Kostylev 2020)
     bias_db_low: float = -0.5
@@ -94,13 +94,13 @@ class RingParams:
     v_offset: float = 0.02  # detector/op-amp offset so read noise at zero signal is not clipped (typical)
 
     # --- noise, drift, ADC ---------------------------------------------------------------------------
-    read_noise_V: float = 0.005  # additive; 20 log10(0.5 V / 5 mV) = 40 dB SNR, mid of 30-50 dB (RING_MODEL)
+    read_noise_V: float = 0.005  # additive; 20 log10(0.5 V / 5 mV) = 40 dB SNR, mid of 30-50 dB (docs/ring-model.md)
     gain_noise_rel: float = 0.005  # multiplicative noise per query (typical amplifier gain jitter, 0.5 %)
-    drift_rel_per_min: float = 0.003  # random walk of G0: RMS 0.3 %/min (RING_MODEL: 0.1-1 %/min)
-    adc_bits: int = 12  # microcontroller ADC (RING_MODEL.md; RP2040/ESP32 are 12 bit); 0 = no quantisation
+    drift_rel_per_min: float = 0.003  # random walk of G0: RMS 0.3 %/min (docs/ring-model.md: 0.1-1 %/min)
+    adc_bits: int = 12  # microcontroller ADC (docs/ring-model.md; RP2040/ESP32 are 12 bit); 0 = no quantisation
     volts_low: float = 0.0  # ADC input range: 0..3.3 V reference (RP2040 ADC_VREF)
     volts_high: float = 3.3
-    settle_s: float = 1e-3  # device seconds per forward row: coil and ring settle in 0.1-10 ms (RING_MODEL)
+    settle_s: float = 1e-3  # device seconds per forward row: coil and ring settle in 0.1-10 ms (docs/ring-model.md)
 
     # --- level B: virtual-node round-trip map (see pgt.sim.ring_memory) ------------------------------
     # Envelope units: |a|^2 = 1 is the amplifier's saturation power. The five marked (*) were tuned together
@@ -118,7 +118,7 @@ class RingParams:
     b_input_scale: float = 0.8  # (*) amplitude of the injected masked input, in envelope units
     b_input_bias: float = 0.5  # carrier injected with the input, so the square-law readout sees it linearly
     b_amp_noise: float = 0.003  # amplifier noise per node per round trip (envelope units; ~40-50 dB SNR)
-    b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units; ~40 dB SNR, RING_MODEL.md)
+    b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units; ~40 dB SNR, docs/ring-model.md)
     b_volts_per_unit: float = 2.0  # detector volts per unit |a|^2 in forward(): the amplifier's largest
     # output, |a|^2 = g^2/4 ~ 0.23 at the peak of g s/(1+|s|^2), reads ~0.45 V, inside the detector's
     # square-law range like level A's outputs (kappa, v_sat above)

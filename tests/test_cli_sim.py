@@ -110,16 +110,6 @@ def test_characterize_calls_the_model_and_says_where(monkeypatch: pytest.MonkeyP
     assert "STM 4.7" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flag,module", [(["--characterize", "out"], "pgt.sim.characterize"),
-                                         (["--board"], "pgt.sim.virtual_board")])
-def test_a_missing_module_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                              flag: list[str], module: str) -> None:
-    monkeypatch.setitem(sys.modules, module, None)  # importing it now fails as if it were absent
-    assert main(["sim", *flag]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("pgt sim: error: ") and module in err[0]
-
-
 def test_board_hands_over_to_the_virtual_board(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
     module = ModuleType("pgt.sim.virtual_board")

@@ -186,10 +186,10 @@ class RailedDevice(ToyReservoir):
 
 
 def test_bad_readings_and_bad_input_raise_clear_errors(tmp_path: Path) -> None:
-    nan = from_callable(lambda u: np.full((u.shape[0], 8), np.nan), 4, 8)
+    nan = from_callable(lambda u: np.full((u.shape[0], 8), np.nan), 4, 8, drive_low=0.0, drive_high=1.0)
     with pytest.raises(DeviceError, match="NaN"):
         Trainer(nan, TrainConfig(steps=1)).run()
-    stuck = from_callable(lambda u: np.ones((u.shape[0], 8)), 4, 8)
+    stuck = from_callable(lambda u: np.ones((u.shape[0], 8)), 4, 8, drive_low=0.0, drive_high=1.0)
     with pytest.raises(DeviceError, match="saturated"):
         Trainer(stuck, TrainConfig(steps=1)).run()
     with pytest.raises(DeviceError, match="3.3 V rail"):

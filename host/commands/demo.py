@@ -63,12 +63,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pgt.errors import UserError
+    from pgt.estimators import ESTIMATORS
     from pgt.plots import accuracy_vs_queries
     from pgt.trainer import Result, TrainConfig, Trainer
 
     names = [e for e in args.estimators.split(",") if e]
-    if any(e not in ("surrogate", "node", "param") for e in names):
-        raise UserError(f"--estimators takes surrogate, node and/or param, got {args.estimators!r}")
+    pgt_estimators = [e for e in ESTIMATORS if e != "backprop"]
+    if not names or any(e not in pgt_estimators for e in names):
+        raise UserError(f"--estimators takes {', '.join(pgt_estimators)} (comma-separated), got {args.estimators!r}")
     out = Path(args.out) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     results: dict[str, tuple[Result, float, str]] = {}
     for est in ["backprop", *names]:

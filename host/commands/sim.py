@@ -46,12 +46,7 @@ def _say(msg: str) -> None:
 def _characterize(args: argparse.Namespace) -> int:
     from pgt.errors import UserError
 
-    try:
-        ch = importlib.import_module("pgt.sim.characterize")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pgt.sim.characterize":
-            raise
-        raise UserError("ring characterisation (pgt.sim.characterize) is not available in this install") from None
+    ch = importlib.import_module("pgt.sim.characterize")
     out = Path(args.characterize)
     try:
         figures = ch.characterize(out, seed=args.seed, level=args.model)
@@ -68,14 +63,7 @@ def _characterize(args: argparse.Namespace) -> int:
 
 
 def _board(args: argparse.Namespace) -> int:
-    from pgt.errors import UserError
-
-    try:
-        virtual_board = importlib.import_module("pgt.sim.virtual_board")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pgt.sim.virtual_board":
-            raise
-        raise UserError("the virtual MicroPython board (pgt.sim.virtual_board) is not available yet") from None
+    virtual_board = importlib.import_module("pgt.sim.virtual_board")
     try:
         virtual_board.serve(seed=args.seed, level=args.model, announce=print)
     except KeyboardInterrupt:
