@@ -84,7 +84,7 @@ data = b"".join(reqs)
 
 out = io.BytesIO()
 t0 = time.ticks_us()
-serve.serve(core, io.BytesIO(data), out)
+serve.serve(core, *serve.stream_io(io.BytesIO(data), out))
 hot = time.ticks_diff(time.ticks_us(), t0)
 assert core.counts["runs"] == REPS, core.counts
 

@@ -27,7 +27,7 @@ REPLY_OVERHEAD = 256
 class Core:
     """Protocol state machine of the device. ``clock()`` returns milliseconds, never wrapping."""
 
-    def __init__(self, hal, clock, max_frame=16384, files=None):
+    def __init__(self, hal, clock, max_frame=16384, files=None, poll_ms=50, frame_timeout_ms=1000):
         self.hal = hal
         self.clock = clock
         self.info = hal.info()
@@ -38,6 +38,8 @@ class Core:
         self.drive_lo = list(self.limit_lo)
         self.drive_hi = list(self.limit_hi)
         self.max_frame = max_frame
+        self.poll_ms = poll_ms  # the serve loop runs poll() at least this often
+        self.frame_timeout_ms = frame_timeout_ms  # the serve loop drops a frame stalled this long
         per_vector = 2 * max(self.k, self.m)
         self.max_batch = min(self.info["max_batch"], (max_frame - REPLY_OVERHEAD) // per_vector)
         self.files = files or {}

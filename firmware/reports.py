@@ -32,6 +32,8 @@ def hello(core):
     out["limit_hi"] = core.limit_hi
     out["max_batch"] = core.max_batch
     out["max_frame"] = core.max_frame
+    out["frame_timeout_ms"] = core.frame_timeout_ms
+    out["poll_ms"] = core.poll_ms
     return out
 
 

@@ -1,14 +1,19 @@
-"""The serve loop: frames from USB serial to the Core and back. ``main()`` is what ``/main.py`` runs on boot.
+"""The serve loop: frames from a byte line to the Core and back. ``main()`` is what ``/main.py`` runs on boot.
 
-The loop reads with ``sys.stdin.buffer`` and writes with ``sys.stdout.buffer`` and, while it runs, turns the
-keyboard interrupt off (``micropython.kbd_intr(-1)``), so every byte is data; it never prints (diagnostics
-travel as frames: ``status`` reports the link counters). It returns to the REPL — restoring Ctrl-C — on the
+``serve(core, read, wait, write, feed)`` is the only serve loop there is: the board runs it over USB serial
+(``main``: ``sys.stdin.buffer``/``sys.stdout.buffer`` with the keyboard interrupt off, so every byte is data),
+and the simulator runs it unchanged under CPython behind a pty or a TCP socket (``pgt.sim.serve``). It never
+prints; diagnostics travel as frames (``status`` reports the link counters). It returns — drive zero — on the
 ``exit`` op, when a Ctrl-C byte (0x03) arrives between frames (``mpremote`` sends ``\\r\\x03\\x03`` when it
-connects, so a board running the firmware can always be reflashed), or at end of input. The drive is zero on
-boot (the HAL creates its outputs at their zero codes), on leaving, and after ``timeout_ms`` of host silence
-(``Core.poll``, checked whenever the idle loop wakes). A hardware watchdog (``wdt_ms``) resets a board whose
-loop hangs; once the loop has returned, a timer keeps feeding it so the REPL stays usable (neither rp2 nor
-esp32 can stop a started watchdog; a soft reset stops the timer, and the next boot starts the loop again).
+connects, so a board running the firmware can always be reflashed), or at end of input.
+
+Safety: the drive is zero on boot (the HAL creates its outputs at their zero codes), on leaving, and within
+``timeout_ms + poll_ms`` of the last valid request (docs/protocol.md section 4): the host-silence decision
+(``Core.poll``) runs on every pass of the loop — every idle wake-up (at least every ``poll_ms``), every wait for
+the next bytes of a frame or of garbage, and every request — so no traffic that is not a valid request can
+hold it off. A hardware watchdog (``wdt_ms``, fed at the same places) resets a board whose loop hangs; once the
+loop has returned, a timer keeps feeding it so the REPL stays usable (neither rp2 nor esp32 can stop a started
+watchdog; a soft reset stops the timer, and the next boot starts the loop again).
 """
 
 import struct
@@ -23,84 +28,108 @@ STOP_EOF = "eof"
 _U32 = "<I"
 
 
-def write_frame(stream, payload):
+def write_frame(write, payload):
     """Write one frame around ``payload`` as three writes (no concatenated copy of the payload)."""
-    stream.write(framing.header(len(payload)))
-    stream.write(payload)
-    stream.write(struct.pack(_U32, framing.crc32(payload)))
+    write(framing.header(len(payload)))
+    write(payload)
+    write(struct.pack(_U32, framing.crc32(payload)))
 
 
-def serve(core, stdin, stdout, wdt=None, poll_ms=None, flush=None, frame_timeout_ms=1000):
-    """Answer frames until exit, escape or end of input; returns which (STOP_*). Never prints.
+def serve(core, read, wait, write, feed=None, chunk=framing.WAIT_CHUNK):
+    """Answer frames until exit, escape or end of input; return which (STOP_*). Never prints.
 
-    With ``poll_ms`` the loop waits for input at most that long (select.poll) between feeding the watchdog
-    and checking host silence (``Core.poll``); a frame whose bytes stop arriving for ``frame_timeout_ms`` is
-    dropped (the reader's ``wait``), and a line quiet for that long puts the reader back in sync, so that
-    Ctrl-C works again after a dropped frame (docs/protocol.md, section 1). Without ``poll_ms`` (a stream that
-    cannot be polled) it blocks in the read.
+    The I/O comes in as functions: ``read(mv)`` reads into the memoryview ``mv`` and returns how many bytes
+    (at least 1; 0 at end of input; it is called only after ``wait`` said input is ready); ``wait(ms)`` returns
+    True once input is ready (or the input has ended), False if none came within ``ms``; ``write(data)``
+    writes all of ``data``; ``feed()``, if given, feeds a hardware watchdog. The clock, ``poll_ms`` and
+    ``frame_timeout_ms`` are the Core's. A frame whose bytes stop arriving for ``frame_timeout_ms`` is dropped
+    (``timeout``), and a line quiet that long puts the reader back in sync, so that Ctrl-C works again after a
+    dropped frame (docs/protocol.md, section 1). Link counters go into ``core.link`` (kept across calls with
+    the same Core). Any exception of the I/O functions other than EOFError passes through, drive unchanged.
+    ``chunk`` bounds each read inside a frame (a board's stdin read blocks until all it asked for has come).
     """
-    poller = None
-    if poll_ms is not None:
-        import select
+    clock = core.clock
+    poll_ms = core.poll_ms
+    frame_timeout_ms = core.frame_timeout_ms
 
-        poller = select.poll()
-        try:
-            poller.register(stdin, select.POLLIN)
-            poller.poll(0)
-        except OSError:  # a stream that cannot be polled: block in the read instead
-            poller = None
+    def tick():
+        if feed is not None:
+            feed()
+        core.poll()
 
-    wait = None
-    if poller is not None:
-        frame_poller = poller
-
-        def wait():
-            if wdt is not None:
-                wdt.feed()
-            for _ev in frame_poller.ipoll(frame_timeout_ms):
+    def wait_bytes():
+        # the reader waits here for the next bytes of a frame, or of garbage: the watchdog runs meanwhile
+        start = clock()
+        while True:
+            tick()
+            if wait(poll_ms):
                 return True
-            return False
+            if clock() - start >= frame_timeout_ms:
+                return False
 
-    reader = framing.StreamReader(stdin, core.max_frame, wait=wait)
+    line = _Line(read)
+    reader = framing.StreamReader(line, core.max_frame, wait=wait_bytes, chunk=chunk)
     link = core.link
-    link["frames_in"] = 0
-    link["frames_out"] = 0
-    link["dropped"] = reader.dropped
+    if "dropped" not in link:
+        link["frames_in"] = 0
+        link["frames_out"] = 0
+        link["dropped"] = {}
+    reader.dropped = link["dropped"]
     escape = framing.StreamReader.ESCAPE
-    quiet_ms = 0
-    while True:
-        if wdt is not None:
-            wdt.feed()
-        if poller is not None:
-            ready = False
-            for _ev in poller.ipoll(poll_ms):
-                ready = True
-            if not ready:
-                core.poll()
-                quiet_ms += poll_ms
-                if quiet_ms >= frame_timeout_ms:
+    quiet_since = clock()
+    try:
+        while True:
+            tick()
+            if not wait(poll_ms):
+                if clock() - quiet_since >= frame_timeout_ms:
                     reader.idle()
                 continue
-            quiet_ms = 0
-        try:
             payload = reader.read()
-        except EOFError:
-            core.stop_drive()
-            return STOP_EOF
-        if payload is escape:
-            core.stop_drive()
-            return STOP_ESCAPE
-        if payload is None:
-            continue  # dropped: counted in reader.dropped, reported by status
-        link["frames_in"] += 1
-        reply = core.handle(payload)
-        write_frame(stdout, reply)
-        if flush is not None:
-            flush()
-        link["frames_out"] += 1
-        if core.exit_requested:
-            return STOP_EXIT
-        core.poll()
+            quiet_since = clock()
+            if payload is escape:
+                core.stop_drive()
+                return STOP_ESCAPE
+            if payload is None:
+                continue  # dropped: counted in link["dropped"], reported by status
+            link["frames_in"] += 1
+            write_frame(write, core.handle(payload))
+            link["frames_out"] += 1
+            if core.exit_requested:
+                return STOP_EXIT
+    except EOFError:
+        core.stop_drive()
+        return STOP_EOF
+
+
+def _ready(ms):
+    return True
+
+
+class _Line:
+    """The ``read`` function as the stream the frame reader wants (an object with ``readinto``)."""
+
+    def __init__(self, read):
+        self.readinto = read
+
+
+def stream_io(stdin, stdout):
+    """``(read, wait, write)`` for ``serve`` over two streams; ``wait`` uses select.poll where the stream
+    allows it (else it says "ready" at once and the read blocks)."""
+    import select
+
+    poller = select.poll()
+    try:
+        poller.register(stdin, select.POLLIN)
+        poller.poll(0)
+    except (OSError, TypeError, AttributeError):  # a stream that cannot be polled (a test's BytesIO)
+        return stdin.readinto, _ready, stdout.write
+
+    def wait(ms):
+        for _ev in poller.ipoll(ms):
+            return True
+        return False
+
+    return stdin.readinto, wait, stdout.write
 
 
 def file_hashes(root="pgt", extra=("main.py", "board.json")):
@@ -190,18 +219,20 @@ def main(config_path="board.json", stdin=None, stdout=None):
 
     cfg = board.load(config_path)
     hal = make_hal(cfg)  # outputs at zero from here on
-    core = Core(hal, _ms_clock(), cfg["max_frame"], file_hashes())
+    core = Core(hal, _ms_clock(), cfg["max_frame"], file_hashes(), cfg["poll_ms"], cfg["frame_timeout_ms"])
     wdt = None
+    feed = None
     if cfg["wdt_ms"] > 0:
         wdt = machine.WDT(timeout=cfg["wdt_ms"])
-        hal.feed = wdt.feed
+        hal.feed = feed = wdt.feed
     if stdin is None:
         stdin = sys.stdin.buffer
     if stdout is None:
         stdout = sys.stdout.buffer
+    read, wait, write = stream_io(stdin, stdout)
     micropython.kbd_intr(-1)
     try:
-        why = serve(core, stdin, stdout, wdt, cfg["poll_ms"], None, cfg["frame_timeout_ms"])
+        why = serve(core, read, wait, write, feed)
     finally:
         micropython.kbd_intr(3)
         core.stop_drive()

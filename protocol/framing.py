@@ -84,13 +84,15 @@ class StreamReader:
     the line goes quiet. ``wait``, if given, is called before each read once a frame has begun (or while
     garbage is skipped) and returns False when nothing arrived within the frame timeout: the partial frame is
     then dropped (reason ``timeout``) and the reader is in sync again — so a host that died mid-frame cannot
-    leave the device waiting for bytes that never come, and ``mpremote`` can still break in.
+    leave the device waiting for bytes that never come, and ``mpremote`` can still break in. With a ``wait``
+    it reads at most ``chunk`` bytes per call (a board's stdin read blocks until all it asked for has come).
     """
 
     ESCAPE = -1
 
-    def __init__(self, stream, max_payload, escape=b"\x03", wait=None):
+    def __init__(self, stream, max_payload, escape=b"\x03", wait=None, chunk=WAIT_CHUNK):
         self.stream = stream
+        self.chunk = chunk
         self.max_payload = max_payload
         self.escape = escape
         self.wait = wait
@@ -109,7 +111,7 @@ class StreamReader:
         n = len(mv)
         wait = self.wait if guarded else None
         # with a wait(), read in small chunks: a board's stdin read blocks until the whole length has come
-        step = WAIT_CHUNK if wait is not None else n
+        step = self.chunk if wait is not None else n
         while got < n:
             if wait is not None and not wait():
                 return False

@@ -170,6 +170,34 @@ def test_idle_loop_zeroes_drive_after_host_silence(sessions: list[Any]) -> None:
     assert s["feeds"] >= 7  # the watchdog is fed on every wake-up, idle or not
 
 
+JUNK = {
+    "garbage": "b'garbage!'",
+    "bad_crc": "hp._req('ping', 9)[:-1] + b'\\x00'",
+    "unknown_op": "hp._req('dance', 9)",
+    "wrong_type": "hp._req('run', 9, n='1', k=2, drive=b'')",
+    "no_seq": "hp.framing.encode(hp.mpack.encode({'op': 'run'}))",
+}
+
+
+@pytest.fixture(scope="module")
+def floods(mpvm: MicroPythonVM) -> dict[str, Any]:
+    cfg = {"board": "rp2"}
+    # one VM per flood: the WASI VM's heap does not survive several floods' worth of garbage collection
+    return {name: vm_calls(mpvm, ["flood(%r, %s, 20, 1500)" % (cfg, junk)])[0] for name, junk in JUNK.items()}
+
+
+@pytest.mark.parametrize("junk", list(JUNK))
+def test_junk_cannot_hold_off_the_watchdog(floods: dict[str, Any], junk: str) -> None:
+    """config(timeout_ms=100), a run of non-zero codes, then junk every 20 ms for 1.5 s: the drive is zero
+    within timeout_ms + poll_ms (100 + 50 ms on the loop's clock) of the run, and status says so."""
+    f = floods[junk]
+    assert f["replies"][:2] == ["config", "run"]
+    assert f["zeroed"] and 100 < f["zeroed"][0] <= 150, f["zeroed"]
+    assert f["status"]["op"] == "status" and f["status"]["driving"] is False
+    assert f["status"]["watchdog_trips"] == 1
+    assert f["last_out"] == {"16": 0, "17": 0}
+
+
 def test_frame_timeout_and_resync(mpvm: MicroPythonVM) -> None:
     """A frame cut short is dropped after the frame timeout; Ctrl-C is data right after a dropped frame and
     honoured again once the line has been quiet."""

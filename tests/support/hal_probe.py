@@ -62,52 +62,65 @@ class Clock:
         return self.t
 
 
-class IdleStream(io.IOBase):
-    """A pollable stream: gives ``data``, then reports no input for ``idle`` polls (the clock advances
-    ``ms_per_poll`` each), then end of input."""
+class Line:
+    """Input on a schedule of ``(at_ms, bytes)`` chunks, for ``serve``'s read and wait. Time is a fake clock
+    that only ``wait`` moves: to the next chunk's arrival, or by the ``ms`` waited. After the last chunk and
+    ``end_ms`` the input ends."""
 
-    def __init__(self, data, idle, clock, ms_per_poll, after=b""):
-        self.data = data
-        self.pos = 0
-        self.idle = idle
+    def __init__(self, chunks, clock, end_ms=0):
+        self.chunks = list(chunks)
         self.clock = clock
-        self.ms = ms_per_poll
-        self.after = after  # bytes that arrive after the quiet spell
+        self.end_ms = end_ms
+        self.buf = b""
+        self.waits = 0
 
-    def readinto(self, buf):
-        n = min(len(buf), len(self.data) - self.pos)
-        buf[0:n] = self.data[self.pos:self.pos + n]
-        self.pos += n
+    def _arrive(self):
+        while self.chunks and self.chunks[0][0] <= self.clock.t:
+            self.buf += self.chunks.pop(0)[1]
+
+    def wait(self, ms):
+        self.waits += 1
+        self._arrive()
+        if self.buf:
+            return True
+        if not self.chunks:
+            if self.clock.t >= self.end_ms:
+                return True  # the end of input: read gives 0
+            self.clock.t = min(self.end_ms, self.clock.t + ms)
+            return False
+        at = self.chunks[0][0]
+        if at <= self.clock.t + ms:
+            self.clock.t = at
+            self._arrive()
+            return True
+        self.clock.t += ms
+        return False
+
+    def read(self, mv):
+        n = min(len(mv), len(self.buf))
+        mv[0:n] = self.buf[0:n]
+        self.buf = self.buf[n:]
         return n
 
-    def ioctl(self, req, arg):
-        if req == 3:  # MP_STREAM_POLL
-            if self.pos < len(self.data):
-                return arg & 1
-            if self.idle <= 0:
-                if self.after:
-                    self.data = self.data + self.after
-                    self.after = b""
-                return arg & 1
-            self.idle -= 1
-            self.clock.t += self.ms
-            return 0
-        return 0
 
-
-def session(cfg_given, script, tail=b"", poll=False, idle=0, after=b""):
-    """Run the serve loop over the given requests; decode the replies; report the stop reason and drive."""
+def run_line(cfg_given, chunks, end_ms=0, poll_ms=1000, frame_timeout_ms=1000):
+    """Run the serve loop over scheduled input; decode the replies; report the stop reason, the drive, and
+    the fake-clock times at which the drive was set to zero."""
     cfg, hal, t = make(cfg_given)
     clock = Clock()
-    core = Core(hal, clock, cfg["max_frame"], {"x": "0"})
-    data = b"".join(script) + tail
+    core = Core(hal, clock, cfg["max_frame"], {"x": "0"}, poll_ms, frame_timeout_ms)
+    zeroed = []
+    stop_drive = core.stop_drive
+
+    def stop_and_note():
+        zeroed.append(clock.t)
+        stop_drive()
+
+    core.stop_drive = stop_and_note
+    line = Line(chunks, clock, end_ms)
     out = io.BytesIO()
     wdt = fm.WDT(timeout=cfg["wdt_ms"])
-    if poll:
-        stdin = IdleStream(data, idle, clock, 1000, after)
-        why = serve.serve(core, stdin, out, wdt, 0, None, 0)  # 0: one ioctl per wake-up
-    else:
-        why = serve.serve(core, io.BytesIO(data), out, wdt)
+    why = serve.serve(core, line.read, line.wait, out.write, wdt.feed)
     dec = decoder.Decoder()
     dec.feed(out.getvalue())
     replies = []
@@ -125,9 +138,37 @@ def session(cfg_given, script, tail=b"", poll=False, idle=0, after=b""):
         if e[0] in ("pwm", "dac"):
             pwm_last[str(e[1])] = e[2]
     return {"why": why, "replies": replies, "last_out": pwm_last, "feeds": fm.WDT_FEEDS[0],
-            "dropped": dict(core.link["dropped"]),
+            "dropped": dict(core.link["dropped"]), "zeroed": zeroed, "end": clock.t,
             "trips": core.counts["watchdog_trips"], "link": {"in": core.link["frames_in"],
                                                              "out": core.link["frames_out"]}}
+
+
+def session(cfg_given, script, tail=b"", poll=False, idle=0, after=b""):
+    """The requests of ``script`` (and ``tail``) at once; with ``poll``, then ``idle`` quiet polls of 1000 ms,
+    then ``after``, then the end of input."""
+    chunks = [(0, b"".join(script) + tail)]
+    end_ms = 0
+    if poll:
+        end_ms = idle * 1000
+        if after:
+            chunks.append((end_ms, after))
+    return run_line(cfg_given, chunks, end_ms)
+
+
+def flood(cfg_given, junk, every_ms, for_ms, timeout_ms=100, poll_ms=50):
+    """config(timeout_ms), a run of non-zero codes, then ``junk`` every ``every_ms`` for ``for_ms``, then a
+    status request: what the watchdog did meanwhile (times on the fake clock, ms after the run)."""
+    run = _req("run", 2, n=1, k=2, drive=b"\x00\x08\x00\x08")
+    chunks = [(0, _req("config", 1, timeout_ms=timeout_ms) + run)]
+    t = every_ms
+    while t < for_ms:
+        chunks.append((t, junk))
+        t += every_ms
+    chunks.append((for_ms, _req("status", 3)))
+    out = run_line(cfg_given, chunks, for_ms + 10, poll_ms, 1000)
+    out["status"] = out["replies"][-1]
+    out["replies"] = [r["op"] for r in out["replies"]]
+    return out
 
 
 def main_boot(config_path, frames):
