@@ -44,8 +44,13 @@ from .tasks import TASKS, Task, load_task
 
 Array = np.ndarray
 METRICS = "metrics.jsonl"
-LINK_KEYS = ("retries", "timeouts", "reconnects", "repl_revivals", "device_resets")
-"""Link trouble counted into the metrics (resends are ``retries``)."""
+LINK_KEYS = {"retries": "resends", "timeouts": "timeouts", "reconnects": "reconnects",
+             "repl_revivals": "REPL revivals", "device_resets": "device resets"}
+"""Link trouble counted into the metrics (metrics key -> what it is called in messages)."""
+
+
+def _link_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {LINK_KEYS[k]}" for k, n in counts.items() if n)
 
 
 @dataclass
@@ -284,8 +289,7 @@ class Trainer:
         if new:
             for k, n in new.items():
                 self.counters.link[k] = self.counters.link.get(k, 0) + n
-            what = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in new.items())
-            print(f"link at step {self.step}: {what}", file=sys.stderr, flush=True)
+            print(f"link at step {self.step}: {_link_text(new)}", file=sys.stderr, flush=True)
 
     # -- calibration -------------------------------------------------------------------------------
     def _batch(self, rng: np.random.Generator) -> tuple[Array, Array]:
@@ -589,11 +593,11 @@ def progress_line(rec: dict[str, Any]) -> str:
     loss = "   -  " if rec["loss"] is None else format(rec["loss"], ".4f")
     acc = f"val {100 * rec['val_acc']:5.1f}%" if rec["val_acc"] is not None else \
         f"test {100 * rec['test_acc']:5.1f}% (best-validation step {rec.get('test_step')})"
-    link = sum(rec.get(k, 0) for k in LINK_KEYS)
+    link = _link_text({k: rec.get(k, 0) for k in LINK_KEYS})
     return (
         f"step {rec['step']:5d}  loss {loss}  {acc}  queries {rec['queries']:,} "
         f"(cal {rec['calibration_queries']:,}, train {rec['training_queries']:,}, eval {rec['eval_queries']:,})  "
-        f"device {rec['device_seconds']:.1f} s" + (f"  link events {link}" if link else "")
+        f"device {rec['device_seconds']:.1f} s" + (f"  link: {link}" if link else "")
     )
 
 

@@ -205,3 +205,31 @@ def test_bad_readings_and_bad_input_raise_clear_errors(tmp_path: Path) -> None:
     wrong = trainer_mod.PhysicalLayer(ToyReservoir(k=6, m=10))
     with pytest.raises(UserError, match="inputs"):
         wrong.attach(ToyReservoir(k=5, m=10))
+
+
+class FlakyLinkDevice(ToyReservoir):
+    """A device whose link resends a request every 100 rows and reconnects once."""
+
+    class Link:
+        def __init__(self, dev: FlakyLinkDevice) -> None:
+            self.dev = dev
+
+        def counters(self) -> dict[str, Any]:
+            q = self.dev.queries
+            return {"retries": q // 100, "timeouts": q // 100, "reconnects": int(q > 700), "requests": q}
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.link = FlakyLinkDevice.Link(self)
+        self.device_resets = 0
+
+
+def test_resends_and_reconnects_go_to_stderr_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dev = FlakyLinkDevice(k=16, m=32)
+    Trainer(dev, TrainConfig(steps=20, eval_every=10, val_size=16), out_dir=tmp_path).run()
+    err = capsys.readouterr().err
+    assert "resends" in err and "1 reconnects" in err
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last = recs[-2]  # the last validation record
+    link = dev.link.counters()
+    assert last["reconnects"] == 1 and 0 < last["retries"] <= link["retries"]

@@ -236,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{device.n_outputs} taps)", file=sys.stderr)
     result = trainer.run()
     png = accuracy_vs_queries({trainer.config.estimator: result.history}, run_dir / "accuracy.png",
-                              title=f"{trainer.config.task} / {trainer.config.model}")
+                              title=f"{trainer.config.task} / {trainer.config.model}, device "
+                                    f"{trainer.reservoir.n_inputs} drives -> {trainer.reservoir.n_outputs} taps")
     test = "-" if result.test_acc is None else f"{100 * result.test_acc:.1f}%"
     print(
         f"test accuracy at the best-validation step {test} (step {result.best_step}, validation "
