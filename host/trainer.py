@@ -71,7 +71,7 @@ class TrainConfig:
     clip: float | None = None
     eval_every: int = 20
     val_size: int | None = 64
-    """Validation rows per evaluation: a fixed subsample of the validation set (None: all of it)."""
+    """Validation samples per evaluation: a fixed subsample of the validation set (None: all of it)."""
     checkpoint_every: int = 50
     seed: int = 0
     probe: int = 256

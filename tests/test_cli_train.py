@@ -119,6 +119,11 @@ BAD = [
     (["--eval-every", "0"], "--eval-every"),
     (["--schedule", "warp"], "unknown schedule"),
     (["--ring-seed", "-2"], "--ring-seed"),
+    (["--heads", "2"], "--d-model and --heads set up the transformer"),
+    (["--task", "majority", "--hidden", "8"], "--hidden sets up the mlp"),
+    (["--steps", "-1"], "--steps must be an integer >= 0"),
+    (["--device", "sim://", "--noise-free"], "put them in the URL"),
+    (["--estimator", "param", "-E", "params=[]"], "bad option params=[]"),
 ]
 
 

@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int,
                    help=f"steps between validation evaluations (default {d.eval_every})")
     p.add_argument("--val-size", type=int,
-                   help=f"validation rows per evaluation, a fixed subsample (default {d.val_size}; 0: all)")
+                   help=f"validation samples per evaluation, a fixed subsample (default {d.val_size}; 0: all)")
     p.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default {d.checkpoint_every})")
     p.add_argument("--seed", type=int, help="seed (>= 0) of the model, batches and perturbations (default 0)")
     p.add_argument("--out", help="parent directory of run directories (default: runs/)")
@@ -92,6 +92,10 @@ def _new_config(args: argparse.Namespace) -> Any:
     d = TrainConfig()
     task = args.task or d.task
     model = args.model or ("mlp" if task == "digits" else "transformer")
+    if model == "mlp" and (args.d_model is not None or args.heads is not None):
+        raise UserError("--d-model and --heads set up the transformer; the mlp takes --hidden")
+    if model != "mlp" and args.hidden is not None:
+        raise UserError("--hidden sets up the mlp; the transformer takes --d-model and --heads")
     if model == "mlp":
         try:
             hidden = [int(h) for h in (args.hidden or "").split(",") if h.strip()]
