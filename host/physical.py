@@ -53,11 +53,24 @@ class PhysicalLayer:
         self.v_high: float | None = float(high) if isinstance(high, (int, float)) else None
 
     def state(self) -> dict[str, Any]:
-        """The output normalisation (the drive map follows from the device's range), for checkpoints."""
-        return {"mu": self.mu.copy(), "sd": self.sd.copy(), "calibrated": self.calibrated}
+        """What calibration measured (normalisation, ...) as plain values and arrays, for checkpoints, and the
+        device's ADC averaging if it has that setting. The drive map follows from the device's range."""
+        derived = ("reservoir", "low", "high", "center", "scale", "k", "m")
+        out: dict[str, Any] = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in vars(self).items()
+                               if k not in derived and (v is None or isinstance(v, (np.ndarray, bool, int, float)))}
+        out["device_n_avg"] = (getattr(self.reservoir, "info", None) or {}).get("n_avg")
+        return out
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.mu, self.sd, self.calibrated = np.array(state["mu"]), np.array(state["sd"]), bool(state["calibrated"])
+        """Restore :meth:`state`; a device with an ADC averaging setting gets the checkpointed one back."""
+        state = dict(state)
+        n_avg = state.pop("device_n_avg", None)
+        for key, value in state.items():
+            setattr(self, key, np.array(value) if isinstance(value, np.ndarray) else value)
+        configure = getattr(self.reservoir, "configure", None)
+        current = (getattr(self.reservoir, "info", None) or {}).get("n_avg")
+        if n_avg is not None and callable(configure) and current != n_avg:
+            configure(n_avg=int(n_avg))
 
     # -- the digital ends -------------------------------------------------------------------------
     def drive(self, a: Array) -> tuple[Array, Array]:

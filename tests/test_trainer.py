@@ -233,3 +233,11 @@ def test_resends_and_reconnects_go_to_stderr_and_metrics(tmp_path: Path, capsys:
     last = recs[-2]  # the last validation record
     link = dev.link.counters()
     assert last["reconnects"] == 1 and 0 < last["retries"] <= link["retries"]
+
+
+def test_resume_gives_the_device_its_averaging_back(tmp_path: Path) -> None:
+    dev = default_device("surrogate", 0)
+    dev.configure(n_avg=4)  # type: ignore[attr-defined]
+    Trainer(dev, TrainConfig(steps=2, eval_every=1, val_size=8), out_dir=tmp_path).run()
+    resumed = Trainer.resume(tmp_path, steps=3)  # a fresh sim:// client starts at the default n_avg
+    assert resumed.reservoir.info["n_avg"] == 4
