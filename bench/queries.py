@@ -1,17 +1,27 @@
-"""Device queries to reach a target accuracy, per estimator and architecture, against backprop.
+"""Device queries to reach a target accuracy, per estimator, against backprop — on the board you can build.
 
-For each architecture (dense net on ``digits``, transformer with a ring feed-forward sublayer on
-``digits-seq``) and each estimator, trains over several seeds and reports the device queries (calibration +
-training; evaluation queries are reported apart, they are the same schedule for every estimator) needed to
-reach 90 % and 95 % of the backprop reference's best test accuracy (mean over seeds), the ratio to backprop's
-queries (Q), the ratio ParameterPGT / estimator, and the final accuracies.
+Three sections, each over several seeds and the four estimators:
 
-Backprop runs on the noise-free simulated ring (it needs the exact vjp) and counts one query per forward row,
-like every other estimator; the PGT estimators run on the noisy ring (same seed, hence the same ring
-structure, plus read/gain noise, drift, hysteresis and ADC quantisation). When ParameterPGT does not reach a
-threshold within its budget, the ratio is a lower bound (budget / queries) and is flagged so.
+* ``board`` — the dense net on ``digits`` through a ring of the **default rp2 board's shape** (2 drives, 3 taps),
+  time multiplexed (``slots`` rows per sample; the default: 8 slots, a 16-drive / 24-reading ring layer);
+* ``mlp`` and ``transformer`` — the dense net and the transformer whose feed-forward sublayer is the ring
+  (``digits-seq``), on the wide 16-drive / 32-tap ring (boards with external multi-channel DAC/ADC chips).
 
-Usage: ``python bench/queries.py [--quick] [--seeds N] [--jobs J]``. The last line printed is one JSON object.
+Backprop runs on the noise-free model of the same ring (it needs the exact vjp) and counts one query per row
+like every other estimator; the PGT estimators run on the noisy ring (same seed: the same ring structure, plus
+read and gain noise, drift, hysteresis and ADC quantisation).
+
+**Q** (defined once, as in the README): all device rows (calibration, training and evaluation) an estimator
+spends until its accuracy reaches 90 % (95 %) of the backprop reference — the crossing taken where two
+consecutive evaluations are at or above the threshold — divided by backprop's all device rows to the same
+crossing (mean over seeds). The reference is backprop's test accuracy at its best-validation step, the same
+statistic as every estimator's ``best_test_acc``. ``eval_share`` is evaluation rows / all device rows over
+every run of the bench. A threshold an estimator does not reach on every seed gives no Q (``reached`` says how
+many seeds did).
+
+Usage: ``python bench/queries.py [--quick] [--seeds N] [--jobs J] [--sections board,mlp,transformer]``.
+The last line printed is one JSON object; its ``"board"`` key holds exactly
+``{"k", "m", "slots", "reference_best_test_acc", "best_pgt": {"estimator", "best_test_acc", "Q_90"}}``.
 """
 
 from __future__ import annotations
@@ -27,45 +37,60 @@ from typing import Any
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-ARCHS = {
-    "mlp": {"task": "digits", "model": "mlp"},
-    "transformer": {"task": "digits-seq", "model": "transformer"},
+SECTIONS = {
+    "board": {"task": "digits", "model": "mlp", "ring": "board"},
+    "mlp": {"task": "digits", "model": "mlp", "ring": "wide"},
+    "transformer": {"task": "digits-seq", "model": "transformer", "ring": "wide"},
 }
 ESTIMATORS = ("backprop", "surrogate", "node", "param")
-# (steps, eval_every) per architecture and estimator; quick halves the work.
+PGT = tuple(e for e in ESTIMATORS if e != "backprop")
+# (steps, eval_every) per section and estimator; quick roughly halves the work.
 PLAN = {
-    "mlp": {"backprop": (400, 5), "surrogate": (400, 5), "node": (600, 5), "param": (2000, 25)},
+    "board": {"backprop": (400, 10), "surrogate": (400, 10), "node": (600, 10), "param": (1500, 50)},
+    "mlp": {"backprop": (400, 10), "surrogate": (400, 10), "node": (600, 10), "param": (1500, 50)},
     "transformer": {"backprop": (300, 15), "surrogate": (300, 15), "node": (300, 15), "param": (600, 30)},
 }
 QUICK = {
-    "mlp": {"backprop": (200, 5), "surrogate": (200, 5), "node": (300, 5), "param": (800, 25)},
+    "board": {"backprop": (200, 10), "surrogate": (200, 10), "node": (300, 10), "param": (600, 50)},
+    "mlp": {"backprop": (200, 10), "surrogate": (200, 10), "node": (300, 10), "param": (600, 50)},
     "transformer": {"backprop": (150, 15), "surrogate": (150, 15), "node": (150, 15), "param": (150, 30)},
 }
 
 
+def make_ring(kind: str, seed: int, noise_free: bool) -> Any:
+    """The simulated ring of a section: the default rp2 board's shape (2 -> 3) or the wide 16 -> 32 ring."""
+    from pgt.sim.ring import Ring, RingParams, RingReservoir
+
+    params = RingParams(n_inputs=2, n_outputs=3) if kind == "board" else RingParams()
+    return RingReservoir(Ring(params.noise_free() if noise_free else params, seed=seed))
+
+
 def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
-    """Train one (architecture, estimator, seed); return its history and summary."""
-    arch, est, seed, steps, eval_every = job
-    from pgt.sim.ring import make_ring_reservoir
+    """Train one (section, estimator, seed); return its history and summary."""
+    section, est, seed, steps, eval_every = job
     from pgt.trainer import TrainConfig, Trainer
 
     t0 = time.perf_counter()
-    device = make_ring_reservoir(seed=seed, noise_free=est == "backprop")
-    cfg = TrainConfig(**ARCHS[arch], estimator=est, steps=steps, eval_every=eval_every, seed=seed)
-    result = Trainer(device, cfg).run()
+    spec = SECTIONS[section]
+    device = make_ring(spec["ring"], seed, noise_free=est == "backprop")
+    cfg = TrainConfig(task=spec["task"], model=spec["model"], estimator=est, steps=steps, eval_every=eval_every,
+                      seed=seed)
+    trainer = Trainer(device, cfg, log=lambda line: None)
+    result = trainer.run()
     return {
-        "arch": arch, "estimator": est, "seed": seed, "history": result.history,
-        "best_test_acc": result.test_acc, "final_test_acc": result.final_val_acc,
-        "max_test_acc": result.best_val_acc,
-        "training_queries": result.queries, "queries": result.queries,
+        "section": section, "estimator": est, "seed": seed, "history": result.history,
+        "best_test_acc": result.best_test_acc, "final_val_acc": result.final_val_acc,
+        "queries": result.queries, "eval_queries": result.eval_queries,
+        "k": trainer.physical.k, "m": trainer.physical.m, "slots": trainer.physical.slots,
         "wall_s": time.perf_counter() - t0,
     }
 
 
-def first_reach(history: list[dict[str, Any]], threshold: float) -> int | None:
-    from pgt.trainer import crossing
+def crossing(history: list[dict[str, Any]], threshold: float) -> int | None:
+    """All device rows spent at the first of two consecutive validations at or above ``threshold``."""
+    from pgt.trainer import crossing as rows_at_crossing
 
-    return crossing(history, threshold)
+    return rows_at_crossing(history, threshold)
 
 
 def mean(xs: list[float]) -> float:
@@ -73,40 +98,53 @@ def mean(xs: list[float]) -> float:
 
 
 def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Per estimator: accuracies, queries to 90 / 95 % of the reference, Q; the reference itself."""
     by = {(r["estimator"], r["seed"]): r for r in runs}
-    ref = mean([by[("backprop", s)]["max_test_acc"] for s in seeds])
+    ref = mean([by[("backprop", s)]["best_test_acc"] for s in seeds])
     out: dict[str, Any] = {"reference_best_test_acc": round(ref, 4), "estimators": {}}
-    reach: dict[str, dict[str, tuple[float, bool, int]]] = {}
+    reach: dict[str, dict[str, tuple[float, int]]] = {}
     for est in ESTIMATORS:
         reach[est] = {}
-        for frac in (90, 95):
-            thr = frac / 100 * ref
-            got = [first_reach(by[(est, s)]["history"], thr) for s in seeds]
-            n_ok = sum(g is not None for g in got)
-            # unreached seeds count with the whole budget: the mean is then a lower bound
-            vals = [g if g is not None else by[(est, s)]["training_queries"] for g, s in zip(got, seeds)]
-            reach[est][str(frac)] = (mean([float(v) for v in vals]), n_ok == len(seeds), n_ok)
+        for pct in ("90", "95"):
+            got = [crossing(by[(est, s)]["history"], int(pct) / 100 * ref) for s in seeds]
+            ok = [g for g in got if g is not None]
+            reach[est][pct] = (mean([float(g) for g in ok]) if len(ok) == len(seeds) else float("nan"), len(ok))
     for est in ESTIMATORS:
         e: dict[str, Any] = {
             "best_test_acc": round(mean([by[(est, s)]["best_test_acc"] for s in seeds]), 4),
-            "max_test_acc": round(mean([by[(est, s)]["max_test_acc"] for s in seeds]), 4),
-            "final_test_acc": round(mean([by[(est, s)]["final_test_acc"] for s in seeds]), 4),
-            "budget_queries": round(mean([by[(est, s)]["training_queries"] for s in seeds])),
+            "final_val_acc": round(mean([by[(est, s)]["final_val_acc"] for s in seeds]), 4),
+            "queries": round(mean([by[(est, s)]["queries"] for s in seeds])),
         }
         for pct in ("90", "95"):
-            q, ok, n_ok = reach[est][pct]
-            qb, okb, _ = reach["backprop"][pct]
-            qp, okp, _ = reach["param"][pct]
-            e[f"queries_{pct}"] = round(q) if ok else None
+            q, n_ok = reach[est][pct]
+            qb, nb = reach["backprop"][pct]
+            full = n_ok == len(seeds)
+            e[f"queries_{pct}"] = round(q) if full else None
             e[f"reached_{pct}"] = f"{n_ok}/{len(seeds)}"
-            e[f"Q_{pct}"] = round(q / qb, 2) if ok and okb else None
-            if ok:
-                e[f"param_ratio_{pct}"] = round(qp / q, 1)
-                e[f"param_ratio_{pct}_lower_bound"] = not okp
-            else:
-                e[f"param_ratio_{pct}"] = None
+            e[f"Q_{pct}"] = round(q / qb, 2) if full and nb == len(seeds) else None
         out["estimators"][est] = e
     return out
+
+
+def best_pgt(summary: dict[str, Any]) -> str:
+    """The PGT estimator with the highest test accuracy at its best-validation step (ties: lower Q_90)."""
+    ests = summary["estimators"]
+    return max(PGT, key=lambda e: (ests[e]["best_test_acc"], -(ests[e]["Q_90"] or float("inf"))))
+
+
+def print_table(name: str, spec: dict[str, str], s: dict[str, Any], seeds: list[int], shape: str) -> None:
+    print(f"\n{name}: {spec['model']} on {spec['task']}, {shape}; backprop reference (test accuracy at the "
+          f"best-validation step) {100 * s['reference_best_test_acc']:.1f}% (mean of {len(seeds)} seeds)")
+    print(f"{'estimator':<10} {'rows to 90%':>11} {'Q90':>5} {'rows to 95%':>11} {'Q95':>5} "
+          f"{'best acc':>8} {'final val':>9} {'all rows':>10}")
+
+    def fmt(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    for est, e in s["estimators"].items():
+        print(f"{est:<10} {fmt(e['queries_90'], ',d'):>11} {fmt(e['Q_90'], '.2f'):>5} "
+              f"{fmt(e['queries_95'], ',d'):>11} {fmt(e['Q_95'], '.2f'):>5} {100 * e['best_test_acc']:7.1f}% "
+              f"{100 * e['final_val_acc']:8.1f}% {e['queries']:>10,}")
 
 
 def main() -> int:
@@ -114,52 +152,46 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer steps and 2 seeds")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 2)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--param-steps", type=int, default=None,
-                        help="ParameterPGT steps on the dense net (default 2000, quick 800): its budget")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default: {','.join(SECTIONS)})")
     args = parser.parse_args()
-    plan = {arch: dict(p) for arch, p in (QUICK if args.quick else PLAN).items()}
-    if args.param_steps:
-        plan["mlp"]["param"] = (args.param_steps, max(25, args.param_steps // 80))
+    sections = [s for s in args.sections.split(",") if s]
+    if not sections or any(s not in SECTIONS for s in sections):
+        parser.error(f"--sections takes some of {', '.join(SECTIONS)}")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    plan = QUICK if args.quick else PLAN
     seeds = list(range(args.seeds if args.seeds else (2 if args.quick else 3)))
-    jobs = [(arch, est, s, *plan[arch][est]) for arch in ARCHS for est in ESTIMATORS for s in seeds]
-    jobs.sort(key=lambda j: -j[3] * (8 if j[0] == "transformer" else 1))  # longest first
+    jobs = [(sec, est, s, *plan[sec][est]) for sec in sections for est in ESTIMATORS for s in seeds]
+    jobs.sort(key=lambda j: -j[3] * (6 if j[0] == "transformer" else 1))  # longest first
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(run_one, jobs))
     report: dict[str, Any] = {"bench": "queries", "quick": args.quick, "seeds": seeds}
-    for arch in ARCHS:
-        s = summarise([r for r in runs if r["arch"] == arch], seeds)
-        report[arch] = s
-        print(f"\n{arch} ({ARCHS[arch]['task']}): backprop reference best test accuracy "
-              f"{100 * s['reference_best_test_acc']:.1f}% (mean of {len(seeds)} seeds)")
-        print(f"{'estimator':<10} {'q to 90%':>9} {'Q90':>6} {'param/x':>8} {'q to 95%':>9} {'Q95':>6} "
-              f"{'best acc':>8} {'final':>6} {'budget':>8}")
-        for est, e in s["estimators"].items():
-            def fmt(v: Any, spec: str) -> str:
-                return "-" if v is None else format(v, spec)
-            lb = ">=" if e.get("param_ratio_90_lower_bound") else ""
-            print(f"{est:<10} {fmt(e['queries_90'], ',d'):>9} {fmt(e['Q_90'], '.2f'):>6} "
-                  f"{lb + fmt(e['param_ratio_90'], '.1f'):>8} {fmt(e['queries_95'], ',d'):>9} "
-                  f"{fmt(e['Q_95'], '.2f'):>6} {100 * e['best_test_acc']:7.1f}% {100 * e['final_test_acc']:5.1f}% "
-                  f"{e['budget_queries']:>8,}")
-    mlp = report["mlp"]["estimators"]
-    pgt = [e for e in ESTIMATORS if e != "backprop"]
-    best = min((e for e in pgt if mlp[e]["Q_90"] is not None), key=lambda e: mlp[e]["Q_90"], default=None)
-    tr = report["transformer"]
-    tr_best = max(pgt, key=lambda e: tr["estimators"][e]["best_test_acc"])
-    gap = tr["estimators"]["backprop"]["best_test_acc"] - tr["estimators"][tr_best]["best_test_acc"]
-    report["targets"] = {
-        "mlp_best_estimator": best,
-        "mlp_best_Q_90": mlp[best]["Q_90"] if best else None,
-        "mlp_Q_90_at_most_3": bool(best and mlp[best]["Q_90"] <= 3),
-        "mlp_param_ratio_90": mlp[best]["param_ratio_90"] if best else None,
-        "mlp_param_ratio_at_least_20": bool(best and (mlp[best]["param_ratio_90"] or 0) >= 20),
-        "transformer_best_pgt": tr_best,
-        "transformer_gap_points": round(100 * gap, 2),
-        "transformer_within_3_points": bool(gap <= 0.03),
-    }
+    for sec in sections:
+        mine = [r for r in runs if r["section"] == sec]
+        k, m, slots = mine[0]["k"], mine[0]["m"], mine[0]["slots"]
+        s = summarise(mine, seeds)
+        shape = f"device {k} drives -> {m} taps, {slots} slots (ring layer {slots * k} -> {slots * m})"
+        print_table(sec, SECTIONS[sec], s, seeds, shape)
+        if sec == "board":
+            best = best_pgt(s)
+            b = s["estimators"][best]
+            report["board"] = {
+                "k": k, "m": m, "slots": slots, "reference_best_test_acc": s["reference_best_test_acc"],
+                "best_pgt": {"estimator": best, "best_test_acc": b["best_test_acc"], "Q_90": b["Q_90"]},
+            }
+            report["board_estimators"] = s["estimators"]
+            gap = 100 * (s["reference_best_test_acc"] - b["best_test_acc"])
+            print(f"best PGT estimator on the board shape: {best}, {-gap:+.1f} points against the reference, "
+                  f"Q_90 {b['Q_90']}")
+        else:
+            report[sec] = s
+    rows = sum(r["queries"] for r in runs)
+    report["eval_share"] = round(sum(r["eval_queries"] for r in runs) / rows, 4) if rows else None
     report["wall_s"] = round(time.perf_counter() - t0, 1)
-    print(f"\nwall time {report['wall_s']} s with {args.jobs} workers")
+    print(f"\nevaluation rows are {100 * report['eval_share']:.1f}% of all device rows; "
+          f"wall time {report['wall_s']} s with {args.jobs} workers")
     print(json.dumps(report))
     return 0
 

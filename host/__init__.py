@@ -5,11 +5,11 @@ Kept free of heavy imports: ``import pgt`` must stay cheap (the CLI imports it f
 
 __version__ = "0.1.0"
 
-_LAZY = {"fit": "pgt.trainer", "Trainer": "pgt.trainer", "TrainConfig": "pgt.trainer"}
+_LAZY = {"fit": "pgt.trainer", "Trainer": "pgt.trainer", "TrainConfig": "pgt.trainer", "sweep": "pgt.sweeps"}
 
 
 def __getattr__(name: str) -> object:
-    """``pgt.fit``, ``pgt.Trainer`` and ``pgt.TrainConfig``, imported on first use (numpy stays unloaded)."""
+    """``pgt.fit``, ``pgt.Trainer``, ``pgt.TrainConfig`` and ``pgt.sweep``, imported on first use."""
     if name in _LAZY:
         import importlib
 

@@ -33,8 +33,12 @@ RULES: dict[str, Rule] = {
     "snr": ("number>0", lambda v: _number(v) and v > 0),
     "sigma_range": ("[lo,hi] with 0<lo<hi", lambda v: isinstance(v, (list, tuple)) and len(v) == 2
                     and all(_number(x) for x in v) and 0 < v[0] < v[1]),
-    "params": ("parameter-name prefix or [prefixes]", lambda v: isinstance(v, list) and len(v) > 0
-               and all(isinstance(x, str) and x for x in v)),
+    "params": ("all, a parameter-name prefix or [prefixes]", lambda v: v == "all" or (
+        isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) and x for x in v))),
+    "order": ("auto|blocks|interleaved", lambda v: v in ("auto", "blocks", "interleaved")),
+    "zero_tolerance": ("number in (0,1]", lambda v: _number(v) and 0 < v <= 1),
+    "repeats": ("int>=3", lambda v: _int(v) and v >= 3),
+    "window": ("int>=1", lambda v: _int(v) and v >= 1),
     "refit_every": ("int>=1", lambda v: _int(v) and v >= 1),
     "buffer": ("int>=1", lambda v: _int(v) and v >= 1),
     "features": ("int>=1", lambda v: _int(v) and v >= 1),
@@ -85,7 +89,7 @@ def check(name: str, options: dict[str, Any]) -> dict[str, Any]:
     for key, value in options.items():
         if key not in rules:
             raise UserError(f"unknown option {key!r} for the {name} estimator; {describe(name, cls)}")
-        if key == "params" and isinstance(value, str):
+        if key == "params" and isinstance(value, str) and value != "all":
             value = [value]
         text, ok, none_ok = rules[key]
         if not ((value is None and none_ok) or (value is not None and ok(value))):

@@ -13,38 +13,30 @@ Every estimator runs the digital layers exactly and differs only in how it cross
 * :class:`ParameterPGT` — the PGT paper's method: random directions in parameter space, loss differences.
 
 Baseline and perturbed rows go to the device interleaved in one block (one ``forward`` call), so slow drift
-cancels in their differences. Randomness comes from the estimator's own generator (checkpointed with it).
-``calibrate`` measures the device's repeat noise with repeated identical queries (counted) and chooses the
-perturbation size when it was not given.
+cancels in their differences; when calibration finds that a reading depends on the previous row, each
+version's rows go in a block of their own instead (:mod:`pgt.calibration`). Randomness comes from the
+estimator's own generator (checkpointed with it). ``calibrate`` measures the device's repeat noise, slope,
+resolution and memory (counted queries) and chooses a perturbation size that cannot fall below the readout's
+resolution; during training, a perturbation whose differences round to zero or sink into the noise is
+enlarged.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import logging
 from typing import Any
 
 import numpy as np
 
+from .calibration import Calibration, measure, node_sigma, sigma_floor, zero_fraction
 from .errors import UserError
 from .layers import Grads, softmax_cross_entropy
 from .models import HybridModel
 
 Array = np.ndarray
 Batch = tuple[Array, Array]
-
-
-@dataclass
-class Calibration:
-    """What calibration measured and chose (all in the physical layer's normalised output units)."""
-
-    noise: float
-    """RMS repeat noise of one normalised reading (same drive, repeated)."""
-    response: float
-    """RMS change of a normalised reading per unit of activation perturbation (small-signal slope)."""
-    sigma: float | None
-    """Perturbation size chosen (activation units for node, parameter units for param), None if unused."""
-    queries: int
+log = logging.getLogger("pgt.estimators")
 
 
 def _directions(rng: np.random.Generator, shape: tuple[int, ...], dist: str) -> Array:
@@ -55,24 +47,10 @@ def _directions(rng: np.random.Generator, shape: tuple[int, ...], dist: str) -> 
     raise UserError(f"unknown perturbation distribution {dist!r} (rademacher or gaussian)")
 
 
-def measure_noise(
-    model: HybridModel, x: Array, rng: np.random.Generator, repeats: int = 4, rows: int = 16,
-    probe_scale: float = 0.05,
-) -> Calibration:
-    """Repeat identical drives (interleaved in one block) to get the repeat noise; probe the slope too."""
-    ph = model.physical
+def measure_noise(model: HybridModel, x: Array, rng: np.random.Generator, rows: int = 24) -> Calibration:
+    """Calibrate the device at the activations the model gives the first ``rows`` samples of ``x``."""
     a, _ = model.pre(x)
-    a = a[: min(rows, a.shape[0])]
-    n = a.shape[0]
-    u, _ = ph.drive(a)
-    d = _directions(rng, a.shape, "rademacher")
-    up, _ = ph.drive(a + probe_scale * d)
-    block = np.concatenate([np.repeat(u[:, None, :], repeats, axis=1), up[:, None, :]], axis=1)
-    y = ph.normalise(ph.query(block.reshape(-1, ph.k))).reshape(n, repeats + 1, ph.m)
-    rep = y[:, :repeats]
-    noise = float(np.sqrt(np.mean(rep.var(axis=1, ddof=1))))
-    response = float(np.sqrt(np.mean((y[:, repeats] - rep.mean(axis=1)) ** 2))) / probe_scale
-    return Calibration(noise=noise, response=response, sigma=None, queries=n * (repeats + 1))
+    return measure(model.physical, a[: min(rows, a.shape[0])], rng)
 
 
 class Estimator:
@@ -87,6 +65,10 @@ class Estimator:
 
     def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:
         raise NotImplementedError
+
+    def rows_per_row(self) -> int:
+        """Device rows a step sends per row of the batch (baseline and perturbed copies)."""
+        return 1
 
     def observe(self, u: Array, y: Array) -> None:
         """Device data gathered elsewhere (probe batches, evaluations): drives (mA) and volts."""
@@ -112,9 +94,7 @@ class Estimator:
     def diagnostics(self) -> dict[str, Any]:
         """Numbers worth logging with each evaluation (calibrated noise and sigma, surrogate fit...)."""
         cal = self.calibration
-        if cal is None:
-            return {}
-        return {"device_noise": cal.noise, "sigma": cal.sigma}
+        return {} if cal is None else cal.summary()
 
 
 def _forward_loss(model: HybridModel, z: Array, pre_cache: Any, labels: Array) -> tuple[float, Grads, Array, Any]:
@@ -145,33 +125,103 @@ class Backprop(Estimator):
         return loss, grads, u.shape[0]
 
 
+ORDERS = ("auto", "interleaved", "blocks")
+
+
 class _Perturbative(Estimator):
-    """What the perturbative estimators share: K directions, one- or two-sided, their law, their size."""
+    """What the perturbative estimators share: K directions, one- or two-sided, their law, size and row order.
+
+    ``order``: ``"interleaved"`` sends the versions of each row next to each other (slow drift cancels in
+    their differences); ``"blocks"`` sends each version's rows as a block of their own, so on a device with
+    memory no perturbed row follows its own sibling; ``"auto"`` chooses blocks when calibration finds memory.
+    A size chosen by calibration (``sigma=None``) is enlarged during training whenever the differences round
+    to zero or sink into the noise; a size set by hand is kept, with a warning.
+    """
 
     def __init__(
         self, seed: int | np.random.Generator, directions: int, two_sided: bool, dist: str,
-        sigma: float | None, snr: float, sigma_range: tuple[float, float],
+        sigma: float | None, snr: float, sigma_range: tuple[float, float], order: str,
     ) -> None:
         super().__init__(seed)
         if directions < 1:
             raise UserError("directions must be at least 1")
+        if dist not in ("rademacher", "gaussian"):
+            raise UserError(f"unknown perturbation distribution {dist!r} (rademacher or gaussian)")
+        if order not in ORDERS:
+            raise UserError(f"unknown row order {order!r} (choose from {', '.join(ORDERS)})")
+        lo, hi = (float(v) for v in sigma_range)
+        if not (0.0 < lo <= hi and np.isfinite(hi)):
+            raise UserError(f"sigma_range must be two finite sizes 0 < low <= high, got {sigma_range}")
+        if sigma is not None and not (np.isfinite(sigma) and sigma > 0.0):
+            raise UserError(f"sigma must be a positive finite number, got {sigma}")
+        if not (np.isfinite(snr) and snr > 0.0):
+            raise UserError(f"snr must be a positive finite number, got {snr}")
         self.directions = directions
         self.two_sided = two_sided
         self.dist = dist
         self.sigma = sigma
+        self.auto_sigma = sigma is None
         self.snr = snr
-        self.sigma_range = sigma_range
+        self.sigma_range = (lo, hi)
+        self.order = order
+        self.blocks = order == "blocks"
+        self.raised = 0
+        self._warned: set[str] = set()
+
+    def rows_per_row(self) -> int:
+        return 2 * self.directions if self.two_sided else self.directions + 1
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "directions": self.directions, "two_sided": self.two_sided,
-                "dist": self.dist, "sigma": self.sigma}
+                "dist": self.dist, "sigma": self.sigma, "snr": self.snr, "order": self.order}
+
+    def diagnostics(self) -> dict[str, Any]:
+        return super().diagnostics() | {"sigma": self.sigma, "sigma_raised": self.raised,
+                                        "order": "blocks" if self.blocks else "interleaved"}
+
+    def _calibrated(self, cal: Calibration) -> None:
+        if self.order == "auto":
+            self.blocks = cal.memory_detected
+        self.calibration = cal
+
+    def _query(self, ph: Any, block: Array) -> Array:
+        """Readings ``(n, V, m)`` for drives ``(n, V, k)``: versions interleaved per row, or one block each."""
+        n, v, k = block.shape
+        if self.blocks:
+            y = ph.query(block.transpose(1, 0, 2).reshape(-1, k)).reshape(v, n, ph.m)
+            return np.ascontiguousarray(y.transpose(1, 0, 2))
+        return ph.query(block.reshape(-1, k)).reshape(n, v, ph.m)
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s: %s", self.name, text)
+
+    def _enlarge(self, why: str, factor: float = 2.0) -> bool:
+        """Grow a calibrated sigma (up to the top of its range); a hand-set one stays, with a warning."""
+        hi = self.sigma_range[1]
+        if not self.auto_sigma or self.sigma is None:
+            self._warn_once("fixed", f"{why} at sigma {self.sigma:g}, set by hand; leave sigma unset to let it adapt")
+            return False
+        if self.sigma >= hi:
+            self._warn_once("top", f"{why} at sigma {self.sigma:g}, the top of sigma_range: the gradient is unreliable")
+            return False
+        new = min(self.sigma * factor, hi)
+        log.warning("%s: %s; sigma %.3g -> %.3g", self.name, why, self.sigma, new)
+        self.sigma = new
+        self.raised += 1
+        if self.calibration is not None:
+            self.calibration.sigma = new
+        return True
 
     def state(self) -> dict[str, Any]:
-        return super().state() | {"sigma": self.sigma}
+        return super().state() | {"sigma": self.sigma, "blocks": self.blocks, "raised": self.raised,
+                                  "warned": sorted(self._warned)}
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        self.sigma = state["sigma"]
+        self.sigma, self.blocks, self.raised = state["sigma"], state["blocks"], state["raised"]
+        self._warned = set(state["warned"])
 
 
 class NodePGT(_Perturbative):
@@ -179,7 +229,10 @@ class NodePGT(_Perturbative):
 
     ``directions`` K per row; ``two_sided`` uses +v and -v (2K rows per row, the mean is the baseline),
     otherwise a baseline plus K perturbed rows ((K+1) rows per row). ``sigma`` is the perturbation size in
-    activation units (the drive moves by ``sigma * scale`` mA); None = chosen by :meth:`calibrate`.
+    activation units (the drive moves by ``sigma * scale`` mA); None = chosen by :meth:`calibrate` from the
+    noise, the slope and the readout's resolution, and enlarged when more than ``zero_tolerance`` of the
+    differences (per output) are exactly zero or, over 20 steps, their signal-to-noise ratio falls below
+    ``snr / 2``.
     """
 
     name = "node"
@@ -187,21 +240,49 @@ class NodePGT(_Perturbative):
     def __init__(
         self, seed: int | np.random.Generator = 0, directions: int = 1, two_sided: bool = True,
         dist: str = "rademacher", sigma: float | None = None, snr: float = 6.0,
-        sigma_range: tuple[float, float] = (1e-3, 0.1),
+        sigma_range: tuple[float, float] = (1e-3, 0.3), order: str = "auto", zero_tolerance: float = 0.75,
     ) -> None:
-        super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range)
+        super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range, order)
+        self.zero_tolerance = zero_tolerance
+        self._snr_ms: list[float] = []
+
+    def state(self) -> dict[str, Any]:
+        return super().state() | {"snr_ms": list(self._snr_ms)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self._snr_ms = list(state["snr_ms"])
 
     def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
         cal = measure_noise(model, batch[0], self.rng)
         if self.sigma is None:
-            # Smallest perturbation whose measured difference stands `snr` times above the repeat noise of a
-            # difference (sqrt 2 noise): noise then adds ~1/snr^2 to the estimator's variance.
-            lo, hi = self.sigma_range
-            want = self.snr * np.sqrt(2.0) * cal.noise / max(cal.response, 1e-12)
-            self.sigma = float(np.clip(want, lo, hi))
+            self.sigma = node_sigma(cal, self.snr, *self.sigma_range)
+        elif self.sigma < sigma_floor(cal):
+            self._warn_once("floor", f"sigma {self.sigma:g} is below the readout's resolution floor "
+                            f"{sigma_floor(cal):.3g}: most differences will round to zero")
         cal.sigma = self.sigma
-        self.calibration = cal
+        self._calibrated(cal)
         return cal
+
+    def _watch(self, jv: Array) -> None:
+        """Enlarge sigma when differences round to zero or (over 20 steps) sink into the noise."""
+        zero = zero_fraction(jv)
+        if zero > self.zero_tolerance:
+            self._enlarge(f"{zero:.0%} of the perturbation differences were exactly zero")
+            self._snr_ms.clear()
+            return
+        cal = self.calibration
+        if cal is None or cal.effective_noise == 0.0:
+            return
+        # Noise variance of one difference: two-sided 0.5 (y+ - y-) -> noise^2 / 2; one-sided -> 2 noise^2.
+        noise_var = cal.effective_noise**2 * (0.5 if self.two_sided else 2.0)
+        self._snr_ms.append(float(np.mean(jv**2)) / noise_var)
+        if len(self._snr_ms) >= 20:
+            snr_now = float(np.sqrt(max(float(np.mean(self._snr_ms)) - 1.0, 0.0)))
+            self._snr_ms.clear()
+            if snr_now < self.snr / 2:  # the difference grows with sigma: aim at snr (at most 4x at once)
+                factor = float(np.clip(self.snr / max(snr_now, 1e-9), 1.5, 4.0))
+                self._enlarge(f"the differences sank into the noise (signal-to-noise {snr_now:.1f})", factor)
 
     def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:
         x, labels = batch
@@ -218,7 +299,7 @@ class NodePGT(_Perturbative):
         else:
             rows = np.concatenate([u[:, None, :], u[:, None, :] + v], axis=1)
         rows = np.clip(rows, ph.low, ph.high)
-        y = ph.query(rows.reshape(-1, k)).reshape(n, rows.shape[1], ph.m)
+        y = self._query(ph, rows)
         if self.two_sided:
             y_base = y.mean(axis=1)
             jv = 0.5 * (y[:, 0::2] - y[:, 1::2])  # (n, K, m)
@@ -233,6 +314,7 @@ class NodePGT(_Perturbative):
         c2 = (sigma * ph.scale) ** 2
         gu = np.einsum("nK,nKk->nk", proj, v_eff) / (K * c2)
         grads |= model.pre_backward(ph.drive_backward(gu, mask), skip, pre_cache)
+        self._watch(jv / ph.sd)  # in normalised units, like the calibration
         return loss, grads, int(rows.shape[0] * rows.shape[1])
 
 
@@ -371,71 +453,153 @@ class SurrogatePGT(Estimator):
 
 
 class ParameterPGT(_Perturbative):
-    """The PGT paper's estimator: K random directions in parameter space per step, from loss differences.
+    """The PGT paper's estimator: random directions in parameter space, gradients from loss differences.
 
-    ``params`` restricts the perturbation to parameters whose name starts with one of the given prefixes
-    (default: all); the others get a zero gradient. Every perturbed copy of the model goes through the
-    device in the same block as the baseline, row-interleaved. ``sigma`` is relative to the RMS of the
-    perturbed parameters; None = chosen by :meth:`calibrate` (1e-2 if never calibrated).
+    Every version of the model (baselines, then +v and -v per direction) runs on the same batch in one
+    block. ``params`` says what is perturbed: None (default) every parameter in front of the device, the
+    layers after it getting their exact gradient from the measured readings (averaged over the versions);
+    ``"all"`` every parameter, as the paper does (its all-parameter variant, for comparison); or a tuple of
+    name prefixes. A layer after the device that is not perturbed always gets its exact gradient; one in
+    front of it that is not perturbed gets none (it stays as it is). ``sigma`` is relative to the RMS of the
+    perturbed parameters; None = chosen by :meth:`calibrate` from ``repeats`` repeated and perturbed losses,
+    never below the readout's resolution floor, and chosen again during training when, over ``window``
+    steps, the loss differences sink into the noise.
     """
 
     name = "param"
 
     def __init__(
         self, seed: int | np.random.Generator = 0, directions: int = 1, two_sided: bool = True,
-        dist: str = "rademacher", sigma: float | None = None, params: tuple[str, ...] | None = None,
-        snr: float = 3.0, sigma_range: tuple[float, float] = (1e-3, 0.2),
+        dist: str = "rademacher", sigma: float | None = None, params: str | tuple[str, ...] | None = None,
+        snr: float = 3.0, sigma_range: tuple[float, float] = (1e-3, 0.2), order: str = "auto",
+        repeats: int = 12, window: int = 50,
     ) -> None:
-        super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range)
+        super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range, order)
+        if isinstance(params, list):
+            params = tuple(params)
+        if not (params is None or params == "all" or (isinstance(params, tuple) and params
+                                                         and all(isinstance(p, str) for p in params))):
+            raise UserError(f"params must be 'all' or a list of parameter-name prefixes, got {params!r}")
+        if repeats < 3 or window < 1:
+            raise UserError("repeats must be at least 3 and window at least 1")
+        self.subset = params
+        self.repeats = repeats
+        self.window = window
+        self.loss_noise: float | None = None
+        self._diffs: list[float] = []
         self._dirs: list[dict[str, Array]] = []
         self._c = 0.0
         self._names_used: list[str] = []
-        self.subset = params
+        self._post: Grads = {}
 
     def config(self) -> dict[str, Any]:
-        return super().config() | {"params": list(self.subset or [])}
+        subset = self.subset if self.subset is None or self.subset == "all" else list(self.subset)
+        return super().config() | {"params": subset, "repeats": self.repeats, "window": self.window}
 
-    def _names(self, model: HybridModel) -> list[str]:
-        names = [n for n in model.params if self.subset is None or n.startswith(tuple(self.subset))]
+    def diagnostics(self) -> dict[str, Any]:
+        return super().diagnostics() | {"loss_noise": self.loss_noise}
+
+    def state(self) -> dict[str, Any]:
+        return super().state() | {"loss_noise": self.loss_noise, "diffs": list(self._diffs)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.loss_noise, self._diffs = state["loss_noise"], list(state["diffs"])
+
+    def _names(self, model: HybridModel, x: Array) -> list[str]:
+        """The perturbed parameters (see the class docstring)."""
+        if self.subset == "all":
+            return list(model.params)
+        if self.subset is None:
+            post = _post_names(model, x)
+            names = [n for n in model.params if n not in post]
+        else:
+            names = [n for n in model.params if n.startswith(tuple(self.subset))]
         if not names:
             raise UserError(f"no parameter matches {self.subset}")
         return names
 
     def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
-        """Device noise, then the loss noise and the loss-difference slope to choose ``sigma``.
+        """Device figures (noise, slope, resolution, memory), then ``sigma`` from the loss noise.
 
-        Repeats the unperturbed batch ``r`` times and evaluates ``r`` antithetic pairs at ``sigma0`` (one
-        block); ``sigma`` is set so that a loss difference stands ``snr`` times above the loss noise of a
-        difference, within ``sigma_range``.
+        ``sigma`` is the smallest size whose loss difference stands ``snr`` times above the loss noise of a
+        difference, measured from ``repeats`` repeats of the unperturbed batch and ``repeats`` antithetic
+        pairs (one block), and at least what moves the readout by a few resolution steps.
         """
         cal = measure_noise(model, batch[0], self.rng)
+        self._calibrated(cal)
         if self.sigma is None:
-            r, sigma0 = 4, 1e-2
-            saved = (self.directions, self.two_sided, self.sigma)
-            self.directions, self.two_sided, self.sigma = r, True, sigma0
+            cal.queries += self._choose_sigma(model, batch)
+        cal.sigma = self.sigma
+        return cal
+
+    def _floor(self, model: HybridModel, x: Array) -> float:
+        """Relative sigma below which the drive moves the readout by less than a few resolution steps."""
+        cal = self.calibration
+        floor_a = sigma_floor(cal) if cal is not None else 0.0
+        if floor_a == 0.0:
+            return 0.0
+        names = self._names(model, x)
+        base = {n: model.params[n].copy() for n in names}
+        rms = float(np.sqrt(np.mean(np.concatenate([b.ravel() ** 2 for b in base.values()]))))
+        t = 1e-2
+        a0, _ = model.pre(x)
+        try:
+            for n in names:
+                model.params[n][...] = base[n] + t * max(rms, 1e-3) * _directions(self.rng, base[n].shape, self.dist)
+            a1, _ = model.pre(x)
+        finally:
+            for n in names:
+                model.params[n][...] = base[n]
+        per_unit = float(np.sqrt(np.mean((a1 - a0) ** 2))) / t
+        return floor_a / per_unit if per_unit > 0.0 else 0.0
+
+    def _choose_sigma(self, model: HybridModel, batch: Batch) -> int:
+        """Measure the loss noise and the loss-difference slope; set ``sigma`` (only ever upwards once set).
+
+        Returns the queries spent.
+        """
+        lo, hi = self.sigma_range
+        r = self.repeats
+        s0 = float(np.clip(self.sigma if self.sigma is not None else 0.05, lo, hi))
+        queries = 0
+        saved = (self.directions, self.two_sided)
+        want = hi
+        for _ in range(3):
+            self.directions, self.two_sided, keep, self.sigma = r, True, self.sigma, s0
             try:
                 losses, q = self._losses(model, batch, extra_baselines=r)
             finally:
-                self.directions, self.two_sided, self.sigma = saved
-            cal.queries += q
+                (self.directions, self.two_sided), self.sigma = saved, keep
+            queries += q
             base = np.asarray(losses[:r])
             diffs = np.asarray(losses[r::2]) - np.asarray(losses[r + 1 :: 2])
-            loss_noise = float(base.std(ddof=1))
-            signal = float(np.sqrt(np.mean(diffs**2)))
-            want = sigma0 * self.snr * np.sqrt(2.0) * loss_noise / max(signal, 1e-30)
-            self.sigma = float(np.clip(want, *self.sigma_range))
-        cal.sigma = self.sigma
-        self.calibration = cal
-        return cal
+            self.loss_noise = float(base.std(ddof=1))
+            pure = float(np.mean(diffs**2)) - 2.0 * self.loss_noise**2
+            if pure > 2.0 * self.loss_noise**2 or s0 >= hi:
+                # The loss difference grows linearly with sigma: scale s0 to reach the wanted ratio.
+                want = s0 * self.snr * np.sqrt(2.0) * self.loss_noise / np.sqrt(max(pure, 1e-30))
+                break
+            s0 = min(4.0 * s0, hi)  # buried in the noise (or rounded to zero): look again, larger
+        floor = self._floor(model, batch[0])
+        new = float(np.clip(max(want, floor), lo, hi))
+        if self.sigma is not None and new > self.sigma:
+            log.warning("%s: re-calibrated, sigma %.3g -> %.3g", self.name, self.sigma, new)
+            self.raised += 1
+        self.sigma = max(new, self.sigma or 0.0)
+        if self.calibration is not None:
+            self.calibration.sigma = self.sigma
+        return queries
 
     def _losses(self, model: HybridModel, batch: Batch, extra_baselines: int = 0) -> tuple[list[float], int]:
         """Losses of every version of the model (baselines first, then +/- or + per direction), one block.
 
-        Draws the directions into ``self._dirs`` and the step size into ``self._c``.
+        Draws the directions into ``self._dirs`` and the step size into ``self._c``; the exact gradients of
+        the parameters after the device, averaged over the versions, go to ``self._post``.
         """
         x, labels = batch
         ph = model.physical
-        names = self._names(model)
+        names = self._names(model, x)
         base = {n: model.params[n].copy() for n in names}
         rms = float(np.sqrt(np.mean(np.concatenate([b.ravel() ** 2 for b in base.values()]))))
         c = (self.sigma if self.sigma is not None else 1e-2) * max(rms, 1e-3)
@@ -450,39 +614,75 @@ class ParameterPGT(_Perturbative):
                 model.params[n][...] = base[n] if i < 0 else base[n] + s * c * dirs[i][n]
 
         drives, caches = [], []
+        post: Grads = {}
         try:
             for i, s in versions:
                 set_version(i, s)
                 a, pc = model.pre(x)
                 drives.append(ph.drive(a)[0])
                 caches.append(pc)
-            block = np.stack(drives, axis=1)  # (rows, V, k): the versions interleaved row by row
-            n_rows, n_v = block.shape[0], block.shape[1]
-            y = ph.query(block.reshape(-1, ph.k)).reshape(n_rows, n_v, ph.m)
+            block = np.stack(drives, axis=1)  # (rows, V, k)
+            y = self._query(ph, block)
             losses = []
             for j, (i, s) in enumerate(versions):
                 set_version(i, s)
-                logits, _ = model.post(ph.normalise(y[:, j]), caches[j])
-                losses.append(softmax_cross_entropy(logits, labels)[0])
+                logits, post_cache = model.post(ph.normalise(y[:, j]), caches[j])
+                loss, g_logits = softmax_cross_entropy(logits, labels)
+                losses.append(loss)
+                _, g_post, _ = model.post_backward(g_logits, post_cache)
+                for n, g in g_post.items():
+                    post[n] = post[n] + g / len(versions) if n in post else g / len(versions)
         finally:
             set_version(-1, 0.0)
-        self._dirs, self._c, self._names_used = dirs, c, names
-        return losses, int(n_rows * n_v)
+        self._dirs, self._c, self._names_used, self._post = dirs, c, names, post
+        return losses, int(block.shape[0] * block.shape[1])
 
     def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:
         losses, queries = self._losses(model, batch)
         dirs, c, names, K = self._dirs, self._c, self._names_used, self.directions
         grads: Grads = {n: np.zeros_like(p) for n, p in model.params.items()}
         if self.two_sided:
-            coefs = [(losses[2 * i] - losses[2 * i + 1]) / (2.0 * c * K) for i in range(K)]
+            diffs = [losses[2 * i] - losses[2 * i + 1] for i in range(K)]
+            coefs = [dl / (2.0 * c * K) for dl in diffs]
             loss = float(np.mean(losses))
         else:
-            coefs = [(losses[i + 1] - losses[0]) / (c * K) for i in range(K)]
+            diffs = [losses[i + 1] - losses[0] for i in range(K)]
+            coefs = [dl / (c * K) for dl in diffs]
             loss = float(losses[0])
         for i, coef in enumerate(coefs):
             for n in names:
                 grads[n] += coef * dirs[i][n]
-        return loss, grads, queries
+        for n, g in self._post.items():
+            if n not in names:
+                grads[n] = g  # after the device and not perturbed: exact
+        return loss, grads, queries + self._watch(model, batch, diffs)
+
+    def _watch(self, model: HybridModel, batch: Batch, diffs: list[float]) -> int:
+        """Enlarge sigma on zero differences; choose it again when, over ``window`` steps, the loss
+        differences sank into the loss noise. Returns the queries spent."""
+        zero = float(np.mean(np.asarray(diffs) == 0.0))
+        if zero > 0.25:
+            self._enlarge(f"{zero:.0%} of the loss differences were exactly zero")
+            self._diffs.clear()
+            return 0
+        if not self.auto_sigma or self.loss_noise is None or self.loss_noise == 0.0:
+            return 0
+        # Noise variance of a two-sided difference: 2 loss_noise^2; one-sided the same.
+        self._diffs.extend(d * d / (2.0 * self.loss_noise**2) for d in diffs)
+        if len(self._diffs) < self.window * self.directions:
+            return 0
+        snr_now = float(np.sqrt(max(float(np.mean(self._diffs)) - 1.0, 0.0)))
+        self._diffs.clear()
+        if snr_now >= self.snr / 2 or (self.sigma or 0.0) >= self.sigma_range[1]:
+            return 0
+        return self._choose_sigma(model, batch)
+
+
+def _post_names(model: HybridModel, x: Array) -> set[str]:
+    """Names of the parameters after the device (those ``post_backward`` gives a gradient for)."""
+    a, pc = model.pre(x[:1])
+    logits, cache = model.post(np.zeros((a.shape[0], model.physical.m)), pc)
+    return set(model.post_backward(np.zeros_like(logits), cache)[1])
 
 
 ESTIMATORS: dict[str, type[Estimator]] = {

@@ -1,17 +1,20 @@
 """Hybrid models: digital layers before and after one physical reservoir layer.
 
-A model is split at the device: ``pre(x)`` maps a batch to the activations ``a`` that drive the reservoir
-(one row per sample, or per token), and ``post(z, pre_cache)`` maps the normalised readings ``z`` to class
-logits. Estimators (:mod:`pgt.estimators`) decide how the device is queried and how a gradient crosses it;
+A model is split at the device: ``pre(x)`` maps a batch to the activations ``a`` that drive the reservoir,
+as device rows ``(rows, k)`` (``slots`` rows per sample, or per token: see :mod:`pgt.physical`), and
+``post(z, pre_cache)`` maps the normalised readings ``z`` ``(rows, m)`` to class logits. Estimators
+(:mod:`pgt.estimators`) decide how the device is queried and how a gradient crosses it;
 ``post_backward`` and ``pre_backward`` are exact backprop through the digital sides.
 
 Two architectures (after the PGT paper, arXiv 2506.04523):
 
-* :class:`ReservoirMLP` — ``input -> Dense -> tanh -> ring -> [Dense -> tanh]* -> Dense -> classes``.
+* :class:`ReservoirMLP` — ``input -> Dense -> tanh -> ring -> [Dense -> tanh]* -> Dense -> classes``; the
+  ring layer is ``slots * k`` units in, ``slots * m`` out.
 * :class:`ReservoirTransformer` — token embedding + sinusoidal positions, one pre-LN transformer block whose
   **feed-forward sublayer is the ring**, applied per token: ``h1 = h + MHSA(LN(h))``, then
   ``h2 = h1 + Dense_out(ring(tanh(Dense_in(LN(h1)))))``; mean-pool over tokens, LN, Dense -> classes. The
-  ring thus sees one row per token (a batch of B sequences of T tokens is one block of B*T drive vectors).
+  ring thus sees ``slots`` rows per token (a batch of B sequences of T tokens is one block of B*T*slots drive
+  vectors).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class HybridModel:
     config: dict[str, Any]
 
     def pre(self, x: Array) -> tuple[Array, Any]:
-        """Batch -> activations ``(rows, k)`` for the physical layer, and a cache."""
+        """Batch -> activations as device rows ``(rows, k)`` for the physical layer, and a cache."""
         raise NotImplementedError
 
     def post(self, z: Array, pre_cache: Any) -> tuple[Array, Any]:
@@ -89,10 +92,12 @@ class ReservoirMLP(HybridModel):
         hidden: tuple[int, ...] = (),
     ) -> None:
         self.physical = physical
-        self.config = {"model": "mlp", "n_in": n_in, "n_classes": n_classes, "hidden": list(hidden)}
-        self.front = Sequential(Dense(n_in, physical.k, rng, gain=1.5), Tanh())
+        self.rows_per_sample = physical.slots
+        self.config = {"model": "mlp", "n_in": n_in, "n_classes": n_classes, "hidden": list(hidden),
+                       "slots": physical.slots}
+        self.front = Sequential(Dense(n_in, physical.width_in, rng, gain=1.5), Tanh())
         layers: list[Layer] = []
-        width = physical.m
+        width = physical.width_out
         for h in hidden:
             layers += [Dense(width, h, rng), Tanh()]
             width = h
@@ -101,17 +106,19 @@ class ReservoirMLP(HybridModel):
         self.params = _prefixed("front", self.front.params) | _prefixed("back", self.back.params)
 
     def pre(self, x: Array) -> tuple[Array, Any]:
-        return self.front.forward(x)
+        a, cache = self.front.forward(x)
+        return self.physical.to_rows(a), (cache, a.shape[:-1])
 
     def post(self, z: Array, pre_cache: Any) -> tuple[Array, Any]:
-        return self.back.forward(z)
+        return self.back.forward(self.physical.from_rows(z, pre_cache[1]))
 
     def post_backward(self, grad_logits: Array, cache: Any) -> tuple[Array, Grads, Any]:
         gz, grads = self.back.backward(grad_logits, cache)
-        return gz, _prefixed("back", grads), None
+        return self.physical.from_rows_backward(gz), _prefixed("back", grads), None
 
     def pre_backward(self, grad_a: Array, skip: Any, cache: Any) -> Grads:
-        _, grads = self.front.backward(grad_a, cache)
+        front_cache, lead = cache
+        _, grads = self.front.backward(self.physical.rows_backward(grad_a, lead), front_cache)
         return _prefixed("front", grads)
 
 
@@ -128,10 +135,10 @@ class ReservoirTransformer(HybridModel):
         if (token_dim is None) == (vocab is None):
             raise ValueError("give exactly one of token_dim and vocab")
         self.physical = physical
-        self.rows_per_sample = seq_len
+        self.rows_per_sample = seq_len * physical.slots
         self.config = {
             "model": "transformer", "seq_len": seq_len, "n_classes": n_classes, "token_dim": token_dim,
-            "vocab": vocab, "d_model": d_model, "heads": heads,
+            "vocab": vocab, "d_model": d_model, "heads": heads, "slots": physical.slots,
         }
         embed: Layer = Embedding(vocab, d_model, rng) if vocab else Dense(int(token_dim or 0), d_model, rng)
         self.attn = Sequential(
@@ -139,8 +146,8 @@ class ReservoirTransformer(HybridModel):
             PositionalEncoding(seq_len, d_model),
             Residual(Sequential(LayerNorm(d_model), MultiHeadSelfAttention(d_model, heads, rng))),
         )
-        self.ff_in = Sequential(LayerNorm(d_model), Dense(d_model, physical.k, rng, gain=1.5), Tanh())
-        self.ff_out = Dense(physical.m, d_model, rng, gain=0.5)
+        self.ff_in = Sequential(LayerNorm(d_model), Dense(d_model, physical.width_in, rng, gain=1.5), Tanh())
+        self.ff_out = Dense(physical.width_out, d_model, rng, gain=0.5)
         self.head = Sequential(LayerNorm(d_model), MeanPool(), Dense(d_model, n_classes, rng))
         self.params = (
             _prefixed("attn", self.attn.params) | _prefixed("ff_in", self.ff_in.params)
@@ -150,13 +157,12 @@ class ReservoirTransformer(HybridModel):
     def pre(self, x: Array) -> tuple[Array, Any]:
         h1, c_attn = self.attn.forward(x)
         a, c_in = self.ff_in.forward(h1)
-        b, t, k = a.shape
-        return a.reshape(b * t, k), (h1, c_attn, c_in)
+        return self.physical.to_rows(a), (h1, c_attn, c_in)
 
     def post(self, z: Array, pre_cache: Any) -> tuple[Array, Any]:
         h1 = pre_cache[0]
         b, t, d = h1.shape
-        f, c_out = self.ff_out.forward(z.reshape(b, t, -1))
+        f, c_out = self.ff_out.forward(self.physical.from_rows(z, (b, t)))
         logits, c_head = self.head.forward(h1 + f)
         return logits, (c_out, c_head, (b, t))
 
@@ -165,12 +171,12 @@ class ReservoirTransformer(HybridModel):
         g_h2, g_head = self.head.backward(grad_logits, c_head)
         g_f, g_out = self.ff_out.backward(g_h2, c_out)
         grads = _prefixed("head", g_head) | _prefixed("ff_out", g_out)
-        return g_f.reshape(b * t, -1), grads, g_h2
+        return self.physical.from_rows_backward(g_f), grads, g_h2
 
     def pre_backward(self, grad_a: Array, skip: Any, cache: Any) -> Grads:
         h1, c_attn, c_in = cache
         b, t, _ = h1.shape
-        g_h1, g_in = self.ff_in.backward(grad_a.reshape(b, t, -1), c_in)
+        g_h1, g_in = self.ff_in.backward(self.physical.rows_backward(grad_a, (b, t)), c_in)
         _, g_attn = self.attn.backward(g_h1 + skip, c_attn)
         return _prefixed("attn", g_attn) | _prefixed("ff_in", g_in)
 
@@ -179,8 +185,17 @@ def build_model(
     kind: str, task_info: dict[str, Any], physical: PhysicalLayer, rng: np.random.Generator,
     **options: Any,
 ) -> HybridModel:
-    """Make ``mlp`` or ``transformer`` for a task described by ``task_info`` (see :mod:`pgt.tasks`)."""
+    """Make ``mlp`` or ``transformer`` for a task described by ``task_info`` (see :mod:`pgt.tasks`).
+
+    ``options`` may carry ``slots``: it belongs to the physical layer (which the caller built with it) and
+    must agree with it.
+    """
     from .errors import UserError
+
+    options = dict(options)
+    slots = options.pop("slots", None)
+    if slots is not None and slots != physical.slots:
+        raise UserError(f"model option slots={slots!r} but the physical layer has {physical.slots} slots")
 
     if kind == "mlp":
         if task_info["kind"] != "vector":

@@ -137,7 +137,7 @@ class Result:
 
     best_step: int
     best_val_acc: float
-    test_acc: float | None
+    best_test_acc: float | None
     """Test accuracy at the best-validation step (None if the test set was never evaluated)."""
     final_val_acc: float
     queries: int
@@ -231,15 +231,17 @@ class Trainer:
     def __init__(
         self, reservoir: Reservoir, config: TrainConfig | None = None, out_dir: str | Path | None = None,
         on_eval: Callable[[dict[str, Any]], None] | None = None, task: Task | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.log = log or _stderr
         cfg = self.config
         self.task = task or check_config(cfg)
         self.reservoir = reservoir
         self.on_eval = on_eval
         seeds = np.random.SeedSequence(cfg.seed).spawn(4)
         init_rng, self.batch_rng, est_rng, self.cal_rng = (np.random.default_rng(s) for s in seeds)
-        self.physical = PhysicalLayer(reservoir)
+        self.physical = PhysicalLayer(reservoir, slots=cfg.model_options.get("slots"))
         self.model: HybridModel = build_model(cfg.model, self.task.info, self.physical, init_rng,
                                               **cfg.model_options)
         self.estimator: Estimator = make_estimator(cfg.estimator, est_rng, **cfg.estimator_options)
@@ -289,7 +291,7 @@ class Trainer:
         if new:
             for k, n in new.items():
                 self.counters.link[k] = self.counters.link.get(k, 0) + n
-            print(f"link at step {self.step}: {_link_text(new)}", file=sys.stderr, flush=True)
+            self.log(f"link at step {self.step}: {_link_text(new)}")
 
     # -- calibration -------------------------------------------------------------------------------
     def _batch(self, rng: np.random.Generator) -> tuple[Array, Array]:
@@ -301,6 +303,8 @@ class Trainer:
         cfg = self.config
         _, u, y = self._device_call("calibration", lambda: self.physical.calibrate(self.cal_rng, cfg.probe))
         self.estimator.observe(u, y)
+        self.readout_notes: list[str] = self._device_call(
+            "calibration", lambda: self.physical.tune_averaging(self.cal_rng, cfg.probe))
         if self.estimator.name != "backprop":
             batch = self._batch(self.cal_rng)
             self._device_call("calibration", lambda: self.estimator.calibrate(self.model, batch))
@@ -324,6 +328,19 @@ class Trainer:
         assert self.lr is not None
         cfg = self.config
         self._opt = make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, self.lr, cfg.steps), cfg.clip)
+
+    def header(self) -> str:
+        """One line on what a step costs: board, shape, slots, per-tap noise/span, n_avg, queries, device time."""
+        ph = self.physical
+        info = dict(getattr(self.reservoir, "info", {}) or {})
+        board = " ".join(str(info[key]) for key in ("board", "name") if info.get(key)) or str(info.get("kind", "?"))
+        uid = f" uid {info['uid']}" if info.get("uid") else ""
+        rows = self.config.batch_size * self.model.rows_per_sample * self.estimator.rows_per_row()
+        n_avg = ph.n_avg
+        return (f"device {board}{uid}: k={ph.k} drives, m={ph.m} taps; {ph.slots} slots -> ring layer "
+                f"{ph.width_in} drives / {ph.width_out} readings; noise/span per tap "
+                f"{' '.join(f'{v:.2f}' for v in ph.noise_span)}; n_avg {'-' if n_avg is None else n_avg}; "
+                f"{rows:,} queries per step, ~{rows * ph.seconds_per_query:.3g} device s per step")
 
     # -- evaluation --------------------------------------------------------------------------------
     def predict(self, x: Array, batch: int = 512) -> Array:
@@ -424,6 +441,9 @@ class Trainer:
             try:
                 if not self.calibrated:
                     self.calibrate()
+                    self.log(self.header())
+                    for note in self.readout_notes:
+                        self.log(note)
                     self.evaluate()
                     self._save_if_dir()
                 elif self.history and self.history[-1]["step"] != self.step and self.step % cfg.eval_every == 0:
@@ -468,7 +488,7 @@ class Trainer:
         c = self.counters
         return Result(
             best_step=self.best["step"], best_val_acc=self.best["val_acc"],
-            test_acc=tests[-1]["test_acc"] if tests else None, final_val_acc=vals[-1] if vals else 0.0,
+            best_test_acc=tests[-1]["test_acc"] if tests else None, final_val_acc=vals[-1] if vals else 0.0,
             queries=c.total, calibration_queries=c.calibration, training_queries=c.train, eval_queries=c.eval,
             device_seconds=c.device_seconds, history=list(self.history), best_params=self.best["params"] or {},
             run_dir=str(self.run_dir) if self.run_dir else None,
@@ -586,6 +606,10 @@ def fit(
     device = reservoir if reservoir is not None else default_device(estimator, seed)
     on_eval = (lambda r: print(progress_line(r), file=sys.stderr)) if verbose else None
     return Trainer(device, cfg, out_dir=out_dir, on_eval=on_eval, task=task_data).run()
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def progress_line(rec: dict[str, Any]) -> str:

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="estimator option, repeatable, e.g. -E directions=4 (node, param), -E sigma=0.05 (node, "
                         "param), -E refit_every=5 (surrogate); a bad key lists the valid ones")
     p.add_argument("--hidden", help="mlp: widths of extra dense layers after the ring, e.g. 32,16")
+    p.add_argument("--slots", type=int,
+                   help="device rows per sample (token): the ring layer is slots x k drives wide (default: "
+                        "enough for 16 drive units, 8 on the 2-drive rp2 board)")
     p.add_argument("--d-model", type=int, help="transformer: model width (default 32)")
     p.add_argument("--heads", type=int, help="transformer: attention heads (default 4)")
     p.add_argument("--device", metavar="URL",
@@ -110,6 +113,10 @@ def _new_config(args: argparse.Namespace) -> Any:
         if heads < 1 or d_model < 1 or d_model % heads:
             raise UserError(f"--d-model must be a positive multiple of --heads, got {d_model} and {heads}")
         options = {"d_model": d_model, "heads": heads}
+    if args.slots is not None:
+        if not 1 <= args.slots <= 4096:
+            raise UserError(f"--slots must be from 1 to 4096, got {args.slots}")
+        options["slots"] = args.slots
     val_size = d.val_size if args.val_size is None else (None if args.val_size == 0 else args.val_size)
     cfg = TrainConfig(
         task=task, model=model, estimator=args.estimator or d.estimator,
@@ -242,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     png = accuracy_vs_queries({trainer.config.estimator: result.history}, run_dir / "accuracy.png",
                               title=f"{trainer.config.task} / {trainer.config.model}, device "
                                     f"{trainer.reservoir.n_inputs} drives -> {trainer.reservoir.n_outputs} taps")
-    test = "-" if result.test_acc is None else f"{100 * result.test_acc:.1f}%"
+    test = "-" if result.best_test_acc is None else f"{100 * result.best_test_acc:.1f}%"
     print(
         f"test accuracy at the best-validation step {test} (step {result.best_step}, validation "
         f"{100 * result.best_val_acc:.1f}%); device queries {result.queries:,} (calibration "

@@ -1,0 +1,180 @@
+"""Calibration that cannot collapse: readout resolution, slope, memory, and a perturbation size kept usable.
+
+The devices are the small hostile black boxes of ``tests/support/hostile.py`` (4 drives, 8 taps) and the
+simulated ring with an 8-bit ADC and no noise. "True" gradients come from the smooth map under the spoiling
+(the boxes' ``vjp``, the ring's noise-free mean map).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import hostile
+import numpy as np
+import pytest
+from test_estimators import cosine, flat
+
+from pgt.calibration import measure, quantum
+from pgt.estimators import Backprop, NodePGT, ParameterPGT, measure_noise
+from pgt.models import HybridModel, ReservoirMLP
+from pgt.physical import PhysicalLayer
+from pgt.sim.ring import Ring, RingParams, RingReservoir
+from pgt.tasks import load_task
+
+DIGITS = load_task("digits")
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+def setup(res: Any, vjp: Any = None, n: int = 64, seed: int = 0) -> tuple[HybridModel, Batch]:
+    """A digits MLP in front of ``res``; ``vjp`` (if given) is the true gradient Backprop uses."""
+    if vjp is not None:
+        res.vjp = vjp
+    rng = np.random.default_rng(seed)
+    ph = PhysicalLayer(res)
+    model = ReservoirMLP(64, 10, ph, rng)
+    ph.calibrate(rng, 256)
+    return model, (DIGITS.x_train[:n], DIGITS.y_train[:n])
+
+
+def quantised_box() -> tuple[HybridModel, Batch]:
+    box = hostile.Quantised(0, bits=8)
+    return setup(box.reservoir(), box.vjp)
+
+
+def mean_cosine(est: NodePGT, model: HybridModel, batch: Batch, n: int = 10) -> float:
+    g = flat(Backprop().estimate(model, batch)[1], "front")
+    return float(np.mean([cosine(flat(est.estimate(model, batch)[1], "front"), g) for _ in range(n)]))
+
+
+def test_quantum_finds_the_adc_step_and_nothing_in_a_noisy_readout() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0.1, 0.9, size=(300, 3))
+    lsb = 3.3 / 255
+    codes = np.round(y * 3.3 / lsb) * lsb
+    np.testing.assert_allclose(quantum(codes), lsb, rtol=1e-6)
+    # Readings that skip every other code still give one step.
+    np.testing.assert_allclose(quantum(np.round(y * 40) * 2 * lsb + lsb * (np.arange(300) % 2)[:, None]), lsb,
+                               rtol=1e-6)
+    assert np.all(quantum(y) == 0.0)
+    assert np.all(quantum(np.ones((10, 2))) == 0.0)
+
+
+def test_noise_free_quantised_device_gets_a_perturbation_above_its_resolution() -> None:
+    model, batch = quantised_box()
+    cal = measure_noise(model, batch[0], np.random.default_rng(1))
+    assert cal.noise < 1e-12 and cal.resolution > 0.0 and cal.response > 0.0
+    est = NodePGT(2)
+    est.calibrate(model, batch)
+    assert est.sigma is not None and est.sigma > 10 * est.sigma_range[0]
+    auto = mean_cosine(est, model, batch)
+    collapsed = mean_cosine(NodePGT(2, sigma=1e-3), model, batch)  # the old floor, chosen by zero noise
+    assert auto > 0.5
+    assert auto > collapsed + 0.2
+
+
+def test_noise_free_ring_with_an_8_bit_adc_does_not_collapse() -> None:
+    params = dataclasses.replace(RingParams().noise_free(), adc_bits=8)
+    ring = RingReservoir(Ring(params, seed=1), allow_model_vjp=True)
+    model, batch = setup(ring)
+    est = NodePGT(2, directions=4)
+    cal = est.calibrate(model, batch)
+    assert cal.resolution > 0.0 and cal.noise < 1e-12
+    assert mean_cosine(est, model, batch) > 0.5
+    assert mean_cosine(NodePGT(2, sigma=1e-3, directions=4), model, batch) < 0.35
+
+
+def test_zero_differences_enlarge_a_calibrated_sigma(caplog: pytest.LogCaptureFixture) -> None:
+    model, batch = quantised_box()
+    est = NodePGT(3)
+    est.calibrate(model, batch)
+    chosen = est.sigma
+    assert chosen is not None
+    est.sigma = 1e-4  # as if calibration had trusted the zero noise
+    with caplog.at_level(logging.WARNING, logger="pgt"):
+        for _ in range(60):
+            est.estimate(model, batch)
+    assert est.raised >= 3 and est.sigma >= 0.3 * chosen
+    assert "exactly zero" in caplog.text
+    assert est.diagnostics()["sigma_raised"] == est.raised
+
+
+def test_a_hand_set_sigma_is_kept_and_the_user_warned(caplog: pytest.LogCaptureFixture) -> None:
+    model, batch = quantised_box()
+    est = NodePGT(3, sigma=1e-4)
+    with caplog.at_level(logging.WARNING, logger="pgt"):
+        est.calibrate(model, batch)
+        for _ in range(3):
+            est.estimate(model, batch)
+    assert est.sigma == 1e-4 and est.raised == 0
+    assert "resolution floor" in caplog.text and "set by hand" in caplog.text
+
+
+def test_memory_is_detected_and_sized(caplog: pytest.LogCaptureFixture) -> None:
+    m = 0.3
+    box = hostile.Memory(0, m=m)
+    model, batch = setup(box.reservoir())
+    with caplog.at_level(logging.WARNING, logger="pgt"):
+        cal = measure_noise(model, batch[0], np.random.default_rng(1))
+    # (1 - m) y_t + m y_{t-1}: the predecessor's own reading carries (1 - m) of its change.
+    assert cal.memory_detected and cal.memory == pytest.approx(m / (1 - m), rel=0.3)
+    assert "previous row" in caplog.text and cal.notes
+    for kind in ("clean", "quantised", "drifting", "saturating"):
+        model, batch = setup(hostile.BOXES[kind](0).reservoir())
+        cal = measure_noise(model, batch[0], np.random.default_rng(1))
+        assert not cal.memory_detected, kind
+        assert cal.memory < 0.05, kind
+
+
+def test_the_default_ring_shows_its_adc_and_no_memory() -> None:
+    from pgt.sim.ring import make_ring_reservoir
+
+    model, batch = setup(make_ring_reservoir(seed=0))
+    cal = measure(model.physical, model.pre(batch[0])[0][:24], np.random.default_rng(0))
+    lsb = 3.3 / 4095
+    assert cal.resolution == pytest.approx(lsb * np.sqrt(np.mean(model.physical.sd**-2.0)), rel=0.05)
+    assert cal.noise > cal.resolution and not cal.memory_detected
+
+
+def test_memory_sends_perturbed_rows_in_separate_blocks() -> None:
+    m = 0.4
+    box = hostile.Memory(0, m=m)
+    # The gradient of the current reading with respect to the current drive: (1 - m) J.
+    model, batch = setup(box.reservoir(), lambda u, gy: (1 - m) * box.vjp(u, gy))
+    g = flat(Backprop().estimate(model, batch)[1], "front")
+
+    def averaged(est: NodePGT) -> tuple[float, float]:
+        total = sum(flat(est.estimate(model, batch)[1], "front") for _ in range(150)) / 150
+        return cosine(total, g), float(np.linalg.norm(total) / np.linalg.norm(g))
+
+    auto = NodePGT(4)
+    auto.calibrate(model, batch)
+    assert auto.blocks and auto.diagnostics()["order"] == "blocks"
+    interleaved = NodePGT(4, sigma=auto.sigma, order="interleaved")
+    cos_b, ratio_b = averaged(auto)
+    cos_i, ratio_i = averaged(interleaved)
+    assert cos_b > 0.97 and ratio_b == pytest.approx(1.0, abs=0.1)
+    assert 1.0 - cos_b < (1.0 - cos_i) / 3.0
+    param = ParameterPGT(5)
+    param.calibrate(model, batch)
+    assert param.blocks
+
+
+def test_param_sigma_respects_the_resolution_floor_and_is_chosen_again_in_the_noise() -> None:
+    model, batch = quantised_box()
+    est = ParameterPGT(6, window=5)
+    cal = est.calibrate(model, batch)
+    assert est.sigma is not None and est.sigma >= est._floor(model, batch[0]) > 0.0
+    assert cal.queries > 24 * 11  # the loss-noise repeats are counted with the calibration
+    # A noisy device, and a sigma far too small for it: after `window` steps it is chosen again.
+    box = hostile.Box(0, noise=0.02)
+    model, batch = setup(box.reservoir())
+    est = ParameterPGT(7, window=20)
+    est.calibrate(model, batch)
+    good = est.sigma
+    assert good is not None
+    est.sigma = good / 100
+    spent = [est.estimate(model, batch)[2] for _ in range(20)]
+    assert est.raised == 1 and est.sigma > good / 5
+    assert spent[-1] > spent[0]  # the re-calibration's queries are counted in that step
