@@ -65,7 +65,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def setup_mlp(res: Any, seed: int = 0, n: int = 64) -> tuple[HybridModel, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    ph = PhysicalLayer(res)
+    ph = PhysicalLayer(res, slots=1)
     model = ReservoirMLP(12, 4, ph, rng)
     ph.calibrate(rng, n_probe=256)
     x = rng.normal(size=(n, 12))
@@ -249,7 +249,7 @@ def test_parameter_pgt_gives_the_layers_after_the_device_their_exact_gradient(pa
     g = exact(model, batch)
     est = ParameterPGT(5, sigma=1e-4, params=params)
     _, ge, q = est.estimate(model, batch)
-    assert q == 2 * len(batch[1])
+    assert q == 2 * len(batch[1]) * model.physical.slots
     np.testing.assert_allclose(flat(ge, "back"), flat(g, "back"), rtol=1e-3, atol=1e-6)
     assert np.any(flat(ge, "front") != 0.0)
     _, avg = averaged(est, model, batch, 400, "front")
