@@ -105,10 +105,6 @@ class PhysicalLayer:
         if n_avg is not None and callable(configure) and current != n_avg:
             configure(n_avg=int(n_avg))
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("slots", 1)  # checkpoints from before time multiplexing
-        self.__dict__.update(state)
-
     @property
     def width_in(self) -> int:
         """Drive units of the ring layer (``slots * k``)."""
