@@ -457,7 +457,7 @@ class Trainer:
                         self.evaluate()
                     if self.step % cfg.checkpoint_every == 0 or self.step == target:
                         self._save_if_dir()
-                if self.tested_step != self.best["step"]:
+                if self.step >= cfg.steps and self.tested_step != self.best["step"]:  # the run's end, not a chunk's
                     self.test()
                     self._save_if_dir()
             except KeyboardInterrupt as exc:

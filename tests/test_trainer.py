@@ -242,3 +242,12 @@ def test_resume_gives_the_device_its_averaging_back(tmp_path: Path) -> None:
     Trainer(dev, TrainConfig(steps=2, eval_every=1, val_size=8), out_dir=tmp_path).run()
     resumed = Trainer.resume(tmp_path, steps=3)  # a fresh sim:// client starts at the default n_avg
     assert resumed.reservoir.info["n_avg"] == 4
+
+
+def test_the_test_set_is_used_once_at_the_end_of_the_run_not_of_each_chunk() -> None:
+    tr = Trainer(ring.make_ring_reservoir(seed=0), TrainConfig(steps=6, eval_every=2, val_size=8))
+    assert tr.run(steps=3).best_test_acc is None and tr.counters.eval == 3 * 8  # steps 0, 2 and 3
+    result = tr.run()
+    tests = [r for r in result.history if r["test_acc"] is not None]
+    assert result.best_test_acc is not None and len(tests) == 1 and tests[0]["test_step"] == result.best_step
+    assert tr.counters.eval == 5 * 8 + len(tr.task.y_test)
