@@ -38,11 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .trainer import TrainConfig
+from .trainer import TrainConfig, check_config
 
 RAY_HINT = "pgt sweep needs Ray Tune: pip install 'pgt[ray]'  (or: pip install 'ray[tune]>=2.44,<3')"
 TASK_MODELS = {"digits": "mlp", "digits-seq": "transformer", "majority": "transformer"}
-ESTIMATORS = ("surrogate", "node", "param", "backprop")
 SPEC = "sweep.json"
 TUNE_DIR = "tune"
 RESULT_KEYS = ("best_val_acc", "best_test_acc", "final_val_acc", "best_step", "queries", "training_queries")
@@ -135,23 +134,6 @@ def _check_value(key: str, value: Any) -> Any:
                 raise UserError(f"{key} must be {kind.replace(' | None', '')}, got {value!r}")
             return float(value) if name == "float" else value
     return value
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Raise UserError for a config that would fail on a worker (checked before Ray starts)."""
-    from .estimators import make_estimator
-    from .optim import make_optimizer, make_schedule
-
-    if cfg.task not in TASK_MODELS:
-        raise UserError(f"unknown task {cfg.task!r} (choose from {', '.join(TASK_MODELS)})")
-    if cfg.model not in ("mlp", "transformer"):
-        raise UserError(f"unknown model {cfg.model!r} (mlp or transformer)")
-    if (cfg.model == "mlp") != (TASK_MODELS[cfg.task] == "mlp"):
-        raise UserError(f"model {cfg.model!r} does not fit task {cfg.task!r} (use {TASK_MODELS[cfg.task]})")
-    if cfg.steps < 0 or cfg.batch_size < 1 or cfg.eval_every < 1 or cfg.checkpoint_every < 1 or cfg.probe < 1:
-        raise UserError("steps must be >= 0; batch size, probe, eval and checkpoint intervals >= 1")
-    make_estimator(cfg.estimator, 0, **cfg.estimator_options)
-    make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, 1.0, max(cfg.steps, 1)), cfg.clip)
 
 
 def parse_seeds(text: str | Sequence[int] | int) -> list[int]:
