@@ -101,6 +101,8 @@ def load(run_dir: Path) -> dict[str, Any]:
     """Read the checkpoint in ``run_dir``; UserError if there is none or it cannot be read."""
     path = run_dir / CHECKPOINT
     if not path.exists():
+        if (run_dir / "checkpoint.pkl").exists():
+            raise UserError(f"{run_dir} holds a pickled checkpoint from an older pgt, which this one does not read")
         raise UserError(f"no checkpoint in {run_dir}")
     try:
         doc = json.loads(path.read_text())
