@@ -550,7 +550,10 @@ class Trainer:
         the recorded device URL is reopened (on the in-process simulator, with its checkpointed state)."""
         run_dir = Path(run_dir)
         state = checkpoint.load(run_dir)
-        config = TrainConfig(**state["config"])
+        try:
+            config = TrainConfig(**state["config"])
+        except TypeError as exc:
+            raise UserError(f"the checkpoint in {run_dir} is from another pgt version: {exc}") from None
         if steps is not None:
             if steps < state["step"]:
                 raise UserError(f"--steps {steps} is before the checkpoint's step {state['step']}")
