@@ -25,6 +25,7 @@ enlarged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +86,17 @@ class Estimator:
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name}
+
+    def state(self) -> dict[str, Any]:
+        """What evolves during training (generator, calibration, ...) as plain data and arrays (checkpoints)."""
+        cal = None if self.calibration is None else dataclasses.asdict(self.calibration)
+        return {"rng": dict(self.rng.bit_generator.state), "calibration": cal}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned (on an estimator built with the same options)."""
+        self.rng.bit_generator.state = state["rng"]
+        cal = state["calibration"]
+        self.calibration = None if cal is None else Calibration(**cal)
 
     def diagnostics(self) -> dict[str, Any]:
         """Numbers worth logging with each evaluation (calibrated noise and sigma, surrogate fit...)."""
@@ -209,6 +221,15 @@ class _Perturbative(Estimator):
             self.calibration.sigma = new
         return True
 
+    def state(self) -> dict[str, Any]:
+        return super().state() | {"sigma": self.sigma, "blocks": self.blocks, "raised": self.raised,
+                                  "warned": sorted(self._warned)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.sigma, self.blocks, self.raised = state["sigma"], state["blocks"], state["raised"]
+        self._warned = set(state["warned"])
+
 
 class NodePGT(_Perturbative):
     """Perturb the device inputs, one independent direction per row (sample or token) and direction.
@@ -231,6 +252,13 @@ class NodePGT(_Perturbative):
         super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range, order)
         self.zero_tolerance = zero_tolerance
         self._snr_ms: list[float] = []
+
+    def state(self) -> dict[str, Any]:
+        return super().state() | {"snr_ms": list(self._snr_ms)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self._snr_ms = list(state["snr_ms"])
 
     def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
         cal = measure_noise(model, batch[0], self.rng)
@@ -376,6 +404,26 @@ class SurrogatePGT(Estimator):
     def diagnostics(self) -> dict[str, Any]:
         return super().diagnostics() | {"surrogate_rmse": self.fit_error}
 
+    def state(self) -> dict[str, Any]:
+        sur = self.surrogate
+        fitted = None if sur is None else {"A": sur.A, "b": sur.b, "W": sur.W, "center": sur.center,
+                                           "half": sur.half}
+        return super().state() | {"u": list(self._u), "y": list(self._y), "since_fit": self._since_fit,
+                                  "fit_error": self.fit_error, "surrogate": fitted}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self._u, self._y = list(state["u"]), list(state["y"])
+        self._since_fit, self.fit_error = state["since_fit"], state["fit_error"]
+        fitted = state["surrogate"]
+        self.surrogate = None
+        if fitted is not None:
+            k, features = fitted["A"].shape
+            m = 0 if fitted["W"] is None else fitted["W"].shape[1]
+            sur = RandomFeatureSurrogate(k, m, np.random.default_rng(0), features, self.ridge, self.width)
+            sur.A, sur.b, sur.W, sur.center, sur.half = (fitted[n] for n in ("A", "b", "W", "center", "half"))
+            self.surrogate = sur
+
     def observe(self, u: Array, y: Array) -> None:
         self._u.append(np.array(u, dtype=np.float64))
         self._y.append(np.array(y, dtype=np.float64))
@@ -463,6 +511,13 @@ class ParameterPGT(_Perturbative):
 
     def diagnostics(self) -> dict[str, Any]:
         return super().diagnostics() | {"loss_noise": self.loss_noise}
+
+    def state(self) -> dict[str, Any]:
+        return super().state() | {"loss_noise": self.loss_noise, "diffs": list(self._diffs)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.loss_noise, self._diffs = state["loss_noise"], list(state["diffs"])
 
     def _names(self, model: HybridModel, x: Array) -> list[str]:
         """The perturbed parameters (see the class docstring)."""
