@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 
@@ -503,10 +502,11 @@ class SerialLink:
 
 
 class InProcessLink:
-    """The simulator's device Core, called directly: ``sim://?seed=0&model=A&noise_free=1``.
+    """The simulator's device Core, called directly: ``sim://?board=rp2&seed=0&model=A&noise_free=1``.
 
-    Query options: ``seed`` (int), ``model`` (or ``level``: A or B), ``noise_free`` (0/1), ``settle``
-    (skip, ...), ``max_frame`` (bytes). The Core is in ``self.core`` (tests read its counters).
+    Query options (:mod:`pgt.sim.url`): ``board`` (rp2, esp32, wide), ``channels`` (K,M), ``config``
+    (board.json), ``seed``, ``model`` (A or B), ``noise_free`` (0/1), ``settle`` (skip, sleep), ``max_frame``
+    (bytes). The Core is in ``self.core`` (tests read its counters).
     """
 
     def __init__(self, url: str = "sim://", core: Any = None) -> None:
@@ -547,37 +547,27 @@ class InProcessLink:
         pass
 
 
-_SIM_OPTIONS = {"seed": int, "model": str, "level": str, "noise_free": int, "settle": str, "max_frame": int}
-
-
 def parse_sim_url(url: str) -> dict[str, Any]:
-    """``sim://?seed=1&model=B&noise_free=1`` -> keyword arguments of ``pgt.sim.device.make_core``."""
-    parts = urlsplit(url)
-    if parts.scheme != "sim":
-        raise UserError(f"not a simulator URL: {url}")
-    kwargs: dict[str, Any] = {}
-    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
-        if key not in _SIM_OPTIONS:
-            raise UserError(f"unknown simulator option {key!r} in {url} (known: {', '.join(_SIM_OPTIONS)})")
-        try:
-            value = _SIM_OPTIONS[key](values[-1])
-        except ValueError as exc:
-            raise UserError(f"bad value for {key} in {url}: {values[-1]!r}") from exc
-        if key in ("model", "level"):
-            kwargs["level"] = str(value).upper()
-        elif key == "noise_free":
-            kwargs["noise_free"] = bool(value)
-        else:
-            kwargs[key] = value
-    return kwargs
+    """``sim://?seed=1&model=B&noise_free=1`` -> keyword arguments of ``pgt.sim.device.make_core``
+    (the parser is :func:`pgt.sim.url.parse`); UserError for an unknown option or a bad value."""
+    from pgt.sim.url import parse
+
+    try:
+        return parse(url)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def make_sim_core(url: str) -> Any:
-    """The simulator's device Core for a ``sim://`` URL."""
+    """The simulator's device Core for a ``sim://`` URL, reporting this install's on-device file hashes."""
     kwargs = parse_sim_url(url)
+    from pgt.device_files import file_hashes
     from pgt.sim.device import make_core
 
-    return make_core(**kwargs)
+    try:
+        return make_core(**kwargs, files=file_hashes())
+    except ValueError as exc:  # a board config that cannot be
+        raise UserError(f"{url}: {exc}") from None
 
 
 def open_link(url: str, **options: Any) -> Link:

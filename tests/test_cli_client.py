@@ -14,7 +14,7 @@ from pgt.cli import main as pgt_main
 from pgt.sim.device import make_core
 from pgt.sim.serve import PtyServer
 
-SIM = "sim://?noise_free=1"
+SIM = "sim://?noise_free=1&board=wide"
 
 
 class Port:
@@ -61,7 +61,7 @@ def test_info_in_process_and_as_json(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_info_over_a_pty(capsys: pytest.CaptureFixture[str]) -> None:
-    with PtyServer(make_core(noise_free=True)) as srv:
+    with PtyServer(make_core(noise_free=True, board="wide")) as srv:
         path = srv.start()
         assert pgt_main(["info", path, "--timeout", "1"]) == 0
         assert f"device       {path}" in capsys.readouterr().out

@@ -19,7 +19,7 @@ ring = pytest.importorskip("pgt.sim.ring")
 
 
 def test_short_run_improves_accuracy_and_counts_every_query() -> None:
-    res = ring.make_ring_reservoir(seed=0)
+    res = ring.make_ring_reservoir(seed=0, board="wide")
     tr = Trainer(res, TrainConfig(estimator="surrogate", steps=60, eval_every=20, seed=1))
     result = tr.run()
     first, last = result.history[0], result.history[-1]
@@ -34,7 +34,7 @@ def test_short_run_improves_accuracy_and_counts_every_query() -> None:
 
 @pytest.mark.parametrize("estimator", ["node", "param", "backprop"])
 def test_other_estimators_learn(estimator: str) -> None:
-    res = ring.make_ring_reservoir(seed=0, noise_free=estimator == "backprop")
+    res = ring.make_ring_reservoir(seed=0, noise_free=estimator == "backprop", board="wide")
     if estimator == "param":  # slow by nature (d = 1370 coordinates): ask only for a falling training loss
         result = Trainer(res, TrainConfig(estimator=estimator, steps=100, eval_every=20, seed=3)).run()
         assert result.history[-1]["loss"] < result.history[1]["loss"] - 0.1
@@ -63,14 +63,15 @@ def _run_dir_metrics(path: Path) -> bytes:
 @pytest.mark.parametrize("estimator", ["surrogate", "node"])
 def test_resume_after_kill_is_bit_identical(tmp_path: Path, estimator: str) -> None:
     cfg = TrainConfig(estimator=estimator, steps=40, eval_every=5, checkpoint_every=10, seed=3)
-    full = Trainer(ring.make_ring_reservoir(seed=4), cfg, out_dir=tmp_path / "full").run()
+    full = Trainer(ring.make_ring_reservoir(seed=4, board="wide"), cfg, out_dir=tmp_path / "full").run()
 
     def killer(rec: dict[str, Any]) -> None:
         if rec["step"] == 25:  # after the checkpoint at 20, with metrics written past it
             raise Kill
 
     with pytest.raises(Kill):
-        Trainer(ring.make_ring_reservoir(seed=4), cfg, out_dir=tmp_path / "killed", on_eval=killer).run()
+        Trainer(ring.make_ring_reservoir(seed=4, board="wide"), cfg, out_dir=tmp_path / "killed",
+                on_eval=killer).run()
     assert json.loads(_run_dir_metrics(tmp_path / "killed").splitlines()[-1])["step"] == 25
     resumed_trainer = Trainer.resume(tmp_path / "killed")  # the simulator's state comes from the checkpoint
     assert resumed_trainer.step == 20
@@ -126,7 +127,7 @@ def test_bad_readings_and_bad_input_raise_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="sequence task"):
         Trainer(ToyReservoir(), TrainConfig(task="digits-seq", model="mlp"))
     with pytest.raises(UserError, match="exact vjp"):
-        Trainer(ring.make_ring_reservoir(seed=0), TrainConfig(estimator="backprop"))
+        Trainer(ring.make_ring_reservoir(seed=0, board="wide"), TrainConfig(estimator="backprop"))
     with pytest.raises(UserError, match="no checkpoint"):
         Trainer.resume(tmp_path / "nothing")
     wrong = trainer_mod.PhysicalLayer(ToyReservoir(k=6, m=10))
