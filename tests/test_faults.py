@@ -237,6 +237,8 @@ def test_a_board_left_at_its_repl_is_restarted_by_the_handshake_and_by_pgt_reset
     with RingClient.open(flashed_board, timeout=1.0, log=logs.append) as c:
         assert c.run(np.array([[10.0, 20.0]])).shape == (1, 3)
         assert c.link.counters()["repl_revivals"] == 1
+        boot = c.boot_id
+        assert c.status()["boot"] == boot and 0 <= boot < 1 << 32
     assert len(logs) == 1 and "was at its MicroPython REPL (raw)" in logs[0]
     with serial.serial_for_url(flashed_board, timeout=5) as ser:
         ser.write(b"\r\x03")  # the friendly REPL
@@ -244,3 +246,4 @@ def test_a_board_left_at_its_repl_is_restarted_by_the_handshake_and_by_pgt_reset
     assert pgt_main(["reset", flashed_board, "--timeout", "10"]) == 0
     out = capsys.readouterr().out
     assert "the board was at its MicroPython REPL" in out and "pgt firmware answers: board rp2" in out
+    assert "boot id" in out and f"boot id {boot:08x}" not in out  # the real firmware chose a new one
