@@ -144,7 +144,7 @@ def test_an_external_mcp3208_reads_up_to_eight_taps(blocks: list[Any]) -> None:
 def test_mcp3208_board_configs() -> None:
     cfg = board.check(board.resolve({"board": "rp2", "adc": "mcp3208"}))
     assert cfg["adc_pins"] == list(range(8)) and cfg["name"] == "rp2-pwm-mcp3208"
-    assert (cfg["adc_res_bits"], cfg["adc_V_per_code"]) == (12, 3.3 / 65535)
+    assert (cfg["adc_bits"], cfg["adc_V_per_code"]) == (12, 3.3 / 65535)
     assert (cfg["adc_spi_id"], cfg["adc_sck_pin"], cfg["adc_mosi_pin"], cfg["adc_miso_pin"], cfg["adc_cs_pin"]) \
         == (1, 10, 11, 12, 13)
     assert board.check(board.resolve({"board": "esp32", "adc": "mcp3208"}))["adc_spi_id"] == 2
