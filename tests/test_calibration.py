@@ -32,7 +32,7 @@ def setup(res: Any, vjp: Any = None, n: int = 64, seed: int = 0) -> tuple[Hybrid
     if vjp is not None:
         res.vjp = vjp
     rng = np.random.default_rng(seed)
-    ph = PhysicalLayer(res)
+    ph = PhysicalLayer(res, slots=1)
     model = ReservoirMLP(64, 10, ph, rng)
     ph.calibrate(rng, 256)
     return model, (DIGITS.x_train[:n], DIGITS.y_train[:n])

@@ -135,11 +135,11 @@ def test_a_harsher_mix_over_tcp(reference: RingClient) -> None:
     with TcpServer(make_core(noise_free=True), log=logs.append) as srv:
         port = srv.start()
         with RingClient.open(f"socket://127.0.0.1:{port}", wrap=wrap, timeout=0.05, link_rate=1e6) as c:
-            assert run_blocks(c, reference, blocks=40, rows=48, seed=1) == 0
+            assert run_blocks(c, reference, blocks=60, rows=48, seed=1) == 0
             status = c.status()
     assert len(wrap.stats) >= 10
     assert not [line for line in logs if "reset" in line]  # (see the truncation test for what can happen)
-    assert status["runs"] == 40
+    assert status["runs"] == 60
 
 
 def test_truncated_requests_can_make_the_board_reboot_and_the_client_notices(reference: RingClient) -> None:

@@ -54,8 +54,8 @@ def test_request_and_reply_over_pty_and_tcp(server: tuple[Any, str]) -> None:
         reply = link.request({"op": "ping", "data": every_byte})
         assert reply["op"] == "ping" and reply["data"] == every_byte
         hello = link.request({"op": "hello"})
-        assert hello["proto"] == 1 and hello["k"] == 16
-        assert link.request({"op": "stop"}) == {"op": "stop", "seq": hello["seq"] + 1}  # (equals the request)
+        assert hello["proto"] == 2 and hello["k"] == 16
+        assert link.request({"op": "stop"}) == {"op": "stop", "seq": hello["seq"] + 1, "boot": hello["boot"]}
         c = link.counters()
         assert c["requests"] == 3 and c["retries"] == 0 and c["timeouts"] == 0 and c["dropped"] == {}
         assert c["bytes_out"] > 1024 and c["bytes_in"] > 1024
