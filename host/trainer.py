@@ -437,7 +437,7 @@ class Trainer:
         completed step too."""
         cfg = self.config
         target = cfg.steps if steps is None else steps
-        with _deferred_interrupt(lambda: f"step {self.step + 1}") as stop:
+        with _deferred_interrupt(lambda: f"step {self.step + 1 if self._busy else self.step}") as stop:
             try:
                 if not self.calibrated:
                     self.calibrate()
