@@ -189,6 +189,7 @@ def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_without_losing_a_step(tm
     last_logged = json.loads(metrics.read_text().splitlines()[-1])["step"]
     assert 20 <= last_logged <= stopped < 300  # the checkpoint is the last completed step, not step 0
     assert f"resume with: pgt train --resume {run_dir}" in err and "Traceback" not in err
+    assert f"stopping after step {stopped} " in err  # the notice named the step the checkpoint holds
 
     resumed = subprocess.run([sys.executable, "-m", "pgt.cli", "train", "--resume", str(run_dir)],
                              capture_output=True, text=True, timeout=300)
