@@ -12,6 +12,10 @@ Keys (all boards):
   drive_pins       GPIO per drive channel (PWM/DAC outputs; with an MCP4922 its channels 0/1); k = len(...)
   adc_pins         GPIO per sample channel (ADC inputs); m = len(adc_pins)
   dac_bits         bits of a drive code (codes 0 .. 2**dac_bits - 1)
+  adc_bits         scale of a sample code: 16 (machine.ADC.read_u16), whatever the converter's resolution
+  adc_res_bits     the converter's own resolution (12 on rp2 and esp32): read_u16 steps are 2**(16-res) wide
+  adc_enob         effective bits of one ADC read (noise and non-linearity included); the simulator's ADC
+                   model reads it, the firmware does not
   zero_code        per drive channel: the code that means zero current (applied on boot, stop, watchdog)
   limit_lo/hi      per drive channel: safe code range; the Core clamps every drive into it
   dac_mA_per_code, dac_mA_offset   calibration of the current-source stage: mA = offset + code * per_code
@@ -59,6 +63,8 @@ DEFAULTS = {
         "dac_mA_per_code": 100.0 / 4095,  # 3.3 V full scale into a 33 ohm sense resistor -> 100 mA
         "adc_V_per_code": 3.3 / 65535,
         "adc_bits": 16,
+        "adc_res_bits": 12,
+        "adc_enob": 8.7,  # RP2040 datasheet, ADC section: ENOB 8.7 (the DNL spikes of erratum E11 included)
         "spi_id": 0,
         "spi_baud": 10000000,
         "sck_pin": 18,
@@ -77,6 +83,8 @@ DEFAULTS = {
         "adc_atten": "11db",  # about 0.15 .. 2.45 V usable span (3.3 V nominal); see docs/hardware.md
         "adc_V_per_code": 2.45 / 65535,
         "adc_bits": 16,
+        "adc_res_bits": 12,
+        "adc_enob": 9.0,  # assumed: an unfiltered ESP32 ADC1 read scatters by several raw LSB (Espressif docs)
         "spi_id": 1,
         "spi_baud": 10000000,
         "sck_pin": 14,
@@ -171,6 +179,8 @@ def check(cfg):
     for j in range(k):
         if not cfg["limit_lo"][j] <= cfg["zero_code"][j] <= cfg["limit_hi"][j]:
             raise ValueError("channel %d: zero_code must lie within limit_lo..limit_hi" % j)
+    if not 1 <= cfg["adc_res_bits"] <= 16 or not 0 < cfg["adc_enob"] <= cfg["adc_res_bits"]:
+        raise ValueError("need adc_res_bits 1..16 and adc_enob in 0..adc_res_bits")
     if cfg["board"] == "rp2" and cfg["wdt_ms"] > RP2040_WDT_MAX_MS:
         raise ValueError("wdt_ms above the RP2040's maximum of %d" % RP2040_WDT_MAX_MS)
     if cfg["poll_ms"] < 1 or cfg["frame_timeout_ms"] < cfg["poll_ms"]:

@@ -28,9 +28,10 @@ import itertools
 import json
 import math
 import os
+import queue
 import shutil
 import sys
-import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -277,52 +278,84 @@ def _metrics(rec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_trial(config: Mapping[str, Any]) -> None:
-    """The Tune trainable: one training run, resumed from Tune's checkpoint if it has one."""
+    """The Tune trainable: one training run, resumed from Tune's checkpoint if it has one.
+
+    The trainer runs in its own thread and queues its evaluations (each chunk's last one with a snapshot of
+    the run directory); this thread reports them to Tune. A report waits for the driver to ask for the next
+    one, so the trainer is allowed to run up to two evaluations ahead rather than wait for that round trip.
+    """
     from ray import tune
 
+    trial = Trial.from_dict(config["spec"]["trial"])
+    run_dir = Path(tune.get_context().get_trial_dir()) / "run"  # the pgt run directory, next to Tune's files
+    shutil.rmtree(run_dir, ignore_errors=True)  # (what a lost worker wrote after its last checkpoint)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        checkpoint.to_directory(str(run_dir))
+    events: queue.Queue[Any] = queue.Queue(maxsize=2)
+    worker = threading.Thread(target=_train, args=(trial, run_dir, checkpoint is not None, events), daemon=True)
+    worker.start()
+    while (event := events.get()) is not None:
+        if isinstance(event, BaseException):
+            raise event
+        rec, snapshot = event
+        tune.report(rec, checkpoint=tune.Checkpoint.from_directory(str(snapshot)) if snapshot else None)
+        if snapshot:
+            shutil.rmtree(snapshot, ignore_errors=True)
+    worker.join()
+
+
+def _train(trial: Trial, run_dir: Path, resume: bool, events: queue.Queue[Any]) -> None:
+    """The trial's training (see :func:`run_trial`): puts ``(metrics, snapshot dir or None)``, then None."""
     from .trainer import Trainer
 
-    trial = Trial.from_dict(config["spec"]["trial"])
     target = 0
+    pid = {"pid": os.getpid()}
 
     def on_eval(rec: dict[str, Any]) -> None:
-        if rec["step"] != target:  # a chunk's last evaluation is reported with its checkpoint
-            tune.report(_metrics(rec) | {"pid": os.getpid()})
+        if rec["step"] != target:  # a chunk's last evaluation goes with its checkpoint
+            events.put((_metrics(rec) | pid, None))
 
-    work = Path(tempfile.mkdtemp(prefix="pgt-trial-"))
-    run_dir = work / "run"
     t_open = time.time()
-    device = _open_device(trial)
+    device = None
     try:
-        checkpoint = tune.get_checkpoint()
-        resumed_from = -1
-        if checkpoint is not None:
-            checkpoint.to_directory(str(run_dir))
+        device = _open_device(trial)
+        if resume:
             trainer = Trainer.resume(run_dir, device if trial.url else None, on_eval=on_eval)
             resumed_from = trainer.step
         else:
             trainer = Trainer(device, trial.config, out_dir=run_dir, on_eval=on_eval)
+            resumed_from = -1
         ends = [s for s in chunk_ends(trial.config) if s > trainer.step] or [trainer.step]
         for end in ends:
             target = end
             result = trainer.run(steps=end)
-            rec = _metrics(trainer.history[-1]) | {"pid": os.getpid(), "resumed_from": resumed_from}
+            rec = _metrics(trainer.history[-1]) | pid | {"resumed_from": resumed_from}
             if end == ends[-1]:
-                close = getattr(device, "close", None)
-                if close is not None:
-                    close()
+                _close(device)
+                device = None
                 rec |= {k: getattr(result, k) for k in RESULT_KEYS} | {
                     "done": True, "rig_open_t": t_open, "rig_close_t": time.time()}
-            has_checkpoint = any(run_dir.glob("checkpoint*"))
-            tune.report(rec, checkpoint=tune.Checkpoint.from_directory(str(run_dir)) if has_checkpoint else None)
+            snapshot = None
+            if any(run_dir.glob("checkpoint*")):
+                snapshot = run_dir.with_name(f"snapshot-{end}")
+                shutil.rmtree(snapshot, ignore_errors=True)
+                shutil.copytree(run_dir, snapshot)
+            events.put((rec, snapshot))
+    except BaseException as exc:
+        events.put(exc)
     finally:
-        close = getattr(device, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                pass
-        shutil.rmtree(work, ignore_errors=True)
+        _close(device)
+        events.put(None)
+
+
+def _close(device: Any) -> None:
+    close = getattr(device, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            pass
 
 
 def trial_resources(config: dict[str, Any]) -> Any:
@@ -518,7 +551,9 @@ def sweep(
                                           grace_period=min(g, max(max_t, 1)))
             tuner = tune.Tuner(
                 trainable, param_space={"spec": tune.grid_search(specs)},
-                tune_config=tune.TuneConfig(scheduler=scheduler, trial_dirname_creator=_trial_dirname),
+                # (a stopped trial's trainer thread stays parked in its worker: no actor reuse with ASHA)
+                tune_config=tune.TuneConfig(scheduler=scheduler, trial_dirname_creator=_trial_dirname,
+                                            reuse_actors=not doc["asha"]),
                 run_config=tune.RunConfig(
                     name=TUNE_DIR, storage_path=storage, verbose=0, callbacks=cbs,
                     failure_config=tune.FailureConfig(max_failures=doc["max_failures"]),

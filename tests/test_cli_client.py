@@ -14,7 +14,7 @@ from pgt.cli import main as pgt_main
 from pgt.sim.device import make_core
 from pgt.sim.serve import PtyServer
 
-SIM = "sim://?noise_free=1"
+SIM = "sim://?noise_free=1&board=wide"
 
 
 class Port:
@@ -57,15 +57,15 @@ def test_info_in_process_and_as_json(capsys: pytest.CaptureFixture[str]) -> None
     assert "safe limits  codes 0..4095 = 0..100 mA" in out and "settle 1000 us" in out
     assert pgt_main(["info", SIM, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["k"] == 16 and info["proto"] == 1 and info["limit_high_mA"][0] == pytest.approx(100.0)
+    assert info["k"] == 16 and info["proto"] == 2 and info["limit_high_mA"][0] == pytest.approx(100.0)
 
 
 def test_info_over_a_pty(capsys: pytest.CaptureFixture[str]) -> None:
-    with PtyServer(make_core(noise_free=True)) as srv:
+    with PtyServer(make_core(noise_free=True, board="wide")) as srv:
         path = srv.start()
         assert pgt_main(["info", path, "--timeout", "1"]) == 0
         assert f"device       {path}" in capsys.readouterr().out
-        assert srv.core.counts["requests"] >= 3 and not srv.core.driving
+        assert srv.core.counts["requests"] >= 2 and not srv.core.driving  # hello, stop
 
 
 def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,13 +47,14 @@ def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], No
     if url is not None:
         client = RingClient.open(url)
         return client, client.close
+    from pgt.device_files import file_hashes
     from pgt.firmware.core import Core
-    from pgt.sim.device import device_file_hashes, monotonic_ms
+    from pgt.sim.device import monotonic_ms
     from pgt.sim.hal import SimHAL
     from pgt.sim.serve import PtyServer
 
     core = Core(SimHAL(board_ring(seed, noise_free=False)), monotonic_ms, max_frame=1 << 17,
-                files=device_file_hashes())
+                files=file_hashes())
     server = PtyServer(core)
     path = server.start()
     try:

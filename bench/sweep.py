@@ -1,0 +1,120 @@
+"""N identical simulator trainings through ``pgt.sweep`` on the local Ray against the same trainings one after
+another in this process, in one run; then a trial whose worker is killed mid-run must finish from its checkpoint.
+
+- ``speedup``: sequential wall time / the sweep's wall time (Ray already running: a cluster is started once;
+  ``ray_init_s`` is reported apart, and ``speedup_incl_ray_start`` counts it too).
+- ``per_trial_overhead_s``: worker-seconds a trial costs on Ray beyond its in-process time,
+  ``(sweep wall x parallel trials - sequential wall) / N``.
+- ``identical_to_sequential``: every trial's history and query counts equal the in-process run's.
+- ``resumed_after_kill``: the worker of one trial is SIGKILLed after its first checkpoint; the trial must be
+  restarted from that checkpoint (not from scratch) in a new process and end with exactly the history and
+  query counts of an uninterrupted run — no training step counted twice.
+
+Device: the in-process simulated ring that ``pgt train`` uses by default (its shape is printed).
+Usage: ``python bench/sweep.py [--trials N] [--steps S]``. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+
+def same(a: Any, b: Any) -> bool:
+    """A sweep trial's result equals an in-process Result (history and counts)."""
+    keys = ("step", "val_acc", "test_acc", "training_queries", "queries")
+    return (a.status == "done" and a.metrics["queries"] == b.queries
+            and a.metrics["training_queries"] == b.training_queries
+            and [[h[k] for k in keys] for h in a.history] == [[h[k] for k in keys] for h in b.history])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8, help="identical trials (default 8)")
+    parser.add_argument("--steps", type=int, default=4000, help="steps per trial (default 4000)")
+    args = parser.parse_args()
+
+    import ray
+    from ray import tune
+
+    from pgt.sim.ring import make_ring_reservoir
+    from pgt.sweeps import chunk_ends, expand, sweep
+    from pgt.trainer import Trainer
+
+    base = {"estimator": "node", "steps": args.steps, "eval_every": 100, "checkpoint_every": 400}
+    trials = expand(base, {}, seeds=list(range(args.trials)))
+    device = make_ring_reservoir(seed=0)
+    shape = f"{device.info['kind']} {device.n_inputs} drives / {device.n_outputs} taps"
+    print(f"{args.trials} trials of {args.steps} NodePGT steps on digits, device: {shape}")
+
+    def single(trial: Any) -> Any:
+        ring = make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free)
+        return Trainer(ring, trial.config, log=lambda line: None).run()
+
+    t0 = time.perf_counter()
+    sequential = [single(t) for t in trials]
+    t_seq = time.perf_counter() - t0
+    print(f"sequential: {t_seq:.1f} s ({t_seq / args.trials:.2f} s per trial)")
+
+    out = tempfile.mkdtemp(prefix="pgt-bench-sweep-")
+    ray_tmp = tempfile.mkdtemp(prefix="pgtray-", dir="/tmp")
+    cpus = os.cpu_count() or 1
+    try:
+        t0 = time.perf_counter()
+        ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=ray_tmp, log_to_driver=False,
+                 logging_level=logging.ERROR)
+        t_init = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        swept = sweep(trials, out=out, name="speed", progress=lambda line: None, report=False)
+        t_ray = time.perf_counter() - t0
+        parallel = min(cpus, args.trials)
+        print(f"ray: {t_ray:.1f} s on {cpus} CPUs (+ {t_init:.1f} s to start Ray)")
+        identical = all(same(a, b) for a, b in zip(swept.trials, sequential))
+
+        # Kill one trial's worker after its first checkpoint; it must resume from there.
+        first_ckpt = chunk_ends(trials[0].config)[0]
+        kill_at = first_ckpt + trials[0].config.eval_every
+        killed: list[int] = []
+
+        class KillOnce(tune.Callback):  # type: ignore[misc]
+            def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+                if not killed and result.get("step") == kill_at:
+                    killed.append(int(result["pid"]))
+                    os.kill(int(result["pid"]), signal.SIGKILL)
+
+        victim = trials[:1]
+        (got,) = sweep(victim, out=out, name="kill", max_failures=1, callbacks=[KillOnce()],
+                       progress=lambda line: None, report=False).trials
+        resumed = bool(killed) and got.metrics.get("resumed_from") == first_ckpt \
+            and got.metrics.get("pid") != killed[0] and same(got, sequential[0])
+        print(f"kill: worker {killed[0] if killed else '-'} killed at step {kill_at}; trial {got.status}, "
+              f"resumed from step {got.metrics.get('resumed_from')}, identical to the uninterrupted run: "
+              f"{same(got, sequential[0])}")
+    finally:
+        ray.shutdown()
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    report = {
+        "bench": "sweep", "device": shape, "cpus": cpus, "trials": args.trials, "steps": args.steps,
+        "sequential_s": round(t_seq, 2), "ray_s": round(t_ray, 2), "ray_init_s": round(t_init, 2),
+        "speedup": round(t_seq / t_ray, 2), "speedup_incl_ray_start": round(t_seq / (t_ray + t_init), 2),
+        "per_trial_overhead_s": round((t_ray * parallel - t_seq) / args.trials, 2),
+        "identical_to_sequential": identical, "resumed_after_kill": resumed,
+    }
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

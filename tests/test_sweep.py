@@ -1,0 +1,148 @@
+"""pgt sweep on a local Ray: results equal single runs, rigs are never shared, a lost rig fails only its trial,
+a killed worker resumes from its checkpoint, and bad input is refused before Ray starts."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import tempfile
+
+import pytest
+
+from pgt import cli
+from pgt.sim.ring import make_ring_reservoir
+from pgt.sweeps import expand, format_table, sweep
+from pgt.trainer import Trainer
+
+TINY = {"steps": 12, "eval_every": 4, "checkpoint_every": 4, "probe": 64, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (2 CPUs, three fake rigs declared), its files removed afterwards."""
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="pgtray-", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False, logging_level=logging.ERROR,
+             resources={"rig:a": 1, "rig:b": 1, "rig:gone": 1})
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _single(trial):
+    return Trainer(make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free), trial.config).run()
+
+
+def test_sweep_equals_single_runs_with_the_same_seeds(local_ray, tmp_path):
+    trials = expand(TINY, {"estimator": ["surrogate", "node"]}, seeds="0-1")
+    lines: list[str] = []
+    result = sweep(trials, out=tmp_path, name="s", progress=lines.append)
+    assert [r.status for r in result.trials] == ["done"] * 4
+    for trial, got in zip(trials, result.trials):
+        want = _single(trial)
+        assert got.trial == trial
+        assert got.metrics["best_test_acc"] == want.best_test_acc
+        assert got.metrics["final_test_acc"] == want.final_test_acc
+        assert got.metrics["queries"] == want.queries
+        assert [(h["step"], h["val_acc"], h["test_acc"], h["queries"]) for h in got.history] == [
+            (h["step"], h["val_acc"], h["test_acc"], h["queries"]) for h in want.history]
+    with open(tmp_path / "s" / "sweep.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["estimator"], r["seed"], r["status"]) for r in table] == [
+        ("surrogate", "0", "done"), ("surrogate", "1", "done"), ("node", "0", "done"), ("node", "1", "done")]
+    assert float(table[0]["best_test_acc"]) == result.trials[0].metrics["best_test_acc"]
+    assert (tmp_path / "s" / "accuracy.png").stat().st_size > 1000
+    assert "estimator=node" in format_table(result)
+    assert any("step 12" in line for line in lines) and any("finished (4/4" in line for line in lines)
+
+
+def test_no_two_trials_hold_one_rig_at_once_and_a_vanished_rig_fails_only_its_trials(local_ray, tmp_path):
+    # Half a CPU per trial: four could run at once; only the rigs' resources keep a rig's trials apart.
+    trials = expand(TINY | {"estimator": "node"}, {}, seeds="0-5")
+    rigs = {"a": "sim://?seed=0", "b": "sim://?seed=1", "gone": "socket://127.0.0.1:9"}
+    result = sweep(trials, rigs=rigs, out=tmp_path, cpus_per_trial=0.5, max_failures=0, progress=lambda line: None)
+    assert [r.trial.rig for r in result.trials] == ["a", "b", "gone"] * 2
+    assert [r.status for r in result.trials] == ["done", "done", "error"] * 2
+    for rig in ("a", "b"):
+        held = sorted((r.metrics["rig_open_t"], r.metrics["rig_close_t"]) for r in result.trials
+                      if r.trial.rig == rig)
+        assert len(held) == 2
+        assert held[0][1] <= held[1][0], f"rig {rig} held by two trials at once: {held}"
+    for bad in result.trials[2::3]:
+        assert bad.error.startswith("DeviceError: cannot open socket://127.0.0.1:9")
+    assert "DeviceError: cannot open" in format_table(result)
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
+    from ray import tune
+
+    class KillOnce(tune.Callback):
+        """SIGKILL the worker of the first trial once it has reported step 10 (after its step-8 checkpoint)."""
+
+        killed: list[int] = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not self.killed and result.get("step") == 10 and trial.config["spec"]["index"] == 0:
+                self.killed.append(result["pid"])
+                os.kill(result["pid"], signal.SIGKILL)
+
+    trials = expand(TINY | {"estimator": "node", "checkpoint_every": 8, "eval_every": 2}, {}, seeds=[5])
+    result = sweep(trials, out=tmp_path, max_failures=1, callbacks=[KillOnce()], progress=lambda line: None)
+    (got,) = result.trials
+    want = _single(trials[0])
+    assert KillOnce.killed and got.status == "done"
+    assert got.metrics["resumed_from"] == 8  # restarted from the step-8 checkpoint, not from scratch
+    assert got.metrics["pid"] != KillOnce.killed[0]
+    assert got.metrics["queries"] == want.queries  # no step trained or evaluated twice
+    assert [h["test_acc"] for h in got.history] == [h["test_acc"] for h in want.history]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--estimator", "foo"], "unknown estimator 'foo'"),
+    (["--set", "lr_rel=a,b"], "lr_rel must be float"),
+    (["--set", "nope=1"], "unknown config field 'nope'"),
+    (["--seeds", "3-x"], "seeds are like 0-7"),
+    (["--rig", "a"], "--rig takes NAME=URL"),
+    (["--task", "digits-seq", "--model", "mlp"], "does not fit task"),
+    (["--max-failures", "-1"], "--max-failures must be >= 0"),
+    (["missing.toml"], "cannot read missing.toml"),
+    (["--resume", "."], "is not a sweep directory"),
+])
+def test_bad_input_is_one_line_before_ray_starts(argv, message, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started on bad input"))
+    assert cli.main(["sweep", *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pgt sweep: error: ") and message in err[0]
+
+
+def test_spec_file_and_random_search_make_the_planned_trials(tmp_path):
+    from pgt.commands.sweep import add_arguments, plan
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text('seeds = "0-2"\nsamples = 2\n[base]\nsteps = 40\n[grid]\nlr_rel = [0.01, 0.03, 0.1]\n'
+                    'estimator = ["node", "surrogate"]\n[rigs]\nr1 = "sim://"\n')
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    trials, rigs, options = plan(parser.parse_args([str(spec), "--set", "batch_size=8,16"]))
+    assert rigs == {"r1": "sim://"} and options == {"asha": False, "grace": None, "max_failures": 2}
+    assert len(trials) == 2 * 3  # two random points of the 3 x 2 x 2 grid, three seeds each
+    assert {t.config.steps for t in trials} == {40} and {t.rig for t in trials} == {"r1"}
+    assert len({(t.config.lr_rel, t.config.estimator, t.config.batch_size) for t in trials}) == 2
+    assert [t.config.seed for t in trials] == [0, 1, 2, 0, 1, 2]
+
+
+def test_without_ray_the_command_says_how_to_install_it(capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    assert cli.main(["sweep", "--seeds", "0-1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'pgt[ray]'" in err[0]
