@@ -47,7 +47,7 @@ def served(kind: str, **client_options: Any) -> Iterator[tuple[RingClient, Any]]
         with RingClient.open(SIM, **client_options) as c:
             yield c, None
         return
-    core = make_core(noise_free=True)
+    core = make_core(noise_free=True, board="wide")
     srv: PtyServer | TcpServer = PtyServer(core) if kind == "pty" else TcpServer(core)
     with srv:
         addr = srv.start()

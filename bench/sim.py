@@ -69,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
-    pty = PtyServer(make_core(seed=0, max_frame=MAX_FRAME))
-    tcp = TcpServer(make_core(seed=0, max_frame=MAX_FRAME))
+    pty = PtyServer(make_core(seed=0, max_frame=MAX_FRAME, board="wide"))
+    tcp = TcpServer(make_core(seed=0, max_frame=MAX_FRAME, board="wide"))
     path = pty.start()
     port = tcp.start()
     ser_pty = serial.Serial(path, timeout=5)
     ser_tcp = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=5)
     paths: dict[str, Call] = {
-        "in_process": make_core(seed=0, max_frame=MAX_FRAME).handle,
+        "in_process": make_core(seed=0, max_frame=MAX_FRAME, board="wide").handle,
         "tcp": over_serial(ser_tcp),
         "pty": over_serial(ser_pty),
     }

@@ -10,6 +10,7 @@ from array import array
 
 from pgt.protocol import messages as m
 from pgt.protocol import mpack
+from pgt.protocol.framing import crc32
 
 from . import reports
 from .settings import (
@@ -22,13 +23,38 @@ from .settings import (
 
 # Bytes of a run reply besides its sample block (generous): bounds the batch a frame can hold.
 REPLY_OVERHEAD = 256
+# Ops that change the device: a resend of the last one gets its cached reply and is not acted on again.
+_CACHED = (m.CONFIG, m.RUN, m.STOP, m.EXIT)
+
+
+def new_boot_id():
+    """A random uint32 naming this boot: os.urandom, xor random, xor the ns clock — whichever the port has
+    (a source that fails or is predictable on one port cannot spoil the others)."""
+    out = 0
+    try:
+        import os
+
+        b = os.urandom(4)
+        out = b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+    except Exception:  # noqa: BLE001 - no urandom, or no entropy source behind it
+        pass
+    try:
+        import random
+
+        out ^= random.getrandbits(32)
+    except Exception:  # noqa: BLE001
+        pass
+    import time
+
+    return (out ^ time.time_ns()) & 0xFFFFFFFF
 
 
 class Core:
     """Protocol state machine of the device. ``clock()`` returns milliseconds, never wrapping."""
 
-    def __init__(self, hal, clock, max_frame=16384, files=None, poll_ms=50, frame_timeout_ms=1000):
+    def __init__(self, hal, clock, max_frame=16384, files=None, poll_ms=50, frame_timeout_ms=1000, boot_id=None):
         self.hal = hal
+        self.boot_id = new_boot_id() if boot_id is None else boot_id  # every reply carries it as "boot"
         self.clock = clock
         self.info = hal.info()
         self.k = self.info["k"]
@@ -71,10 +97,12 @@ class Core:
             op = req.get("op") if isinstance(req, dict) else None
             err = m.validate(req)
             if err is not None:
-                return self._error(seq, err[0], err[1], op if isinstance(op, str) else None)
-            self.last_valid_ms = self.clock()
-            key = (seq, op)
-            if key == self._last_key and self._last_reply is not None:
+                return self._error(seq, err[0], err[1], op if isinstance(op, str) else None)  # (not cached)
+            self.last_valid_ms = self.clock()  # a valid request feeds the host-silence watchdog
+            if op not in _CACHED:
+                return self._dispatch(op, seq, req)  # hello, status, ping: answered afresh, resent or not
+            key = (seq, crc32(payload))  # a resend is the same request byte for byte
+            if key == self._last_key:
                 self.counts["duplicates"] += 1
                 return self._last_reply
             reply = self._dispatch(op, seq, req)
@@ -158,8 +186,8 @@ class Core:
             pass
 
     def _reply(self, op, seq, fields):
-        return mpack.encode(m.reply(op, seq, fields))
+        return mpack.encode(m.reply(op, seq, self.boot_id, fields))
 
     def _error(self, seq, code, msg, req_op):
         self.counts["errors"] += 1
-        return mpack.encode(m.error_reply(seq, code, msg, req_op))
+        return mpack.encode(m.error_reply(seq, self.boot_id, code, msg, req_op))

@@ -37,7 +37,9 @@ def check_config(req, current, limit_lo, limit_hi):
     if len(lo) != k or len(hi) != k:
         return (m.E_BAD_SHAPE, "drive_lo and drive_hi need %d values" % k), None
     for j in range(k):
-        if lo[j] < limit_lo[j] or hi[j] > limit_hi[j] or lo[j] > hi[j]:
+        if lo[j] > hi[j]:
+            return (m.E_BAD_VALUE, "drive_lo above drive_hi on channel %d" % j), None
+        if lo[j] < limit_lo[j] or hi[j] > limit_hi[j]:
             return (m.E_BAD_VALUE, "drive range of channel %d outside the board's safe limits %d..%d"
                     % (j, limit_lo[j], limit_hi[j])), None
     return None, (settle, n_avg, timeout, list(lo), list(hi))

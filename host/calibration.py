@@ -18,6 +18,7 @@ a perturbation size that cannot collapse; notes worth telling the user go to the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,8 +93,12 @@ def quantum(y: Array) -> Array:
 
 def measure(
     physical: Any, a: Array, rng: np.random.Generator, repeats: int = 6, probe_scale: float = 0.05,
+    observe: Callable[[Array, Array], None] | None = None,
 ) -> Calibration:
-    """Measure noise, slope, resolution and memory at the activations ``a`` (one block, all counted)."""
+    """Measure noise, slope, resolution and memory at the activations ``a`` (one block, all counted).
+
+    ``observe(drives, volts)``, if given, receives the block (a surrogate learns from it).
+    """
     ph = physical
     n = a.shape[0]
     u, _ = ph.drive(a)
@@ -107,6 +112,8 @@ def measure(
     block = np.concatenate(parts, axis=1)  # (n, R + 5, k)
     v = block.shape[1]
     raw = ph.query(block.reshape(-1, ph.k)).reshape(n, v, ph.m)
+    if observe is not None:
+        observe(block.reshape(-1, ph.k), raw.reshape(-1, ph.m))
     y = ph.normalise(raw)
     reps = y[:, 2 : R + 1]  # u after u: the first u (after A) is kept for the memory check
     noise = float(np.sqrt(np.mean(reps.var(axis=1, ddof=1))))

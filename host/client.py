@@ -5,29 +5,42 @@ process) and performs the handshake: a device that is silent, not pgt firmware (
 speaks another protocol version gives a :class:`~pgt.errors.DeviceError` saying what was found and what to do.
 ``run(drive_mA)`` converts mA to DAC codes with the device's calibration (rounding to the nearest code), sends
 blocks no larger than the device's ``max_batch``, and converts the ADC codes back to volts. Drive outside the
-configured safe range is refused (``out_of_range="refuse"``, the default) or clipped (``"clip"``). After a
-board reset the link reconnects; the client checks the board is the same and replays its configuration. On
-close, and on any exception inside ``run``, the client sends ``stop`` so the ring is never left driven.
+configured safe range is refused (``out_of_range="refuse"``, the default) or clipped (``"clip"``).
+
+Reboots: every reply carries the device's boot id (a random number chosen at boot, docs/protocol.md). A reply
+with another boot id than the handshake's means the device rebooted and lost its configuration: before the
+next ``run`` the client handshakes again (the same board must be back: same uid), replays its configuration and
+says so through ``log`` (stderr by default); a ``run`` whose own reply shows the reboot is run again under the
+replayed configuration. After a board reset that drops the port the link reconnects and hands over to the same
+check. On close, and on any exception inside ``run``, the client sends ``stop`` so the ring is never left
+driven.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from pgt import connection
 from pgt.errors import DeviceError, UserError
-from pgt.link import Link, NoReplyError, RequestFn, describe_bytes, open_link
+from pgt.link import Link, NoReplyError, RequestFn, open_link
 from pgt.protocol import messages
 
 FLASH_HINT = "flash it with `pgt flash PORT`"
-HELLO_FIELDS = ("proto", "fw", "board", "uid", "k", "m", "dac_bits", "adc_bits", "dac_mA_per_code",
+HELLO_FIELDS = ("proto", "boot", "fw", "board", "uid", "k", "m", "dac_bits", "adc_bits", "dac_mA_per_code",
                 "dac_mA_offset", "adc_V_per_code", "adc_V_offset", "limit_lo", "limit_hi", "max_batch",
-                "max_frame", "settle_us", "n_avg", "timeout_ms", "drive_lo", "drive_hi")
+                "max_frame", "frame_timeout_ms", "poll_ms", "settle_us", "n_avg", "timeout_ms", "drive_lo",
+                "drive_hi")
 CONFIG_FIELDS = ("settle_us", "n_avg", "timeout_ms", "drive_lo", "drive_hi")
 OUT_OF_RANGE = ("refuse", "clip")
+ADVICE = {  # what to do, by what the port sent instead of a hello reply (pgt.connection.diagnose)
+    connection.SILENT: f"is this the right port (`pgt devices`)? Is pgt firmware running? If not, {FLASH_HINT}",
+    connection.REPL: f"{FLASH_HINT} (if it is flashed, `pgt reset PORT` restarts it)",
+    connection.OTHER_FORMAT: "reflash the board with `pgt flash PORT` or install the matching pgt",
+}
 
 
 def check_hello(url: str, hello: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,13 +61,18 @@ def check_hello(url: str, hello: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hello.items() if k not in ("op", "seq")}
 
 
+def _to_stderr(message: str) -> None:
+    print(f"pgt: {message}", file=sys.stderr, flush=True)
+
+
 class RingClient:
     """A device (real or simulated) behind a link, as a Reservoir: ``forward(x mA (n, k)) -> V (n, m)``."""
 
     def __init__(self, link: Link, *, out_of_range: str = "refuse", timeout: float = 1.0,
-                 link_rate: float = 10_000.0) -> None:
+                 link_rate: float = 10_000.0, log: Callable[[str], None] | None = None) -> None:
         """Handshake over ``link``. ``timeout`` (s) is the base wait for a reply; a run's wait adds the
-        expected device time and the transfer time at ``link_rate`` bytes/s (the slowest link expected)."""
+        expected device time and the transfer time at ``link_rate`` bytes/s (the slowest link expected).
+        ``log`` receives one line per event worth telling the user (a device reboot noticed); default stderr."""
         if out_of_range not in OUT_OF_RANGE:
             raise UserError(f"out_of_range must be one of {OUT_OF_RANGE}, got {out_of_range!r}")
         self.link = link
@@ -67,26 +85,30 @@ class RingClient:
         self.blocks = 0
         self.clamped = 0
         self.device_resets = 0
-        self._configured: dict[str, Any] = {}  # fields set by configure(), replayed after a reconnect
+        self.log = log if log is not None else _to_stderr
+        self._configured: dict[str, Any] = {}  # fields set by configure(), replayed after a reboot
         self._closed = False
+        self._rebooted = False  # a reply carried another boot id than the handshake's
         request: RequestFn = lambda msg: link.request(msg, timeout=timeout)  # noqa: E731
+        if hasattr(link, "revive_repl"):
+            link.revive_repl = 1  # a board left at its REPL (by mpremote, say) gets one soft reset into main.py
+            if getattr(link, "log", None) is None:
+                link.log = self.log  # (the link says when it soft-resets the board)
         self._hello = self._handshake(request)
-        self._boot = self._look(request)
         link.on_reconnect = self._after_reconnect
         if hasattr(link, "revive_repl"):
-            link.revive_repl = True  # pgt firmware answered here: a REPL prompt later means it fell out
-        link.take_reset_hint()  # (boot chatter before the handshake is no news)
+            link.revive_repl = connection.MAX_REVIVALS  # pgt firmware answered: a REPL later means it fell out
 
     @classmethod
     def open(cls, url: str, *, out_of_range: str = "refuse", timeout: float = 1.0, link_rate: float = 10_000.0,
-             **link_options: Any) -> RingClient:
+             log: Callable[[str], None] | None = None, **link_options: Any) -> RingClient:
         """Open ``url`` (pyserial URL or ``sim://...``) and handshake. ``link_options`` go to the link
         (:class:`pgt.link.SerialLink`: ``baudrate``, ``retries``, ``reconnect_timeout``, ``wrap``...)."""
         if not url.startswith("sim:"):
             link_options.setdefault("timeout", timeout)
         link = open_link(url, **link_options)
         try:
-            return cls(link, out_of_range=out_of_range, timeout=timeout, link_rate=link_rate)
+            return cls(link, out_of_range=out_of_range, timeout=timeout, link_rate=link_rate, log=log)
         except BaseException:
             link.close()
             raise
@@ -97,58 +119,55 @@ class RingClient:
         try:
             hello = request({"op": messages.HELLO})
         except NoReplyError as exc:
-            heard = getattr(self.link, "recent_bytes", lambda: b"")()
-            counters = self.link.counters()
-            what = describe_bytes(heard, counters.get("echoes", 0))
-            advice = FLASH_HINT
-            if "nothing was received" in what:
-                advice = f"is this the right port (`pgt devices`)? Is pgt firmware running? If not, {FLASH_HINT}"
-            elif "REPL answered" in what:
-                advice = (f"{FLASH_HINT} (if it is flashed, reset the board to start main.py: unplug it, or Ctrl-D "
-                          "in a terminal)")
-            elif "protocol version" in what:
-                advice = "reflash the board with `pgt flash PORT` or install the matching pgt"
+            diagnose = getattr(self.link, "diagnose", None)
+            kind, what = diagnose() if diagnose is not None else (connection.SILENT, "nothing was received")
+            advice = ADVICE.get(kind, FLASH_HINT)
             raise DeviceError(f"{self.url} did not answer the pgt handshake: {what}; {advice}") from exc
         return check_hello(self.url, hello)
 
-    def _look(self, request: RequestFn) -> tuple[float, float, int, int]:
-        """What tells a reboot: when the device booted on the host's monotonic clock (an interval, s), how
-        many requests it has handled, and how many replies this link had received."""
-        t0 = time.monotonic()
-        status = self._check(request({"op": messages.STATUS}), messages.STATUS)
-        t1 = time.monotonic()
-        up = float(status.get("uptime_ms", 0)) / 1000.0
-        return t0 - up - 0.002, t1 - up + 0.002, int(status.get("requests", 0)), self.link.counters()["replies"]
+    @property
+    def boot_id(self) -> int:
+        """The boot id of the device as of the last handshake."""
+        return int(self._hello["boot"])
+
+    def _note_boot(self, reply: Mapping[str, Any]) -> None:
+        boot = reply.get("boot")
+        if boot is not None and boot != self._hello["boot"]:
+            self._rebooted = True
 
     def check_reset(self) -> bool:
-        """Has the device rebooted since the last look? If so handshake again, replay the configuration and
-        return True. A reboot shows as fewer requests handled than replies received since the last look, or
-        as a later boot time (uptime). A board behind a USB-UART bridge can reset without its port
-        disappearing; the client looks after every run that needed a resend after a timeout, and whenever the
-        link saw a MicroPython banner or prompt in the byte stream."""
-        request: RequestFn = lambda msg: self.link.request(msg, timeout=self.timeout)  # noqa: E731
-        now = self._look(request)
-        last = self._boot
-        drift = 0.005 + 1e-3 * max(0.0, time.monotonic() - last[1])  # clock drift, at most 0.1 %
-        fewer = now[2] < last[2] + (now[3] - last[3])
-        if not fewer and now[0] <= last[1] + drift:
-            self._boot = now
+        """Has the device rebooted since the handshake (a reply with another boot id, or the ``status`` asked
+        now)? If so handshake again, replay the configuration, say so, and return True."""
+        if not self._rebooted:
+            self._note_boot(self.link.request({"op": messages.STATUS}, timeout=self.timeout))
+        if not self._rebooted:
             return False
-        self.device_resets += 1
-        self._after_reconnect(request)
+        request: RequestFn = lambda msg: self.link.request(msg, timeout=self.timeout)  # noqa: E731
+        self._resync(request, "rebooted")
         return True
 
     def _after_reconnect(self, request: RequestFn) -> None:
-        """After a board reset: the same board must be back; then replay the configuration."""
+        """The link reopened the port: the same board must be back; if it rebooted, replay the configuration."""
+        self._resync(request, "came back after a reconnect")
+
+    def _resync(self, request: RequestFn, what: str) -> None:
+        old = self._hello["boot"]
         hello = self._handshake(request)
         if hello["uid"] != self._hello["uid"]:
             raise DeviceError(f"after a reconnect {self.url} is a different board (uid {hello['uid']}, was "
                               f"{self._hello['uid']}): stopping")
         self._hello = hello
-        self._boot = self._look(request)
+        self._rebooted = False
+        if hello["boot"] == old:
+            return  # the same boot: its configuration is intact
+        self.device_resets += 1
+        replayed = "no configuration to replay"
         if self._configured:
             reply = request({"op": messages.CONFIG, **self._configured})
             self._hello.update(self._check(reply, messages.CONFIG))
+            replayed = "configuration replayed: " + ", ".join(sorted(self._configured))
+        self.log(f"{self.url} {what} with a new boot id ({old:08x} -> {hello['boot']:08x}): the device "
+                 f"rebooted and lost its settings; {replayed}")
 
     # -- what the device is -------------------------------------------------------------------------------
 
@@ -207,9 +226,22 @@ class RingClient:
         h = self._hello
         return float(h["adc_V_offset"]) + codes.astype(np.float64) * float(h["adc_V_per_code"])
 
+    def state(self) -> dict[str, Any] | None:
+        """The simulated board's state when it runs in process (``sim://``), else None: a checkpoint of a run
+        on the in-process simulator restores it, so a resumed run continues bit-identically."""
+        hal: Any = getattr(getattr(self.link, "core", None), "hal", None)
+        return hal.state() if hasattr(hal, "state") else None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        hal: Any = getattr(getattr(self.link, "core", None), "hal", None)
+        if not hasattr(hal, "load_state"):
+            raise UserError(f"{self.url} is not an in-process simulator: its state cannot be restored")
+        hal.load_state(state)
+
     # -- requests -----------------------------------------------------------------------------------------
 
     def _check(self, reply: Mapping[str, Any], op: str) -> dict[str, Any]:
+        self._note_boot(reply)
         if reply.get("op") == messages.ERROR:
             code = reply.get("code")
             name = messages.ERROR_NAMES.get(code, "?") if isinstance(code, int) else "?"
@@ -340,13 +372,14 @@ class RingClient:
         expected_s = n * (int(h["settle_us"]) + 100 * int(h["n_avg"])) * 1e-6
         wire_s = (len(drive) + 2 * n * m + 200) / self.link_rate
         timeout = self.timeout + 2 * expected_s + wire_s
-        if self.link.take_reset_hint():  # the board printed a banner or prompt since the last request
-            self.check_reset()
-        reply = self._call(messages.RUN, timeout=timeout, n=n, k=k, drive=drive)
-        for _ in range(3):  # a silent reset during the request: run the block again under the replayed config
-            if not ((self.link.last_timeouts or self.link.take_reset_hint()) and self.check_reset()):
-                break
+        for _ in range(3):
+            if self._rebooted:  # noticed at an earlier reply, or this run's: replay the config, (re)run
+                self.check_reset()
             reply = self._call(messages.RUN, timeout=timeout, n=n, k=k, drive=drive)
+            if not self._rebooted:
+                break
+        else:
+            raise DeviceError(f"{self.url} rebooted during each of 3 tries of a run: is its power or USB stable?")
         samples = reply.get("samples", b"")
         if reply.get("n") != n or reply.get("m") != m or len(samples) != 2 * n * m:
             raise DeviceError(f"device sent a malformed run reply: n={reply.get('n')} m={reply.get('m')} "

@@ -65,3 +65,17 @@ def lay_out_board(dest: Path, config: dict[str, object] | None = None) -> list[P
         cfg.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
         written.append(cfg)
     return written
+
+
+_HASHES: dict[str, str] | None = None
+
+
+def file_hashes() -> dict[str, str]:
+    """On-device path -> sha256 hex of the protocol and firmware sources this install would flash (what a
+    simulated board reports in ``hello``, as a flashed board reports its own)."""
+    global _HASHES
+    if _HASHES is None:
+        import hashlib
+
+        _HASHES = {rel: hashlib.sha256(src.read_bytes()).hexdigest() for rel, src in device_files().items()}
+    return dict(_HASHES)

@@ -4,13 +4,16 @@ A link owns the sequence numbers: ``request({"op": "run", ...})`` adds ``seq``, 
 returns the reply that echoes that ``seq``. Two kinds:
 
 - :class:`SerialLink` — frames (:mod:`pgt.protocol.framing`) over any pyserial URL (``/dev/ttyACM0``,
-  ``COM3``, a pty path, ``socket://host:port``, ``loop://``). One reader thread drains the port into a
-  :class:`~pgt.protocol.decoder.Decoder` all the time, so the device never stalls on a full buffer. A request
-  whose reply is lost, corrupt or late is resent with the *same* seq (the device answers a resend from its
-  reply cache, so a ``run`` is never applied twice); a corrupt frame seen while waiting triggers the resend at
-  once instead of after the timeout. When the port disappears (a board reset) the link finds it again — by
-  USB serial number for a real USB port — reopens it, lets its owner handshake and replay its config
-  (``on_reconnect``), and resends the request in flight.
+  ``COM3``, a pty path, ``socket://host:port``, ``loop://``): a blocking loop around the sans-IO
+  :class:`pgt.connection.Connection`, which holds the wire state and takes the decisions. One reader thread
+  drains the port into it all the time, so the device never stalls on a full buffer. A request whose reply is
+  lost, corrupt or late is resent with the *same* seq (the device answers a resend from its reply cache, so a
+  ``run`` is never applied twice); a corrupt frame seen while waiting triggers the resend at once instead of
+  after the timeout. A board seen at its MicroPython REPL (normal, raw or raw-paste) is soft-reset into
+  ``main.py`` once the owner allows it (``revive_repl``). When the port disappears (a board reset) the link
+  finds it again — by USB serial number for a real USB port — reopens it, lets its owner handshake and replay
+  its config (``on_reconnect``, whose requests nest inside the request in flight under the same re-entrant
+  lock), and resends the request in flight.
 - :class:`InProcessLink` — ``sim://?seed=0&model=A&noise_free=1``: the simulator's device Core called
   directly, no bytes on a wire (for speed).
 
@@ -27,23 +30,26 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 
+from pgt.connection import (
+    GIVE_UP,
+    REVIVE,
+    Connection,
+    DroppedFrame,
+    Reply,
+    after_drop,
+    after_silence,
+    diagnose,
+    restart_bytes,
+)
 from pgt.errors import DeviceError, UserError
 from pgt.protocol import decoder, framing
 
 RequestFn = Callable[[Mapping[str, Any]], dict]
 """What ``on_reconnect`` receives: a request function usable while the link reconnects."""
 
-RECENT_BYTES = 512  # received bytes kept for diagnostics (what did the port say?)
-ECHO_LIKE = ("ping", "stop", "exit")  # ops whose reply can equal the request byte for byte
-REPL_PROMPTS = (b">>> ", b"raw REPL; CTRL-B to exit")
-REBOOT_SIGNS = (b"soft reboot", b"MicroPython v", *REPL_PROMPTS)  # a board that rebooted, or fell to its REPL
-# At a MicroPython REPL: leave the raw REPL (Ctrl-B: bytes of our frames may have typed Ctrl-A), abandon the
-# line (Ctrl-C), soft-reset (Ctrl-D at the friendly REPL runs main.py: the serve loop again).
-REVIVE = b"\r\x02\x03\x03\x04"
 
 
 class Link(Protocol):
@@ -51,11 +57,6 @@ class Link(Protocol):
 
     url: str
     on_reconnect: Callable[[RequestFn], None] | None
-    last_timeouts: int
-
-    def take_reset_hint(self) -> bool:
-        """True (once) if the byte stream showed signs of a board reboot (a MicroPython banner or prompt)."""
-        ...
 
     def request(self, msg: Mapping[str, Any], timeout: float | None = None, retries: int | None = None,
                 reconnect: bool = True) -> dict:
@@ -167,9 +168,6 @@ class _Counters:
         self.fast_retries = 0
         self.repl_revivals = 0
         self.reconnects = 0
-        self.stale_replies = 0
-        self.echoes = 0
-        self.undecodable = 0
         self.bytes_out = 0
         self.bytes_in = 0
 
@@ -177,10 +175,13 @@ class _Counters:
 class SerialLink:
     """Frames over a pyserial URL, with retries, resynchronisation and reconnection (see the module doc).
 
+    The wire state and the decisions are a sans-IO :class:`pgt.connection.Connection`; this class is the
+    blocking loop around it: a reader thread feeds it the port's bytes and wakes the requester on its events.
+
     ``timeout`` is the default seconds to wait for one reply before resending; ``retries`` how many resends
     before giving up; ``reconnect_timeout`` how long to look for a port that disappeared. ``wrap`` (tests,
     bench) wraps each opened transport, e.g. in :class:`pgt.faults.FaultyTransport`; ``opener`` replaces
-    :func:`open_port`.
+    :func:`open_port`. ``log`` receives a line when the link soft-resets a board out of its REPL.
     """
 
     def __init__(
@@ -195,6 +196,7 @@ class SerialLink:
         fast_retry: bool = True,
         wrap: Callable[[Transport], Transport] | None = None,
         opener: Callable[[str], Transport] | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.baudrate = baudrate
@@ -203,26 +205,22 @@ class SerialLink:
         self.reconnect_timeout = reconnect_timeout
         self.max_payload = max_payload
         self.fast_retry = fast_retry
-        self.revive_repl = False
-        """When a request goes unanswered and the board shows its REPL prompt, soft-reset it (Ctrl-C, Ctrl-D)
-        back into the serve loop. The owner turns this on once a handshake has shown pgt firmware there."""
+        self.log = log
+        self.revive_repl = 0
+        """How many times per request a board that shows its REPL instead of answering is soft-reset into
+        main.py (0: never; the request then fails at once). The owner allows one for its handshake and
+        MAX_REVIVALS once pgt firmware answered."""
         self.revive_wait = 0.5
-        self._prompt_seen = False  # the REPL prompt arrived since the last good frame
-        self._reset_hint = False
         self.on_reconnect: Callable[[RequestFn], None] | None = None
         self._wrap = wrap
         self._opener = opener or (lambda u: open_port(u, self.baudrate))
-        self._lock = threading.Lock()  # one request at a time (the device caches one reply)
+        self._lock = threading.RLock()  # one request at a time; a reconnect's handshake nests inside one
         self._cond = threading.Condition()
-        self._seq = _new_seq()
+        self.conn = Connection(max_payload)
         self._c = _Counters()
         self._dropped_before: dict[str, int] = {}
         self._garbage_before = 0
         self._frames_before = 0
-        self._recent = bytearray()
-        self._orphan_error: str | None = None
-        self._waiting: int | None = None
-        self._sent: bytes = b""
         self._reply: dict | None = None
         self._drop_events = 0
         self._broken: BaseException | None = None
@@ -231,10 +229,6 @@ class SerialLink:
         self._transport: Transport | None = None
         self._generation = 0
         self.usb_serial = usb_serial_number(url) if opener is None else None
-        self._decoder = decoder.Decoder(max_payload)
-        self.last_timeouts = 0
-        """Timeouts during the last request: the device may have reset silently meanwhile (a board behind a
-        USB-UART bridge keeps its port); the client then checks its uptime."""
         self._connect(url)
 
     # -- connection ---------------------------------------------------------------------------------------
@@ -247,7 +241,7 @@ class SerialLink:
             self._generation += 1
             self._transport = transport
             self._broken = None
-            self._decoder = decoder.Decoder(self.max_payload)
+            self.conn.decoder = decoder.Decoder(self.max_payload)
             generation = self._generation
         self._reader = threading.Thread(target=self._read_loop, args=(transport, generation),
                                         name=f"pgt-link-reader {url}", daemon=True)
@@ -257,12 +251,12 @@ class SerialLink:
         with self._cond:
             self._generation += 1  # the old reader's news no longer counts
             transport, self._transport = self._transport, None
-            dec = self._decoder
+            dec = self.conn.decoder
             for reason, n in dec.dropped.items():
                 self._dropped_before[reason] = self._dropped_before.get(reason, 0) + n
             self._garbage_before += dec.garbage_bytes
             self._frames_before += dec.frames
-            self._decoder = decoder.Decoder(self.max_payload)
+            self.conn.decoder = decoder.Decoder(self.max_payload)
         reader, self._reader = self._reader, None
         if transport is not None:
             try:
@@ -276,7 +270,8 @@ class SerialLink:
         """Find the port again (same URL, or same USB serial number), reopen it and let the owner handshake.
 
         A board that comes back may not serve at once (its port appears before main.py runs): the handshake
-        is tried again, on a fresh connection, until ``reconnect_timeout``."""
+        is tried again, on a fresh connection, until ``reconnect_timeout``. The handshake's requests go through
+        :meth:`request` (the lock is re-entrant), without reconnecting themselves."""
         self._disconnect()
         deadline = time.monotonic() + self.reconnect_timeout
         last: BaseException = cause
@@ -288,7 +283,7 @@ class SerialLink:
                 self._connect(url)
                 self._c.reconnects += 1
                 if self.on_reconnect is not None:
-                    self.on_reconnect(lambda msg: self._transact(msg, self.timeout, self.retries, reconnect=False))
+                    self.on_reconnect(lambda msg: self.request(msg, reconnect=False))
                 return
             except NoReplyError as exc:  # reopened, but not serving yet
                 last = exc
@@ -311,7 +306,6 @@ class SerialLink:
             with self._cond:
                 if self._closed or generation != self._generation:
                     return
-                dec = self._decoder
             try:
                 data = transport.read_some(0.05)
             except Exception as exc:  # noqa: BLE001 - any failure of the port means it is gone
@@ -324,44 +318,14 @@ class SerialLink:
                 continue
             self._c.bytes_in += len(data)
             with self._cond:
-                tail = bytes(self._recent[-32:]) + data  # (a sign may straddle two reads)
-                self._recent += data[-RECENT_BYTES:]
-                if len(self._recent) > RECENT_BYTES:
-                    del self._recent[: len(self._recent) - RECENT_BYTES]
-                if any(sign in tail for sign in REBOOT_SIGNS):
-                    self._reset_hint = True
-                    self._prompt_seen = self._prompt_seen or any(p in tail for p in REPL_PROMPTS)
-            drops = sum(dec.dropped.values())
-            dec.feed(data)
-            while True:
-                payload = dec.next_payload()
-                if payload is None:
-                    break
-                self._route(payload)
-            if sum(dec.dropped.values()) != drops:
-                with self._cond:
-                    self._drop_events += 1
-                    self._cond.notify_all()
-
-    def _route(self, payload: bytes) -> None:
-        try:
-            msg = msgpack.unpackb(payload)
-        except Exception:  # noqa: BLE001 - a good CRC over bad msgpack: count it, never act on it
-            self._c.undecodable += 1
-            return
-        with self._cond:
-            if isinstance(msg, dict) and msg.get("op") == "error" and msg.get("seq") is None:
-                self._orphan_error = str(msg.get("msg"))  # a request it could not even read (no seq)
-            if (not isinstance(msg, dict) or self._waiting is None or msg.get("seq") != self._waiting
-                    or self._reply is not None):
-                self._c.stale_replies += 1  # a late or duplicated reply to a request already answered
-                return
-            if payload == self._sent and msg.get("op") not in ECHO_LIKE:
-                self._c.echoes += 1  # our own request came back: a loopback or an echoing REPL
-                return
-            self._reply = msg
-            self._prompt_seen = False
-            self._cond.notify_all()
+                if generation != self._generation:
+                    return
+                for event in self.conn.receive(data):
+                    if isinstance(event, Reply):
+                        self._reply = event.msg
+                    elif isinstance(event, DroppedFrame):
+                        self._drop_events += 1
+                self._cond.notify_all()
 
     # -- requests -----------------------------------------------------------------------------------------
 
@@ -379,16 +343,11 @@ class SerialLink:
                                   self.retries if retries is None else retries, reconnect)
 
     def _transact(self, msg: Mapping[str, Any], timeout: float, retries: int, reconnect: bool) -> dict:
-        seq = self._seq
-        self._seq = (self._seq + 1) & 0xFFFFFFFF
-        payload = msgpack.packb({**msg, "seq": seq})
-        frame = framing.encode(payload)
+        conn = self.conn
+        with self._cond:
+            out = conn.prepare(msg)
         self._c.requests += 1
-        self.last_timeouts = 0
-        self._orphan_error = None
-        tries = 0  # resends so far
         reconnects = 0
-        revivals = 0
         boot_until = 0.0  # after a soft reset, resends until then (reconnect_timeout) do not use up retries
         try:
             while True:
@@ -397,13 +356,14 @@ class SerialLink:
                     if reconnects > retries + 1:
                         raise DeviceError(f"{self.url} keeps disappearing: gave up after {reconnects - 1} "
                                           "reconnects")
-                    self._recover(reconnect)  # (its handshake uses the waiting slot: claim it after)
+                    self._recover(reconnect)  # (its handshake is a nested request: expect ours again after)
                 with self._cond:
-                    self._waiting = seq
-                    self._sent = payload
+                    conn.expect(out)
                     self._reply = None
                     drops = self._drop_events
-                if not self._send(frame):
+                if conn.tries > 1:
+                    self._c.retries += 1
+                if not self._send(out.frame):
                     continue  # the port broke while writing: reconnect, then send again
                 deadline = time.monotonic() + timeout
                 with self._cond:
@@ -413,7 +373,7 @@ class SerialLink:
                             return self._reply
                         if self._broken is not None:
                             break
-                        if self.fast_retry and self._drop_events != drops and tries < retries:
+                        if (self.fast_retry and self._drop_events != drops and after_drop(conn, retries)):
                             break
                         left = deadline - time.monotonic()
                         if left <= 0:
@@ -423,48 +383,44 @@ class SerialLink:
                     fast = not broken and self._drop_events != drops and time.monotonic() < deadline
                 if broken:
                     continue  # reconnect at the top, then resend
-                if not fast:
-                    self._c.timeouts += 1
-                    self.last_timeouts += 1
-                    if self.revive_repl and self._prompt_seen and revivals < 3:
-                        revivals += 1
-                        self._revive()
-                        boot_until = time.monotonic() + self.reconnect_timeout
-                booting = time.monotonic() < boot_until
-                if tries >= retries and not booting:
-                    raise NoReplyError(self._silence(str(msg.get("op")), seq, tries + 1, timeout))
-                if not booting:
-                    tries += 1
-                self._c.retries += 1
                 if fast:
                     self._c.fast_retries += 1
+                    continue
+                self._c.timeouts += 1
+                booting = time.monotonic() < boot_until and conn.repl_state is None  # (a REPL again: no boot)
+                action = after_silence(conn, retries, self.revive_repl, booting)
+                if action == REVIVE:
+                    self._revive()
+                    boot_until = time.monotonic() + self.reconnect_timeout
+                    conn.tries -= 1  # (the resend after a revival is not a retry of its own)
+                elif action == GIVE_UP:
+                    raise NoReplyError(self._silence(str(msg.get("op")), out.seq, conn.tries, timeout))
+                elif booting:
+                    conn.tries -= 1
         finally:
             with self._cond:
-                self._waiting = None
+                conn.done()
                 self._reply = None
 
     def _revive(self) -> None:
-        """The board fell to its REPL (a Ctrl-C byte where a frame should start): soft-reset it."""
+        """The board fell to its REPL: soft-reset it into main.py (the serve loop), and say so."""
         transport = self._transport
         if transport is None:
             return
+        state = self.conn.repl_state
+        data = restart_bytes(state)
         try:
-            transport.write(REVIVE)
+            transport.write(data)
         except Exception:  # noqa: BLE001 - the port broke: the next send notices and reconnects
             return
+        self.conn.revivals += 1
         self._c.repl_revivals += 1
-        self._c.bytes_out += len(REVIVE)
+        self._c.bytes_out += len(data)
+        if self.log is not None:
+            self.log(f"{self.url} was at its MicroPython REPL ({state}): soft reset into main.py to serve again")
         time.sleep(self.revive_wait)  # let main.py start before the resend: bytes sent while it boots are lost
         with self._cond:
-            self._prompt_seen = False
-            self._reset_hint = True
-
-    def take_reset_hint(self) -> bool:
-        """True (once) if the byte stream showed signs of a board reboot (a MicroPython banner, prompt or
-        "soft reboot") since the last call, or the link soft-reset the board itself."""
-        with self._cond:
-            hint, self._reset_hint = self._reset_hint, False
-        return hint
+            self.conn.repl_state = None
 
     def _broken_now(self) -> BaseException | None:
         with self._cond:
@@ -493,35 +449,40 @@ class SerialLink:
 
     def _silence(self, op: str, seq: int, tries: int, timeout: float) -> str:
         """Say what the port did instead of answering (for the NoReplyError message)."""
-        heard = self.recent_bytes()
-        what = describe_bytes(heard, self._c.echoes)
-        if self._orphan_error is not None:
-            what = f"the device sent an error without a seq: {self._orphan_error}"
+        with self._cond:
+            _, what = diagnose(self.conn)
         return f"no reply to {op} (seq {seq}) from {self.url} after {tries} tries of {timeout:g} s: {what}"
 
     # -- introspection ------------------------------------------------------------------------------------
 
+    def diagnose(self) -> tuple[str, str]:
+        """(kind, sentence): what the port sent instead of replies (:func:`pgt.connection.diagnose`)."""
+        with self._cond:
+            return diagnose(self.conn)
+
     def recent_bytes(self) -> bytes:
         """The last bytes received (up to 512), for diagnostics."""
         with self._cond:
-            return bytes(self._recent)
+            return bytes(self.conn.recent)
 
     def counters(self) -> dict[str, Any]:
         """Requests (and replies), retries, timeouts, reconnects, dropped frames by reason, stale replies,
         bytes each way."""
         c = self._c
         with self._cond:
-            dec = self._decoder
+            conn = self.conn
+            dec = conn.decoder
             dropped = dict(self._dropped_before)
             for reason, n in dec.dropped.items():
                 dropped[reason] = dropped.get(reason, 0) + n
             garbage = self._garbage_before + dec.garbage_bytes
             frames = self._frames_before + dec.frames
+            stale, echoes, undecodable = conn.stale, conn.echoes, conn.undecodable
         return {"requests": c.requests, "replies": c.replies, "retries": c.retries, "timeouts": c.timeouts,
                 "fast_retries": c.fast_retries, "repl_revivals": c.repl_revivals, "reconnects": c.reconnects,
                 "dropped": dropped,
-                "garbage_bytes": garbage, "frames_in": frames, "stale_replies": c.stale_replies,
-                "echoes": c.echoes, "undecodable": c.undecodable, "bytes_out": c.bytes_out,
+                "garbage_bytes": garbage, "frames_in": frames, "stale_replies": stale,
+                "echoes": echoes, "undecodable": undecodable, "bytes_out": c.bytes_out,
                 "bytes_in": c.bytes_in}
 
     def close(self) -> None:
@@ -540,26 +501,12 @@ class SerialLink:
         self.close()
 
 
-def describe_bytes(heard: bytes, echoes: int = 0) -> str:
-    """A short account of what a port sent instead of pgt frames."""
-    if echoes:
-        return "the port echoes what we send (a loopback, or a REPL with echo on), it is not pgt firmware"
-    if not heard:
-        return "nothing was received"
-    if b">>>" in heard or b"MicroPython" in heard or b"Traceback" in heard:
-        return "a MicroPython REPL answered, not the pgt firmware"
-    at = heard.rfind(framing.MAGIC)
-    if 0 <= at and len(heard) > at + 2 and heard[at + 2] != framing.VERSION:
-        return (f"the device frames use protocol version {heard[at + 2]}, this host speaks {framing.VERSION}")
-    preview = heard[-60:].decode("ascii", "backslashreplace")
-    return f"received {len(heard)} bytes that are not pgt frames, ending {preview!r}"
-
-
 class InProcessLink:
-    """The simulator's device Core, called directly: ``sim://?seed=0&model=A&noise_free=1``.
+    """The simulator's device Core, called directly: ``sim://?board=rp2&seed=0&model=A&noise_free=1``.
 
-    Query options: ``seed`` (int), ``model`` (or ``level``: A or B), ``noise_free`` (0/1), ``settle``
-    (skip, ...), ``max_frame`` (bytes). The Core is in ``self.core`` (tests read its counters).
+    Query options (:mod:`pgt.sim.url`): ``board`` (rp2, esp32, wide), ``channels`` (K,M), ``config``
+    (board.json), ``seed``, ``model`` (A or B), ``noise_free`` (0/1), ``settle`` (skip, sleep), ``max_frame``
+    (bytes). The Core is in ``self.core`` (tests read its counters).
     """
 
     def __init__(self, url: str = "sim://", core: Any = None) -> None:
@@ -600,37 +547,27 @@ class InProcessLink:
         pass
 
 
-_SIM_OPTIONS = {"seed": int, "model": str, "level": str, "noise_free": int, "settle": str, "max_frame": int}
-
-
 def parse_sim_url(url: str) -> dict[str, Any]:
-    """``sim://?seed=1&model=B&noise_free=1`` -> keyword arguments of ``pgt.sim.device.make_core``."""
-    parts = urlsplit(url)
-    if parts.scheme != "sim":
-        raise UserError(f"not a simulator URL: {url}")
-    kwargs: dict[str, Any] = {}
-    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
-        if key not in _SIM_OPTIONS:
-            raise UserError(f"unknown simulator option {key!r} in {url} (known: {', '.join(_SIM_OPTIONS)})")
-        try:
-            value = _SIM_OPTIONS[key](values[-1])
-        except ValueError as exc:
-            raise UserError(f"bad value for {key} in {url}: {values[-1]!r}") from exc
-        if key in ("model", "level"):
-            kwargs["level"] = str(value).upper()
-        elif key == "noise_free":
-            kwargs["noise_free"] = bool(value)
-        else:
-            kwargs[key] = value
-    return kwargs
+    """``sim://?seed=1&model=B&noise_free=1`` -> keyword arguments of ``pgt.sim.device.make_core``
+    (the parser is :func:`pgt.sim.url.parse`); UserError for an unknown option or a bad value."""
+    from pgt.sim.url import parse
+
+    try:
+        return parse(url)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def make_sim_core(url: str) -> Any:
-    """The simulator's device Core for a ``sim://`` URL."""
+    """The simulator's device Core for a ``sim://`` URL, reporting this install's on-device file hashes."""
     kwargs = parse_sim_url(url)
+    from pgt.device_files import file_hashes
     from pgt.sim.device import make_core
 
-    return make_core(**kwargs)
+    try:
+        return make_core(**kwargs, files=file_hashes())
+    except ValueError as exc:  # a board config that cannot be
+        raise UserError(f"{url}: {exc}") from None
 
 
 def open_link(url: str, **options: Any) -> Link:

@@ -5,7 +5,7 @@ Layout (all integers little-endian; see docs/protocol.md):
     offset  size  field
     0       2     magic b"PG"
     2       1     protocol version
-    3       1     flags (0; reserved)
+    3       1     flags (0; a frame with other flags is dropped as bad_version)
     4       4     payload length n (uint32)
     8       4     header check: crc32 of bytes 0..7
     12      n     payload (one msgpack map)
@@ -63,7 +63,7 @@ def parse_header(head, max_payload):
         return None, GARBAGE
     if struct.unpack_from(_U32, head, 8)[0] != crc32(head[0:8]):
         return None, BAD_HEADER
-    if head[2] != VERSION:
+    if head[2] != VERSION or head[3] != 0:  # flags: none defined yet, so a flagged frame is of an unknown format
         return None, BAD_VERSION
     length = struct.unpack_from(_U32, head, 4)[0]
     if length > max_payload:

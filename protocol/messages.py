@@ -9,7 +9,7 @@ pair; it never raises. Checks that depend on the device (channel counts, batch l
 Runs unchanged on MicroPython.
 """
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # of the messages (hello's proto); the frame format has its own (framing.VERSION)
 
 HELLO = "hello"
 CONFIG = "config"
@@ -44,6 +44,8 @@ ERROR_NAMES = {
 }
 
 U32_MAX = 0xFFFFFFFF
+MAX_ECHO = 32  # characters of a request's op echoed in an error reply
+MAX_MSG = 120  # characters of an error reply's msg
 
 # Field types: "uint" (int 0..2**32-1, not bool), "bin" (bytes), "uints" (array of uint), "bool".
 # op -> (required fields, optional fields), each a tuple of (name, type).
@@ -83,9 +85,15 @@ def _type_ok(value, kind):
 
 
 def validate(req):
-    """None if ``req`` is a well-formed request, else (error code, message). Never raises."""
+    """None if ``req`` is a well-formed request, else (error code, message). Never raises.
+
+    Fields whose value is nil are removed from ``req`` first: nil means absent. The checks run in the order of
+    docs/protocol.md section 2 (seq, op, then the op's fields in schema order); the first failure is reported.
+    """
     if not isinstance(req, dict):
         return E_MALFORMED, "request is not a map"
+    for key in [key for key in req if req[key] is None]:
+        del req[key]
     op = req.get("op")
     if "seq" not in req:
         return E_MISSING_FIELD, "missing field: seq"
@@ -97,7 +105,7 @@ def validate(req):
         return E_BAD_TYPE, "op must be a string"
     spec = SCHEMA.get(op)
     if spec is None:
-        return E_UNKNOWN_OP, "unknown op: " + op[:32]
+        return E_UNKNOWN_OP, "unknown op: " + op[:MAX_ECHO]
     for name, kind in spec[0]:
         if name not in req:
             return E_MISSING_FIELD, "missing field: " + name
@@ -118,15 +126,18 @@ def request_seq(req):
     return None
 
 
-def reply(op, seq, fields=None):
-    """A reply map for ``op`` echoing ``seq``."""
-    out = {"op": op, "seq": seq}
+def reply(op, seq, boot, fields=None):
+    """A reply map for ``op`` echoing ``seq``, with the device's boot id."""
+    out = {"op": op, "seq": seq, "boot": boot}
     if fields:
         for key in fields:
             out[key] = fields[key]
     return out
 
 
-def error_reply(seq, code, msg, req_op=None):
-    """An ``error`` reply echoing ``seq`` (None when the request had no valid seq)."""
-    return {"op": ERROR, "seq": seq, "code": code, "msg": msg, "req": req_op}
+def error_reply(seq, boot, code, msg, req_op=None):
+    """An ``error`` reply echoing ``seq`` (None when the request had no valid seq), with the boot id; ``msg``
+    and the echoed op are cut to MAX_MSG and MAX_ECHO characters, so an error reply stays under 256 bytes."""
+    if req_op is not None:
+        req_op = req_op[:MAX_ECHO]
+    return {"op": ERROR, "seq": seq, "boot": boot, "code": code, "msg": msg[:MAX_MSG], "req": req_op}

@@ -99,6 +99,8 @@ def _map(r, n, depth):
             key = bytes(key)
         elif isinstance(key, (list, dict)):
             raise DecodeError("unhashable map key")
+        if key in out:
+            raise DecodeError("duplicate map key")
         out[key] = _decode(r, depth + 1)
     return out
 

@@ -3,7 +3,9 @@
 ``characterize(out_dir)`` writes ``transfer.png`` (drive -> output per channel), ``threshold.png`` (a gain
 sweep up then down: threshold and hysteresis loop), ``modes.png`` (a coil sweep: mode hops), ``noise.png``
 (one drive repeated), ``drift.png`` (one drive read over simulated minutes) and ``summary.txt`` (the
-figures, including STM and PC of level B with a ridge readout), and returns the figures as a dict.
+figures, including STM and PC of level B with a ridge readout), and returns the figures as a dict. The ring is
+the one the board config ``cfg`` drives (default: the rp2 board, 2 drives and 3 taps); the noise and drift
+panels read it through that board's ADC (:mod:`pgt.sim.adc`) averaging ``n_avg`` reads, as a run would.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .ring import Ring, RingParams  # noqa: E402
+from pgt.firmware.settings import DEFAULT_N_AVG  # noqa: E402
+
+from .adc import ADC  # noqa: E402
+from .boards import board_config, ring_params  # noqa: E402
+from .ring import Ring  # noqa: E402
 from .ring_memory import memory_figures  # noqa: E402
 
 __all__ = ["characterize"]
@@ -114,15 +120,28 @@ def _modes(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
     return {"mode_hops_in_coil_sweep": float(hops)}
 
 
-def _noise(ring: Ring, out: Path, n: int = 2000) -> dict[str, float]:
+class _Reader:
+    """The ring read through the board's ADC (``n_avg`` reads averaged), in volts."""
+
+    def __init__(self, ring: Ring, cfg: dict[str, Any], n_avg: int = DEFAULT_N_AVG) -> None:
+        self.ring, self.n_avg = ring, n_avg
+        self.adc = ADC(cfg, ring.params.read_noise_V, noise_free=ring.params.is_noise_free)
+        self.rng = np.random.default_rng(ring.seed)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.adc.volts(self.adc.average(self.ring.forward(x), self.n_avg, self.rng))
+
+
+def _noise(reader: _Reader, out: Path, n: int = 2000) -> dict[str, float]:
     """Repeat one drive ``n`` times: spread per tap, histogram of the busiest tap."""
+    ring = reader.ring
     mid = (ring.drive_low + ring.drive_high) / 2.0
-    v = ring.forward(np.tile(mid, (n, 1)))
+    v = reader.forward(np.tile(mid, (n, 1)))
     tap = int(np.argmax(v.mean(axis=0)))
     dev = v[:, tap] - v[:, tap].mean()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(dev * 1e3, bins=50)
-    ax.set_xlabel(f"tap {tap} output - mean (mV), {n} repeats of one drive")
+    ax.set_xlabel(f"tap {tap} reading - mean (mV), {n} repeats of one drive, n_avg {reader.n_avg}")
     ax.set_ylabel("count")
     ax.set_title(f"noise: std {dev.std() * 1e3:.2f} mV at {v[:, tap].mean():.3f} V")
     fig.tight_layout()
@@ -131,15 +150,17 @@ def _noise(ring: Ring, out: Path, n: int = 2000) -> dict[str, float]:
     return {"noise_std_V": float(dev.std()), "noise_mean_V": float(v[:, tap].mean())}
 
 
-def _drift(ring: Ring, out: Path, minutes: float = 10.0, reads: int = 20, every_s: float = 5.0) -> dict[str, float]:
+def _drift(reader: _Reader, out: Path, minutes: float = 10.0, reads: int = 20, every_s: float = 5.0
+           ) -> dict[str, float]:
     """Read one drive ``reads`` times every ``every_s`` simulated seconds for ``minutes``."""
+    ring = reader.ring
     mid = (ring.drive_low + ring.drive_high) / 2.0
     block = np.tile(mid, (reads, 1))
     times, means = [], []
     n_points = int(minutes * 60.0 / every_s)
     for _ in range(n_points):
         times.append(ring.clock_s)
-        means.append(ring.forward(block).mean(axis=0))
+        means.append(reader.forward(block).mean(axis=0))
         ring.idle(max(every_s - reads * ring.settle_s, 0.0))
     t = np.asarray(times) / 60.0
     m = np.asarray(means)
@@ -160,22 +181,25 @@ def _drift(ring: Ring, out: Path, minutes: float = 10.0, reads: int = 20, every_
     return {"drift_output_rel_rms_per_sqrt_min": per_min, "drift_minutes": float(minutes)}
 
 
-def characterize(out_dir: Path, seed: int = 0, level: str = "A") -> dict[str, Any]:
+def characterize(out_dir: Path, seed: int = 0, level: str = "A", cfg: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """Write the characterisation plots and summary.txt into ``out_dir``; return the summary figures."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    params = RingParams()
+    cfg = board_config() if cfg is None else cfg
+    params = ring_params(cfg)
     ring = Ring(params, seed=seed, level=level)
-    figures: dict[str, Any] = {"seed": seed, "level": level, "n_inputs": ring.n_inputs, "n_outputs": ring.n_outputs}
+    figures: dict[str, Any] = {"seed": seed, "level": level, "board": cfg["name"], "n_inputs": ring.n_inputs,
+                               "n_outputs": ring.n_outputs}
     figures.update(_transfer(ring, out))
     if level == "A":
         # Threshold loop on a fresh ring with drift off, so the loop is the hysteresis and not the walk.
         quiet_drift = dataclasses.replace(params, drift_rel_per_min=0.0)
         figures.update(_threshold(Ring(quiet_drift, seed=seed), out))
         figures.update(_modes(Ring(quiet_drift, seed=seed), out))
-    figures.update(_noise(Ring(params, seed=seed, level=level), out))
+    figures.update(_noise(_Reader(Ring(params, seed=seed, level=level), cfg), out))
     if level == "A":
-        figures.update(_drift(Ring(params, seed=seed), out))
+        figures.update(_drift(_Reader(Ring(params, seed=seed), cfg), out))
         rng = np.random.default_rng(seed)
         g0 = Ring(params.noise_free(), seed=seed).loop_gain(
             rng.uniform(ring.drive_low, ring.drive_high, (2000, ring.n_inputs))
@@ -185,6 +209,8 @@ def characterize(out_dir: Path, seed: int = 0, level: str = "A") -> dict[str, An
     figures["level_b_stm"] = mem["stm"]
     figures["level_b_pc"] = mem["pc"]
     figures["read_noise_V_param"] = params.read_noise_V
+    figures["adc_noise_per_read_V"] = ADC(cfg, params.read_noise_V).noise_V
+    figures["n_avg"] = DEFAULT_N_AVG
     figures["gain_noise_rel_param"] = params.gain_noise_rel
     figures["drift_rel_per_min_param"] = params.drift_rel_per_min
     figures["settle_s"] = params.settle_s

@@ -1,4 +1,4 @@
-"""Numpy model of the magnonic auto-oscillation ring (see /work/shared/RING_MODEL.md).
+"""Numpy model of the magnonic auto-oscillation ring (background and sources: docs/ring-model.md).
 
 Level A (default) is the quasi-static map from drive currents (mA) to detector voltages (V): each output is
 one detector tap that sees one ring mode group with its own (seeded, random) mixing of the drive channels into
@@ -14,15 +14,29 @@ spacing), so a coil sweep gives step-like mode hops and the noise-free map stays
 threshold (``G0 > 1``) the steady power is ``P = P_eff e / (1 + P_eff e / P_sat)`` with excess ``e`` a
 softplus of ``G0 - 1`` (sharpness ``threshold_sharpness``: a smoothed kink, ~1e-6 of P_eff below
 threshold). The detector is square law at low power and compresses at high power:
-``V = V_off + V_sat tanh(kappa P / V_sat)``. Then multiplicative gain noise, additive read noise, ADC
-quantisation. Drift is a random walk of ``G0`` (in dB) that evolves with the simulated device clock
-(``settle_s`` per forward row). Hysteresis: with a band ``hb > 0`` the ring, once oscillating, stays on
-(with excess ``G0 - 1 + hb``) until ``G0 < 1 - hb``; off, it starts only at ``G0 > 1``.
+``V = V_off + V_sat tanh(kappa P / V_sat)``. Then multiplicative gain noise (per query). The detector's read
+noise and the ADC (quantisation, the converter's own noise) are the board's: :mod:`pgt.sim.adc` models them,
+once, for every simulated board; ``forward`` returns the detector volts before them. Drift is a random
+walk of ``G0`` (in dB) that evolves with the simulated device clock (``settle_s`` per forward row).
+Hysteresis: with a band ``hb > 0`` the ring, once oscillating, stays on (with excess ``G0 - 1 + hb``)
+until ``G0 < 1 - hb``; off, it starts only at ``G0 > 1``.
+
+Taps. Each of the m detector taps sees its own mode group (its own row of the mixes ``Wg``, ``Wh``, its own
+passband centre, ripple and bias): the taps are distinct nonlinear features of the ring, not copies. So that
+every tap responds on a board with few drive channels (the default rp2 board: k = 2 drives, m = 3 taps),
+each row of ``Wg`` and ``Wh`` is scaled to the norm its N(0, 1/k) entries have on average (``sqrt(k)`` times
+the entry scale), so a tap's loop gain always spans about ``gain_span_db`` dB and its coil field about
+``coil_modes_span`` mode spacings over the drive range; the rows' directions stay random.
+
+Shape. ``n_inputs`` / ``n_outputs`` and the drive range are the board's (:mod:`pgt.sim.boards` derives them
+from the firmware's board config: the default rp2 board drives 2 channels over its safe range of 0..50 mA and
+reads 3 taps); the named "wide" board is the 16-drive, 32-tap ring.
 
 Level B (``level="B"``) is the time-multiplexed virtual-node round-trip map of :mod:`pgt.sim.ring_memory`;
 ``forward`` treats each row as one input step (one round trip) of a running series (the state persists
-across calls, so it is history-dependent and has no vjp) and reads the node powers through the detector
-(``v_offset + b_volts_per_unit |a|^2``) and the ADC; ``run_series`` returns the raw node powers.
+across calls, so it is history-dependent and has no vjp) and reads node powers through the detector
+(``v_offset + b_volts_per_unit |a|^2``): tap j reads node ``j * b_nodes // n_outputs`` (taps at different
+times of the round trip); ``run_series`` returns the powers of all nodes.
 """
 
 from __future__ import annotations
@@ -32,8 +46,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from pgt.errors import UserError
 
 __all__ = [
     "DriveShapeError",
@@ -47,7 +59,7 @@ _LN10_10 = np.log(10.0) / 10.0  # d(G)/d(G_dB) = G * ln(10)/10
 _WINDOW = 10  # mode-hop steps evaluated around h (+-5 spacings: sigmoid(-60) ~ 1e-26 at sharpness 12)
 
 
-class DriveShapeError(UserError, ValueError):
+class DriveShapeError(ValueError):
     """A drive block (or gradient block) of the wrong shape or with non-finite values."""
 
 
@@ -56,14 +68,17 @@ class RingParams:
     """Every parameter of the ring model in one place, with the source of each default."""
 
     # --- channels and drive limits -------------------------------------------------------------------
-    n_inputs: int = 16  # drive channels: DAC/PWM current sources (design brief: 16 in)
-    n_outputs: int = 32  # detector taps read by the ADC (design brief: 32 out)
-    drive_low_mA: float = 0.0  # typical: unipolar current source (a DAC into a V->I stage) cannot sink
-    drive_high_mA: float = 100.0  # typical: 100 mA is what a small op-amp/transistor current source
-    # delivers to a bias coil (~0.5 mT, see coil_modes_span) without heating; also safe for a VGA input
+    # The defaults are the default rp2 board's (firmware/board.py; pgt.sim.boards.ring_params derives them
+    # from any board config): 2 PWM drive channels (gain control and bias coil), 3 ADC taps, and the drive
+    # range of the board's safe code range 0..2047 at 100/4095 mA per code (its current sources give 100 mA
+    # at full scale: what a small op-amp/transistor stage delivers to a bias coil, ~0.5 mT, without heating).
+    n_inputs: int = 2  # drive channels: DAC/PWM current sources (rp2 board: GP16, GP17)
+    n_outputs: int = 3  # detector taps read by the ADC (rp2 board: ADC0..ADC2)
+    drive_low_mA: float = 0.0  # unipolar current source (a DAC into a V->I stage) cannot sink
+    drive_high_mA: float = 2047 * 100.0 / 4095  # rp2 board: safe limit 2047 of 4095 codes (half scale)
 
     # --- loop gain (level A) -------------------------------------------------------------------------
-    threshold_gain: float = 1.0  # auto-oscillation starts at round-trip power gain 1 (RING_MODEL.md)
+    threshold_gain: float = 1.0  # auto-oscillation starts at round-trip power gain 1 (docs/ring-model.md)
     # per-tap small-signal loop gain at mid drive, uniform in [low, high] dB. Typical: rings are operated
     # within ~1-2 dB of threshold (Watt & Kostylev 2020)
     bias_db_low: float = -0.5
@@ -94,13 +109,11 @@ class RingParams:
     v_offset: float = 0.02  # detector/op-amp offset so read noise at zero signal is not clipped (typical)
 
     # --- noise, drift, ADC ---------------------------------------------------------------------------
-    read_noise_V: float = 0.005  # additive; 20 log10(0.5 V / 5 mV) = 40 dB SNR, mid of 30-50 dB (RING_MODEL)
+    read_noise_V: float = 0.005  # detector noise per ADC read, white (pgt.sim.adc adds it with the converter's
+    # own noise); 20 log10(0.5 V / 5 mV) = 40 dB SNR, mid of 30-50 dB (docs/ring-model.md)
     gain_noise_rel: float = 0.005  # multiplicative noise per query (typical amplifier gain jitter, 0.5 %)
-    drift_rel_per_min: float = 0.003  # random walk of G0: RMS 0.3 %/min (RING_MODEL: 0.1-1 %/min)
-    adc_bits: int = 12  # microcontroller ADC (RING_MODEL.md; RP2040/ESP32 are 12 bit); 0 = no quantisation
-    volts_low: float = 0.0  # ADC input range: 0..3.3 V reference (RP2040 ADC_VREF)
-    volts_high: float = 3.3
-    settle_s: float = 1e-3  # device seconds per forward row: coil and ring settle in 0.1-10 ms (RING_MODEL)
+    drift_rel_per_min: float = 0.003  # random walk of G0: RMS 0.3 %/min (docs/ring-model.md: 0.1-1 %/min)
+    settle_s: float = 1e-3  # device seconds per forward row: coil and ring settle in 0.1-10 ms (docs/ring-model.md)
 
     # --- level B: virtual-node round-trip map (see pgt.sim.ring_memory) ------------------------------
     # Envelope units: |a|^2 = 1 is the amplifier's saturation power. The five marked (*) were tuned together
@@ -118,7 +131,7 @@ class RingParams:
     b_input_scale: float = 0.8  # (*) amplitude of the injected masked input, in envelope units
     b_input_bias: float = 0.5  # carrier injected with the input, so the square-law readout sees it linearly
     b_amp_noise: float = 0.003  # amplifier noise per node per round trip (envelope units; ~40-50 dB SNR)
-    b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units; ~40 dB SNR, RING_MODEL.md)
+    b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units; ~40 dB SNR, docs/ring-model.md)
     b_volts_per_unit: float = 2.0  # detector volts per unit |a|^2 in forward(): the amplifier's largest
     # output, |a|^2 = g^2/4 ~ 0.23 at the peak of g s/(1+|s|^2), reads ~0.45 V, inside the detector's
     # square-law range like level A's outputs (kappa, v_sat above)
@@ -128,8 +141,6 @@ class RingParams:
             raise ValueError("the ring needs at least one drive channel and one output")
         if not self.drive_high_mA > self.drive_low_mA:
             raise ValueError("drive_high_mA must exceed drive_low_mA")
-        if not self.volts_high > self.volts_low:
-            raise ValueError("volts_high must exceed volts_low")
         if self.b_nodes < 1:
             raise ValueError("level B needs at least one virtual node")
         for name in (
@@ -137,7 +148,6 @@ class RingParams:
             "read_noise_V",
             "gain_noise_rel",
             "drift_rel_per_min",
-            "adc_bits",
             "b_amp_noise",
             "b_read_noise",
             "settle_s",
@@ -146,14 +156,13 @@ class RingParams:
                 raise ValueError(f"{name} must be non-negative")
 
     def noise_free(self) -> RingParams:
-        """A copy with every noise, drift, quantisation and hysteresis switched off (a pure function)."""
+        """A copy with every noise, drift and hysteresis switched off (a pure function)."""
         return dataclasses.replace(
             self,
             hysteresis_band=0.0,
             read_noise_V=0.0,
             gain_noise_rel=0.0,
             drift_rel_per_min=0.0,
-            adc_bits=0,
             b_amp_noise=0.0,
             b_read_noise=0.0,
         )
@@ -166,10 +175,13 @@ class RingParams:
             and self.read_noise_V == 0.0
             and self.gain_noise_rel == 0.0
             and self.drift_rel_per_min == 0.0
-            and self.adc_bits == 0
             and self.b_amp_noise == 0.0
             and self.b_read_noise == 0.0
         )
+
+
+def _unit_rows(w: np.ndarray) -> np.ndarray:
+    return np.asarray(w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -197,9 +209,10 @@ class _Mixing:
 
 def _make_mixing(p: RingParams, rng: np.random.Generator) -> _Mixing:
     m, k = p.n_outputs, p.n_inputs
-    # Entries ~ N(0, 1/k): for uniform z in [-1, 1]^k each mix has std ~ 1/sqrt(3).
-    wg = rng.normal(0.0, 1.0 / np.sqrt(k), size=(m, k))
-    wh = rng.normal(0.0, np.sqrt(3.0) * p.coil_modes_span / np.sqrt(k), size=(m, k))
+    # Random directions, rows of norm 1 (gain) and sqrt(3) coil_modes_span (coil): for uniform z in [-1, 1]^k
+    # each tap's gain mix has std 1/sqrt(3) and its coil field std coil_modes_span, whatever k is.
+    wg = _unit_rows(rng.normal(0.0, 1.0, size=(m, k)))
+    wh = np.sqrt(3.0) * p.coil_modes_span * _unit_rows(rng.normal(0.0, 1.0, size=(m, k)))
     h0 = rng.uniform(-0.5, 0.5, size=m)
     hc = rng.uniform(-0.5 * p.passband_modes, 0.5 * p.passband_modes, size=m) * 0.3
     bias_db = rng.uniform(p.bias_db_low, p.bias_db_high, size=m)
@@ -230,11 +243,9 @@ class Ring:
         structure_rng, self._noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         self._mix = _make_mixing(p, structure_rng)
         self.n_inputs = p.n_inputs
-        self.n_outputs = p.n_outputs if level == "A" else p.b_nodes
+        self.n_outputs = p.n_outputs
         self.drive_low = np.full(p.n_inputs, p.drive_low_mA)
         self.drive_high = np.full(p.n_inputs, p.drive_high_mA)
-        self.volts_low = p.volts_low
-        self.volts_high = p.volts_high
         self.settle_s = p.settle_s
         self.clock_s = 0.0
         self._drift_db = np.zeros(p.n_outputs)
@@ -244,6 +255,7 @@ class Ring:
             from .ring_memory import VirtualNodeRing
 
             self._b = VirtualNodeRing(p, structure_rng, self._noise_rng)
+            self._taps = np.arange(p.n_outputs) * p.b_nodes // p.n_outputs
 
     # ---------------------------------------------------------------------------------------------------
     def _check(self, x: np.ndarray, width: int, what: str) -> np.ndarray:
@@ -314,14 +326,15 @@ class Ring:
 
     # ---------------------------------------------------------------------------------------------------
     def forward(self, drive_mA: np.ndarray) -> np.ndarray:
-        """Drive with a block (n, n_inputs) of currents in mA; return detector volts (n, n_outputs)."""
+        """Drive with a block (n, n_inputs) of currents in mA; return detector volts (n, n_outputs), before
+        the detector's read noise and the ADC (:mod:`pgt.sim.adc`)."""
         x = self._check(drive_mA, self.n_inputs, "drive block")
         n = x.shape[0]
         p = self.params
         if self._b is not None:
-            v = p.v_offset + p.b_volts_per_unit * np.asarray(self._b.forward(self.normalise(x)))
+            powers = np.asarray(self._b.forward(self.normalise(x)))
             self.clock_s += n * self.settle_s
-            return self._quantise(v)
+            return np.asarray(p.v_offset + p.b_volts_per_unit * powers[:, self._taps])
         drift = self._advance_drift(n)
         mm = self._mean_map(self.normalise(x), drift)
         g0 = mm["g0"]
@@ -333,17 +346,7 @@ class Ring:
         v, _ = self._power_volts(excess)
         if p.gain_noise_rel > 0.0:
             v = p.v_offset + (v - p.v_offset) * (1.0 + p.gain_noise_rel * self._noise_rng.standard_normal(v.shape))
-        if p.read_noise_V > 0.0:
-            v = v + p.read_noise_V * self._noise_rng.standard_normal(v.shape)
         self.clock_s += n * self.settle_s
-        return self._quantise(v)
-
-    def _quantise(self, v: np.ndarray) -> np.ndarray:
-        """ADC: clip to the input range and round to the code grid (if adc_bits > 0)."""
-        p = self.params
-        if p.adc_bits > 0:
-            lsb = (p.volts_high - p.volts_low) / (2**p.adc_bits - 1)
-            v = p.volts_low + lsb * np.round((np.clip(v, p.volts_low, p.volts_high) - p.volts_low) / lsb)
         return np.asarray(v)
 
     def idle(self, seconds: float) -> None:
@@ -455,6 +458,23 @@ class Ring:
         self.clock_s += arr.shape[0] * self.settle_s
         return out
 
+    def state(self) -> dict[str, Any]:
+        """What evolves (noise generator, clock, drift, hysteresis, level-B nodes) as plain data and arrays."""
+        out = {"noise_rng": dict(self._noise_rng.bit_generator.state), "clock_s": self.clock_s,
+               "drift_db": self._drift_db.copy(), "on": self._on.copy()}
+        if self._b is not None:
+            out["nodes"] = self._b.state.copy()
+        return out
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned, on a ring built with the same parameters, seed and level."""
+        self._noise_rng.bit_generator.state = state["noise_rng"]
+        self.clock_s = float(state["clock_s"])
+        self._drift_db = np.array(state["drift_db"])
+        self._on = np.array(state["on"], dtype=bool)
+        if self._b is not None:
+            self._b.state = np.array(state["nodes"])
+
     def reset(self) -> None:
         """Back to the initial state (clock, drift, hysteresis, level-B state); the noise stream continues."""
         self.clock_s = 0.0
@@ -465,13 +485,17 @@ class Ring:
 
 
 class RingReservoir:
-    """A :class:`pgt.reservoir.Reservoir` over a simulated :class:`Ring` (in-process, counts queries).
+    """The noise-free reference: a :class:`pgt.reservoir.Reservoir` that calls a :class:`Ring` directly (in
+    process, counts queries) and offers its exact ``vjp`` — the backpropagation reference estimator's device.
 
-    ``vjp`` is exact when the ring is noise-free; on a noisy ring it raises unless ``allow_model_vjp`` is
-    set, in which case it returns the vjp of the ring's noise-free mean map (a digital twin's gradient).
+    Noisy simulated queries do not come here: they go through the firmware's Core and the simulated board
+    (:func:`make_ring_reservoir` returns :class:`pgt.sim.device.SimDevice` for them), where the ADC adds read
+    noise and quantises. ``vjp`` is exact when the ring is noise-free; on a noisy ring it raises unless
+    ``allow_model_vjp`` is set, in which case it returns the vjp of the ring's noise-free mean map (a digital
+    twin's gradient). ``volts`` is the (low, high) range of the board's ADC, reported in ``info``.
     """
 
-    def __init__(self, ring: Ring, allow_model_vjp: bool = False) -> None:
+    def __init__(self, ring: Ring, allow_model_vjp: bool = False, volts: tuple[float, float] = (0.0, 3.3)) -> None:
         self.ring = ring
         self.n_inputs = ring.n_inputs
         self.n_outputs = ring.n_outputs
@@ -480,6 +504,7 @@ class RingReservoir:
         self.queries = 0
         self.device_seconds = 0.0
         self.allow_model_vjp = allow_model_vjp
+        self.volts = (float(volts[0]), float(volts[1]))
 
     @property
     def exact_vjp(self) -> bool:
@@ -498,8 +523,8 @@ class RingReservoir:
             "noise_free": p.is_noise_free,
             "exact_vjp": self.exact_vjp,
             "settle_s": self.ring.settle_s,
-            "volts_low": self.ring.volts_low,
-            "volts_high": self.ring.volts_high,
+            "volts_low": self.volts[0],
+            "volts_high": self.volts[1],
             "params": dataclasses.asdict(self.ring.params),
         }
 
@@ -511,14 +536,34 @@ class RingReservoir:
         self.device_seconds += n * self.ring.settle_s
         return y
 
+    def state(self) -> dict[str, Any]:
+        return self.ring.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.ring.load_state(state)
+
     def vjp(self, x: np.ndarray, grad_y: np.ndarray) -> np.ndarray:
         """Return d<grad_y, forward(x)>/dx, shape (n, n_inputs); not a query."""
         if not (self.exact_vjp or (self.allow_model_vjp and self.ring.level == "A")):
-            raise UserError("this ring is not noise-free (level A): its forward map has no exact vjp")
+            raise ValueError("this ring is not noise-free (level A): its forward map has no exact vjp")
         return self.ring.vjp(x, grad_y)
 
 
-def make_ring_reservoir(seed: int = 0, level: str = "A", noise_free: bool = False) -> RingReservoir:
-    """A ring reservoir with the default parameters (noise-free ones if asked)."""
-    params = RingParams().noise_free() if noise_free else RingParams()
-    return RingReservoir(Ring(params, seed=seed, level=level))
+def make_ring_reservoir(seed: int = 0, level: str = "A", noise_free: bool = False, *, board: str | None = None,
+                        channels: tuple[int, int] | None = None, config: str | dict[str, Any] | None = None
+                        ) -> Any:
+    """The simulated device of a board's shape (default: the rp2 board, 2 drives and 3 taps; ``board``,
+    ``channels`` and ``config`` as in :func:`pgt.sim.boards.board_config`) as a Reservoir.
+
+    ``noise_free``: the :class:`RingReservoir` reference (exact vjp, no ADC). Otherwise a
+    :class:`pgt.sim.device.SimDevice`: every query through the firmware's Core and the simulated board's HAL.
+    """
+    from .boards import board_config, ring_params
+    from .device import SimDevice, make_core
+
+    if not noise_free:
+        return SimDevice(make_core(seed=seed, level=level, board=board, channels=channels, config=config))
+    cfg = board_config(board, channels, config)
+    lo = float(cfg["adc_V_offset"])
+    ring = Ring(ring_params(cfg).noise_free(), seed=seed, level=level)
+    return RingReservoir(ring, volts=(lo, lo + 0xFFFF * float(cfg["adc_V_per_code"])))

@@ -6,7 +6,9 @@ REPL on stdin/stdout: the friendly REPL (echo, Ctrl-A/B/C/D), the raw REPL (code
 ``OK`` output ``\\x04`` error ``\\x04>``) and raw-paste mode (``\\x05A\\x01``, flow-controlled windows). A soft
 reset ends this VM with exit code 3 (friendly: the next boot runs main.py) or 4 (raw: it does not), and the
 host starts a fresh VM on the same filesystem: a soft reset clears the heap, as on a board.
-The host prepends ``BOOT_MODE = "main" | "raw"``.
+The host prepends ``BOOT_MODE = "main" | "raw"`` and ``UID = b"..."`` (this board's ``machine.unique_id()``).
+``machine.reset()`` (``mpremote reset``) ends the VM like a soft reset from the friendly REPL: the next boot
+runs main.py, as after a real reset. ``os`` is ``vboard_os`` (sizes in ``ilistdir``, ``statvfs`` for ``df``).
 """
 
 import sys
@@ -15,9 +17,13 @@ BOOT_MODE = globals().get("BOOT_MODE", "main")  # noqa: F821 - set by the host
 sys.path.append("/lib")
 sys.path.insert(0, "/vb")
 import vboard_machine  # noqa: E402
+import vboard_os  # noqa: E402
 
 sys.path.pop(0)
 sys.modules["machine"] = vboard_machine
+sys.modules["os"] = vboard_os
+sys.modules["vfs"] = vboard_os.vfs
+vboard_machine.UID[0] = globals().get("UID", b"\x76\x62\x6f\x61\x72\x64\x00\x01")
 
 _in = sys.stdin.buffer
 _out = sys.stdout.buffer
@@ -53,6 +59,8 @@ def execute(src, g):
         exec(src, g)
     except SystemExit:
         pass
+    except vboard_machine.HardReset:
+        raise
     except BaseException as e:  # noqa: BLE001
         _out.write(b"\x04")
         sys.print_exception(e, sys.stdout)
@@ -123,9 +131,12 @@ def friendly(g):
         elif c == 3:
             line = bytearray()
             _out.write(b"\r\nKeyboardInterrupt\r\n>>> ")
+        elif c == 2:  # Ctrl-B: the banner again, as a board prints it
+            line = bytearray()
+            _out.write(b"\r\n" + BANNER + b">>> ")
         elif c == 4 and not line:
             _out.write(b"\r\nMPY: soft reboot\r\n")
-            raise SystemExit(3)
+            raise SystemExit(3) from None
         elif c in (13, 10):
             _out.write(b"\r\n")
             if line:
@@ -151,9 +162,12 @@ def friendly(g):
 
 
 g = {"__name__": "__main__"}
-if BOOT_MODE == "main":
-    run_main()
-    friendly(g)
-else:
-    raw_repl(g)
-    friendly(g)
+try:
+    if BOOT_MODE == "main":
+        run_main()
+        friendly(g)
+    else:
+        raw_repl(g)
+        friendly(g)
+except vboard_machine.HardReset:  # machine.reset(): the next boot runs main.py
+    raise SystemExit(3) from None

@@ -1,10 +1,12 @@
 """The ``machine`` module of the virtual board (MicroPython code: runs inside the VM, not on the host).
 
-Output writes (PWM duty, DAC, SPI words for an MCP4922) and ADC reads travel to the host as 6-byte messages
+Output writes (PWM duty, DAC, SPI words for an MCP4922) and ADC reads (``ADC.read_u16``, or an MCP3208's
+conversions over ``SPI.write_readinto``, keyed by its channel) travel to the host as 6-byte messages
 on stderr (``0xA5, op, pin, seq, value uint16 LE``); the host answers an ADC read (op ``R``) by writing
-``seq, count`` and the readings of every ADC pin created so far (op ``A``, in that order; uint16 LE each) at
-the start of the file /vb/adc, which the guest polls until the sequence number matches. The readings are kept
-until the next output write: one round trip per drive state, however many reads the HAL averages.
+``seq, count, reps`` and ``reps`` rounds of one reading of every ADC pin created so far (op ``A``, in that
+order; uint16 LE each) at the start of the file /vb/adc, which the guest polls until the sequence number
+matches. The readings are kept until the next output write: one round trip per drive state; successive reads
+of a pin take the next round's reading (independent ADC reads, so averaging lowers the noise).
 (WASI cannot read or write a FIFO opened as a file: ESPIPE.)
 Everything else (Pin, WDT, Timer) is local and inert.
 """
@@ -15,10 +17,10 @@ import sys
 _TX = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else sys.stderr
 _RX = open("/vb/adc", "rb")
 _MSG = bytearray(6)
-_REPLY = bytearray(2 + 2 * 256)  # seq, count, then the readings of every ADC pin (uint16 LE each)
+_REPLY = bytearray(4 + 2 * 512)  # seq, count, reps (uint16), then reps x count readings (uint16 LE each)
 _SEQ = [0]
 _PINS = []  # type: list[int]  # ADC pins in the order the host reports them
-_CACHE = {}  # type: dict[int, int]  # pin -> reading for the current drive; emptied by every output write
+_NEXT = {}  # type: dict[int, int]  # pin -> how many times it was read since the readings came
 _VALID = [False]
 
 
@@ -41,14 +43,25 @@ def _read(pin):
             _RX.readinto(_REPLY)
             if _REPLY[0] == seq:
                 break
-        for i in range(len(_PINS)):
-            _CACHE[_PINS[i]] = _REPLY[2 + 2 * i] | (_REPLY[3 + 2 * i] << 8)
+        _NEXT.clear()
         _VALID[0] = True
-    return _CACHE[pin]
+    count = _REPLY[1]
+    reps = _REPLY[2] | (_REPLY[3] << 8)
+    r = _NEXT.get(pin, 0)
+    _NEXT[pin] = r + 1
+    at = 4 + 2 * ((r % reps) * count + _PINS.index(pin))
+    return _REPLY[at] | (_REPLY[at + 1] << 8)
+
+
+UID = [b"\x76\x62\x6f\x61\x72\x64\x00\x01"]  # set by the ROM to this board's id
+
+
+class HardReset(BaseException):
+    """Raised by ``reset()``: the ROM ends this VM and the host boots the board again into main.py."""
 
 
 def unique_id():
-    return b"\x76\x62\x6f\x61\x72\x64\x00\x01"
+    return UID[0]
 
 
 def freq(hz=None):
@@ -56,7 +69,7 @@ def freq(hz=None):
 
 
 def reset():
-    _send(88, 0, 0)  # "X": the host restarts the VM (a hard reset)
+    raise HardReset()
 
 
 def soft_reset():
@@ -142,6 +155,18 @@ class SPI:
 
     def write(self, buf):
         _send(83, buf[0], buf[1])  # "S": the host decodes MCP4922 words
+
+    def write_readinto(self, tx, rx):
+        """An MCP3208 conversion of channel ``ch`` (tx: start bit, SGL, D2 | D1 D0 | -): the ring's reading of
+        the tap wired to that channel, as 12 bits in the last 12 bits of rx."""
+        ch = ((tx[0] & 1) << 2) | (tx[1] >> 6)
+        if ch not in _PINS:
+            _PINS.append(ch)
+            _send(65, ch, 0)  # "A": the host adds the channel to the readings it reports
+        v = _read(ch) >> 4
+        rx[0] = 0xFF
+        rx[1] = 0xE0 | (v >> 8)
+        rx[2] = v & 0xFF
 
 
 class WDT:

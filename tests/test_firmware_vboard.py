@@ -5,9 +5,14 @@ perturbative training steps through the firmware's own serve loop and HAL (the r
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +107,86 @@ def test_flash_precompiled(port: str, capsys: pytest.CaptureFixture[str]) -> Non
         assert "pgt/firmware/serve.mpy" in client.info["files"]
         assert "pgt/firmware/serve.py" not in client.info["files"]  # flash removed the old tree first
         assert client.run(np.array([[10.0, 20.0]])).shape == (1, 3)
+
+
+@contextlib.contextmanager
+def _board(fs: Path | None = None, uid: str | None = None) -> Iterator[str]:
+    """A virtual board of its own (``pgt sim --board``), stopped by SIGINT as a user would; yields its port."""
+    args = [sys.executable, "-m", "pgt.cli", "sim", "--board"]
+    args += ["--fs", str(fs)] if fs is not None else []
+    args += ["--uid", uid] if uid is not None else []
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def _retrying(port: str, *args: str) -> str:
+    """mpremote ``args``, tried again (up to 5 times) if a board that is still booting swallowed its request."""
+    from pgt.flash import mpremote_exe
+
+    for _ in range(5):
+        try:
+            proc = subprocess.run([*mpremote_exe(), "connect", port, *args], capture_output=True, text=True,
+                                  timeout=15, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            continue
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+    raise AssertionError(f"mpremote {' '.join(args)}: no answer in 5 tries")
+
+
+UID = "import machine, binascii; print(binascii.hexlify(machine.unique_id()).decode())"
+
+
+def test_the_virtual_board_keeps_its_filesystem_and_identity_and_resets_like_a_pico(port: str, tmp_path: Path
+                                                                                     ) -> None:
+    module_board = port
+    fs = tmp_path / "flash"
+    main_py = tmp_path / "main.py"  # counts its boots in a file on the board
+    main_py.write_text("try:\n    n = int(open('boots').read())\nexcept OSError:\n    n = 0\n"
+                       "f = open('boots', 'w')\nf.write(str(n + 1))\nf.close()\n")
+    with _board(fs) as port:
+        uid = _retrying(port, "exec", UID).strip()  # (a fresh board under load may still be compiling its VM)
+        mpremote(port, "resume", "fs", "cp", str(main_py), ":main.py")
+        mpremote(port, "resume", "fs", "mkdir", ":lib")
+        listing = mpremote(port, "resume", "fs", "ls", ":")
+        assert re.search(r"^\s+%d main\.py$" % main_py.stat().st_size, listing, re.M)  # sizes, as on a board
+        assert re.search(r"^\s+0 lib/$", listing, re.M)
+        mpremote(port, "reset")  # machine.reset(): the board boots again and runs main.py
+        time.sleep(1.0)  # (a real board's port is gone for a moment too; bytes sent meanwhile are lost)
+        assert _retrying(port, "resume", "fs", "cat", ":boots").strip() == "1"
+        df = mpremote(port, "resume", "df").splitlines()
+        assert df[0].split() == ["filesystem", "size", "used", "avail", "use%", "mounted", "on"]
+        size, used, avail = (int(v) for v in df[1].split()[1:4])
+        assert size == 352 * 4096 and used + avail == size and 0 < used < size and df[1].split()[-1] == "/"
+    with _board(fs) as port:  # the same flash after a restart: same files, same board
+        assert _retrying(port, "exec", UID).strip() == uid
+        assert "main.py" in mpremote(port, "resume", "fs", "ls", ":")
+    other = mpremote(module_board, "exec", UID).strip()  # the module's board: another instance, another id
+    with _board(uid="00112233445566ff") as port:
+        assert _retrying(port, "exec", UID).strip() == "00112233445566ff"
+    assert len({uid, other, "00112233445566ff"}) == 3 and len(uid) == 16
+
+
+def test_an_mcp3208_board_reads_eight_taps(port: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """board.json with an external MCP3208: the firmware reads its 8 channels over SPI, the virtual board's
+    ring grows to 8 distinct taps."""
+    from pgt.client import RingClient
+
+    config = tmp_path / "board.json"
+    config.write_text(json.dumps({"board": "rp2", "adc": "mcp3208"}))
+    assert pgt_main(["flash", port, "--board", "rp2", "--config", str(config)]) == 0
+    assert "rp2-pwm-mcp3208" in capsys.readouterr().out
+    with RingClient.open(port, timeout=5.0) as client:
+        assert client.info["board"] == "rp2-pwm-mcp3208" and (client.n_inputs, client.n_outputs) == (2, 8)
+        x = np.random.default_rng(0).uniform(client.drive_low, client.drive_high, (40, 2))
+        y = client.run(x)
+        assert y.shape == (40, 8) and np.all(y.std(axis=0) > 0.02)  # every tap follows the drive
+        assert len({round(float(v), 6) for v in y[0]}) == 8  # and no two are the same feature

@@ -1,8 +1,9 @@
 """Every estimator on every hostile black box: it reaches a stated accuracy or stops saying why.
 
 The boxes (``tests/support/hostile.py``) drive 4 channels and read 8 taps; the task is digits with the dense
-model, a few hundred steps at most (chance is 0.10, the untrained model ~0.12). The stated accuracies are
-about 0.1 below what each estimator reaches on the clean box with these budgets.
+model (4 slots: a 16-drive ring layer), a few hundred steps at most (chance is 0.10, the untrained model
+~0.12). The stated accuracies are about 0.1 below what each estimator reaches on the clean box with these
+budgets (node 0.91, surrogate 0.95, param 0.88).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pgt.trainer import TrainConfig, Trainer
 
 # steps and the test accuracy (at the best-validation step) each estimator must reach on a usable box
 PLAN: dict[str, tuple[int, float, dict[str, Any]]] = {
-    "node": (120, 0.6, {}),
-    "surrogate": (120, 0.7, {"features": 96}),
-    "param": (300, 0.42, {}),
+    "node": (120, 0.8, {}),
+    "surrogate": (120, 0.85, {"features": 64, "buffer": 2000, "refit_every": 20}),
+    "param": (300, 0.72, {}),
 }
 # boxes no estimator can train through: the error type and the words the message must contain
 STOPS: dict[str, tuple[type[PgtError], str]] = {

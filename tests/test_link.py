@@ -23,7 +23,7 @@ RUN = {"op": "run", "n": 2, "k": 16, "drive": struct.pack("<32H", *range(0, 3200
 
 @pytest.fixture
 def tcp() -> Iterator[tuple[TcpServer, str]]:
-    srv = TcpServer(make_core(noise_free=True))
+    srv = TcpServer(make_core(noise_free=True, board="wide"))
     port = srv.start()
     yield srv, f"socket://127.0.0.1:{port}"
     srv.stop()
@@ -31,7 +31,7 @@ def tcp() -> Iterator[tuple[TcpServer, str]]:
 
 @pytest.fixture
 def pty() -> Iterator[tuple[PtyServer, str]]:
-    srv = PtyServer(make_core(noise_free=True))
+    srv = PtyServer(make_core(noise_free=True, board="wide"))
     path = srv.start()
     yield srv, path
     srv.stop()
@@ -54,8 +54,8 @@ def test_request_and_reply_over_pty_and_tcp(server: tuple[Any, str]) -> None:
         reply = link.request({"op": "ping", "data": every_byte})
         assert reply["op"] == "ping" and reply["data"] == every_byte
         hello = link.request({"op": "hello"})
-        assert hello["proto"] == 1 and hello["k"] == 16
-        assert link.request({"op": "stop"}) == {"op": "stop", "seq": hello["seq"] + 1}  # (equals the request)
+        assert hello["proto"] == 2 and hello["k"] == 16
+        assert link.request({"op": "stop"}) == {"op": "stop", "seq": hello["seq"] + 1, "boot": hello["boot"]}
         c = link.counters()
         assert c["requests"] == 3 and c["retries"] == 0 and c["timeouts"] == 0 and c["dropped"] == {}
         assert c["bytes_out"] > 1024 and c["bytes_in"] > 1024
@@ -163,7 +163,8 @@ def test_reconnect_finds_a_usb_port_again_by_serial_number(monkeypatch: pytest.M
             self.device = device
             self.serial_number = serial_number
 
-    first, second = PtyServer(make_core(noise_free=True)), PtyServer(make_core(noise_free=True))
+    first = PtyServer(make_core(noise_free=True, board="wide"))
+    second = PtyServer(make_core(noise_free=True, board="wide"))
     try:
         path1, path2 = first.start(), second.start()
         ports = [Port("/dev/ttyS9", "OTHER"), Port(path1, "E6614C311B")]
@@ -207,7 +208,7 @@ def test_in_process_link_and_sim_urls() -> None:
         parse_sim_url("sim://?sed=3")
     with pytest.raises(UserError, match="bad value for seed"):
         parse_sim_url("sim://?seed=x")
-    link = InProcessLink("sim://?noise_free=1&max_frame=4096")
+    link = InProcessLink("sim://?noise_free=1&max_frame=4096&board=wide")
     hello = link.request({"op": "hello"})
     assert hello["max_frame"] == 4096 and hello["max_batch"] == (4096 - 256) // 64
     assert link.request(RUN)["n"] == 2 and link.core.counts["runs"] == 1

@@ -33,5 +33,5 @@ def test_every_op_has_a_schema_and_error_codes_are_unique() -> None:
 
 
 def test_error_reply_echoes_seq() -> None:
-    r = m.error_reply(7, m.E_BAD_SHAPE, "k must be 16", "run")
-    assert r == {"op": "error", "seq": 7, "code": 6, "msg": "k must be 16", "req": "run"}
+    r = m.error_reply(7, 0xB007, m.E_BAD_SHAPE, "k must be 16", "run")
+    assert r == {"op": "error", "seq": 7, "boot": 0xB007, "code": 6, "msg": "k must be 16", "req": "run"}

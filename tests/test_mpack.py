@@ -95,3 +95,19 @@ def test_deep_nesting_refused() -> None:
         assert "deep" in str(e)
     else:
         raise AssertionError
+
+
+def test_a_key_twice_is_refused_and_depth_16_is_the_limit() -> None:
+    try:
+        mpack.decode(b"\x82\xa1a\x01\xa1a\x02")
+    except mpack.DecodeError as e:
+        assert "duplicate" in str(e)
+    else:
+        raise AssertionError("a map with a key twice was accepted")
+    assert mpack.decode(b"\x91" * 16 + b"\xc0") is not None  # nil at depth 16
+    try:
+        mpack.decode(b"\x91" * 17 + b"\xc0")  # nil at depth 17
+    except mpack.DecodeError:
+        pass
+    else:
+        raise AssertionError("depth 17 was accepted")

@@ -253,3 +253,14 @@ def test_a_run_prints_one_header_before_the_first_step() -> None:
     assert "8 slots -> ring layer 16 drives / 24 readings" in head and "n_avg 4" in head
     assert f"{8 * 8 * 2} queries per step" in head
     assert "noise/span per tap " + " ".join(f"{v:.2f}" for v in trainer.physical.noise_span) in head
+
+
+def test_pgt_train_takes_slots(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from pgt.cli import main
+
+    assert main(["train", "--slots", "0", "--steps", "1", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--slots" in err and not list(tmp_path.iterdir())
+    assert main(["train", "--slots", "3", "--steps", "1", "--eval-every", "1", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "3 slots -> ring layer" in err and "noise/span per tap" in err

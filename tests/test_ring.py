@@ -11,10 +11,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from pgt.reservoir import DifferentiableReservoir, Reservoir
+from pgt.sim.boards import board_config, ring_params
+from pgt.sim.device import SimDevice
 from pgt.sim.ring import Ring, RingParams, RingReservoir, make_ring_reservoir
 from pgt.sim.ring_memory import memory_figures, ridge_fit
 
-QUIET = dataclasses.replace(RingParams().noise_free())  # deterministic level A
+WIDE = ring_params(board_config("wide"))  # 16 drives over 0..100 mA, 32 taps
+QUIET = WIDE.noise_free()  # deterministic level A
 
 
 def mid(ring: Ring, n: int = 1) -> np.ndarray:
@@ -28,20 +31,23 @@ def uniform_drive(ring: Ring, n: int, seed: int = 1) -> np.ndarray:
 # --- shapes, API ------------------------------------------------------------------------------------------
 
 
-def test_defaults_and_shapes() -> None:
+def test_defaults_are_the_default_rp2_boards_ring() -> None:
     ring = Ring()
-    assert (ring.n_inputs, ring.n_outputs) == (16, 32)
-    assert ring.drive_low.shape == ring.drive_high.shape == (16,)
-    assert np.all(ring.drive_high > ring.drive_low)
-    assert ring.volts_high > ring.volts_low and ring.settle_s > 0
+    assert (ring.n_inputs, ring.n_outputs) == (2, 3)  # firmware/board.py: GP16, GP17 drive; ADC0..2 read
+    assert ring_params(board_config()) == RingParams()  # the defaults are that board's, nothing else differs
+    assert ring.drive_low.shape == ring.drive_high.shape == (2,)
+    assert ring.drive_high[0] == pytest.approx(2047 * 100.0 / 4095)  # its safe limit, half scale
+    assert ring.settle_s > 0
     y = ring.forward(uniform_drive(ring, 7))
-    assert y.shape == (7, 32) and y.dtype == np.float64
-    assert ring.forward(np.zeros((0, 16))).shape == (0, 32)
+    assert y.shape == (7, 3) and y.dtype == np.float64
+    assert ring.forward(np.zeros((0, 2))).shape == (0, 3)
+    wide = Ring(WIDE)
+    assert (wide.n_inputs, wide.n_outputs) == (16, 32) and wide.drive_high[0] == pytest.approx(100.0)
 
 
 @pytest.mark.parametrize("bad", [np.zeros(16), np.zeros((3, 15)), np.zeros((2, 16, 1)), np.full((2, 16), np.nan)])
 def test_bad_shapes_raise_value_error(bad: np.ndarray) -> None:
-    ring = Ring()
+    ring = Ring(WIDE)
     with pytest.raises(ValueError):
         ring.forward(bad)
     with pytest.raises(ValueError):
@@ -91,23 +97,21 @@ def test_same_seed_same_calls_identical() -> None:
 
 
 def test_no_output_above_noise_floor_below_threshold() -> None:
-    p = RingParams()
+    p = WIDE
     ring = Ring(dataclasses.replace(p, drift_rel_per_min=0.0, hysteresis_band=0.0), seed=2)
     x = uniform_drive(ring, 4000)
     g0 = Ring(p.noise_free(), seed=2).loop_gain(x)
-    v = ring.forward(x)
+    v = ring.forward(x)  # detector volts: gain noise only (read noise and ADC: test_sim_hal.py)
     below = g0 < p.threshold_gain - 0.02
     assert below.mean() > 0.2  # the test has something to look at
-    lsb = (p.volts_high - p.volts_low) / (2**p.adc_bits - 1)
-    floor = p.v_offset + 5.0 * p.read_noise_V + lsb
-    assert v[below].max() < floor
+    assert v[below].max() < p.v_offset + 5.0 * p.read_noise_V  # under the read noise the ADC will add
     assert abs(v[below].mean() - p.v_offset) < p.read_noise_V / 10.0
     above = g0 > p.threshold_gain + 0.3
     assert np.median(v[above]) > p.v_offset + 20 * p.read_noise_V
 
 
 def test_saturation_at_high_gain() -> None:
-    p = dataclasses.replace(RingParams().noise_free(), bias_db_low=6.0, bias_db_high=6.0)
+    p = dataclasses.replace(QUIET, bias_db_low=8.0, bias_db_high=8.0)
     ring = Ring(p)
     ax = ring.gain_axis(0)
     t = np.linspace(-50, 50, 201)
@@ -143,7 +147,7 @@ def _crossing_tap(ring: Ring) -> int:
 
 def test_hysteresis_loop_present_when_enabled() -> None:
     band = 0.05
-    ring = Ring(dataclasses.replace(RingParams().noise_free(), hysteresis_band=band))
+    ring = Ring(dataclasses.replace(QUIET, hysteresis_band=band))
     tap = _crossing_tap(ring)
     g, up, down = _loop(ring, tap)
     inside = (g > 1.0 - band + 0.005) & (g < 1.0 - 0.005)
@@ -152,30 +156,26 @@ def test_hysteresis_loop_present_when_enabled() -> None:
     outside = (g < 1.0 - band - 0.005) | (g > 1.0 + 0.005)
     np.testing.assert_allclose(up[outside], down[outside])
     # without hysteresis, the loop closes
-    ring0 = Ring(RingParams().noise_free())
+    ring0 = Ring(QUIET)
     g, up, down = _loop(ring0, tap)
     np.testing.assert_array_equal(up, down)
 
 
-def test_noise_statistics_match_parameters() -> None:
-    p = dataclasses.replace(RingParams(), drift_rel_per_min=0.0, hysteresis_band=0.0)
+def test_gain_noise_statistics_match_parameters() -> None:
+    p = dataclasses.replace(WIDE, drift_rel_per_min=0.0, hysteresis_band=0.0)
     ring = Ring(p, seed=4)
     x = mid(ring)
     mean = Ring(p.noise_free(), seed=4).forward(x)[0]
     v = ring.forward(np.tile(x, (20000, 1)))
-    lsb = (p.volts_high - p.volts_low) / (2**p.adc_bits - 1)
-    expected = np.sqrt(p.read_noise_V**2 + (p.gain_noise_rel * (mean - p.v_offset)) ** 2 + lsb**2 / 12.0)
-    active = mean > p.v_offset + 5 * p.read_noise_V
-    assert active.any()
-    np.testing.assert_allclose(v.std(axis=0), expected, rtol=0.05)
-    np.testing.assert_allclose(v.mean(axis=0), mean, atol=4 * expected.max() / np.sqrt(20000) + lsb)
-    # quantised to the ADC grid
-    codes = (v - p.volts_low) / lsb
-    np.testing.assert_allclose(codes, np.round(codes), atol=1e-6)
+    expected = p.gain_noise_rel * (mean - p.v_offset)  # the ring's own noise: multiplicative, per query
+    active = mean > p.v_offset + 0.05
+    assert active.sum() > 3
+    np.testing.assert_allclose(v.std(axis=0)[active], expected[active], rtol=0.05)
+    np.testing.assert_allclose(v.mean(axis=0), mean, atol=4 * expected.max() / np.sqrt(20000) + 1e-12)
 
 
 def test_drift_moves_output_slowly() -> None:
-    p = dataclasses.replace(RingParams().noise_free(), drift_rel_per_min=RingParams().drift_rel_per_min)
+    p = dataclasses.replace(QUIET, drift_rel_per_min=WIDE.drift_rel_per_min)
     ring = Ring(p, seed=7)
     x = mid(ring)
     start = ring.forward(x)[0]
@@ -188,7 +188,7 @@ def test_drift_moves_output_slowly() -> None:
     assert 1e-4 < total < 0.2  # it moved, by percents at most, over a minute
     assert step < total / 20  # and slowly
     # with drift off nothing moves
-    still = Ring(RingParams().noise_free(), seed=7)
+    still = Ring(QUIET, seed=7)
     np.testing.assert_array_equal(still.forward(np.tile(x, (1000, 1))), np.tile(still.forward(x), (1000, 1)))
 
 
@@ -244,7 +244,7 @@ def _fd_vjp(ring: Ring, x: np.ndarray, gy: np.ndarray, eps: float = 1e-4) -> np.
 def test_vjp_matches_finite_differences(seed: int) -> None:
     ring = Ring(QUIET, seed=seed)
     rng = np.random.default_rng(seed + 10)
-    x = rng.uniform(ring.drive_low + 1.0, ring.drive_high - 1.0, (8, 16))
+    x = rng.uniform(ring.drive_low + 1.0, ring.drive_high - 1.0, (8, ring.n_inputs))
     gy = rng.normal(size=(8, 32))
     g = ring.vjp(x, gy)
     fd = _fd_vjp(ring, x, gy)
@@ -261,23 +261,42 @@ def test_vjp_does_not_advance_clock() -> None:
 # --- the reservoir wrapper -----------------------------------------------------------------------------------
 
 
-def test_ring_reservoir_counts_queries_and_time() -> None:
+def test_the_noisy_reservoir_is_the_simulated_board_through_its_core() -> None:
     res = make_ring_reservoir(seed=1)
-    assert isinstance(res, Reservoir)
-    y = res.forward(np.full((10, 16), 30.0))
-    res.forward(np.full((5, 16), 60.0))
-    assert y.shape == (10, 32)
+    assert isinstance(res, SimDevice) and isinstance(res, Reservoir) and not hasattr(res, "vjp")
+    core = res.core
+    runs = core.counts["runs"]
+    y = res.forward(np.full((10, 2), 30.0))
+    res.forward(np.full((5, 2), 60.0))  # beyond the safe 50 mA: clipped to the limit, as the board would
+    assert y.shape == (10, 3) and core.counts["runs"] == runs + 2 and core.counts["vectors"] == 15
     assert res.queries == 15
-    assert res.device_seconds == pytest.approx(15 * res.ring.settle_s)
+    assert res.device_seconds == pytest.approx(15 * (1000 + 4 * 6) * 1e-6)  # settle 1 ms, 4 reads of 3 taps
     assert res.info["noise_free"] is False and res.info["exact_vjp"] is False
+    assert res.info["board"] == core.hal.info()["board"] and res.info["volts_high"] == pytest.approx(3.3)
     with pytest.raises(ValueError, match="drive block"):
         res.forward(np.zeros((2, 3)))
-    with pytest.raises(Exception, match="not noise-free"):
-        res.vjp(np.full((2, 16), 30.0), np.ones((2, 32)))
+    # its readings are the ADC's codes: on the 16-bit grid of a 12-bit converter, with read noise
+    codes = (res.forward(np.full((200, 2), 40.0)) - 0.0) / (3.3 / 65535)
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-6)
+    assert np.all(codes.std(axis=0) > 0)
+
+
+def test_every_tap_of_the_default_board_responds_with_its_own_feature() -> None:
+    """On the 2 -> 3 board each tap spans far more than its repeat noise, and no two taps are copies."""
+    for seed in range(4):
+        res = make_ring_reservoir(seed=seed)
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(res.drive_low, res.drive_high, (300, 2))
+        span = res.forward(x).std(axis=0)
+        repeat = res.forward(np.repeat(x[:10], 30, axis=0)).reshape(10, 30, 3).std(axis=1).mean(axis=0)
+        assert np.all(span > 20 * repeat), (seed, span, repeat)  # measured: 50-100x
+        clean = make_ring_reservoir(seed=seed, noise_free=True).forward(x)
+        corr = np.corrcoef(clean.T)[np.triu_indices(3, 1)]
+        assert np.all(np.abs(corr) < 0.98), (seed, corr)
 
 
 def test_noise_free_reservoir_vjp() -> None:
-    res = make_ring_reservoir(seed=2, noise_free=True)
+    res = make_ring_reservoir(seed=2, noise_free=True, board="wide")
     assert isinstance(res, DifferentiableReservoir) and res.exact_vjp
     x = np.random.default_rng(3).uniform(5, 95, (4, 16))
     gy = np.random.default_rng(4).normal(size=(4, 32))
@@ -285,7 +304,7 @@ def test_noise_free_reservoir_vjp() -> None:
     assert res.queries == 0
     np.testing.assert_allclose(g, _fd_vjp(res.ring, x, gy), rtol=1e-5, atol=1e-9)
     # a noisy ring's model vjp is the noise-free mean map's, on request
-    noisy = RingReservoir(Ring(seed=2), allow_model_vjp=True)
+    noisy = RingReservoir(Ring(WIDE, seed=2), allow_model_vjp=True)
     np.testing.assert_allclose(noisy.vjp(x, gy), g)
 
 
@@ -301,12 +320,12 @@ def _ridge_accuracy(f: np.ndarray, y: np.ndarray, n_train: int) -> float:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ridge_on_ring_beats_ridge_on_drive_2d_tasks(seed: int) -> None:
     """A 2-D input reaches all 16 drives through a fixed random map; XOR and a circle need the ring."""
-    ring = Ring(seed=seed)  # with all its noise
+    device = make_ring_reservoir(seed=seed, board="wide")  # with all its noise, ADC included
     rng = np.random.default_rng(seed + 50)
     u = rng.uniform(-1, 1, (3000, 2))
     a = rng.normal(size=(16, 2)) / np.sqrt(2)
     x = 50.0 + 50.0 * np.clip(u @ a.T, -1, 1)
-    v = ring.forward(x)
+    v = device.forward(x)
     for y in (np.sign(u[:, 0] * u[:, 1]), np.sign(np.hypot(u[:, 0], u[:, 1]) - 0.8)):
         raw, rich = _ridge_accuracy(x, y, 2000), _ridge_accuracy(v, y, 2000)
         assert raw < 0.7, raw  # the drive clips, so it is not quite linear in u
@@ -317,11 +336,11 @@ def test_ridge_on_ring_beats_ridge_on_drive_16d_xor() -> None:
     """XOR of the signs of two of the 16 drives, all drives uniform: a harder, honest margin."""
     gains = []
     for seed in range(3):
-        ring = Ring(seed=seed)
-        x = uniform_drive(ring, 3000, seed=100 + seed)
+        device = make_ring_reservoir(seed=seed, board="wide")
+        x = np.random.default_rng(100 + seed).uniform(0.0, 100.0, (3000, 16))
         z = (x - 50.0) / 50.0
         y = np.sign(z[:, 0] * z[:, 1])
-        gains.append(_ridge_accuracy(ring.forward(x), y, 2000) - _ridge_accuracy(x, y, 2000))
+        gains.append(_ridge_accuracy(device.forward(x), y, 2000) - _ridge_accuracy(x, y, 2000))
     assert np.mean(gains) > 0.04, gains  # measured ~ +0.06..0.12
 
 
@@ -330,12 +349,14 @@ def test_ridge_on_ring_beats_ridge_on_drive_16d_xor() -> None:
 
 def test_level_b_shapes_and_series() -> None:
     ring = Ring(seed=0, level="B")
-    assert ring.n_outputs == RingParams().b_nodes
+    nodes = RingParams().b_nodes
+    assert ring.n_outputs == 3  # the board's taps read three of the virtual nodes
     y = ring.forward(mid(ring, 6))
-    assert y.shape == (6, ring.n_outputs)
+    assert y.shape == (6, 3) and len(set(np.round(y[-1], 12))) == 3
     s = ring.run_series(np.random.default_rng(0).integers(0, 2, 50).astype(float))
-    assert s.shape == (50, ring.n_outputs) and np.all(np.isfinite(s))
-    assert ring.run_series(np.zeros((7, 16))).shape == (7, ring.n_outputs)
+    assert s.shape == (50, nodes) and np.all(np.isfinite(s))
+    assert ring.run_series(np.zeros((7, 2))).shape == (7, nodes)
+    assert Ring(WIDE, level="B").forward(np.full((1, 16), 50.0)).shape == (1, 32)
     with pytest.raises(ValueError):
         ring.run_series(np.zeros((7, 3)))
     with pytest.raises(ValueError):
@@ -370,10 +391,10 @@ def test_stm_and_pc_near_the_real_ring() -> None:
 def test_dense_ring_dense_trains_on_digits_through_the_exact_vjp() -> None:
     """The trainer's network shape: 64 -> 16 tanh -> drive (mA) -> ring -> 32 -> 10, trained by backprop
     through ``vjp``. It must learn (measured: 96-98 % test accuracy after 12 epochs)."""
-    from sklearn.datasets import load_digits
+    from pgt.tasks import digits
 
-    xs, ys = load_digits(return_X_y=True)
-    xs = xs / 16.0 - 0.5
+    xs, ys = digits()
+    xs = xs - 0.5
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(ys))
     tr, te = idx[:1400], idx[1400:]
@@ -418,11 +439,12 @@ def test_dense_ring_dense_trains_on_digits_through_the_exact_vjp() -> None:
     arrays(np.float64, (3, 16), elements=st.floats(-1e6, 1e6, allow_nan=False)),
     st.integers(0, 2**31 - 1),
 )
-def test_any_finite_drive_gives_finite_readings_in_adc_range(x: np.ndarray, seed: int) -> None:
-    ring = Ring(seed=seed % 1000)
+def test_any_finite_drive_gives_finite_readings_in_the_detector_range(x: np.ndarray, seed: int) -> None:
+    ring = Ring(WIDE, seed=seed % 1000)
     v = ring.forward(x)
     assert np.all(np.isfinite(v))
-    assert np.all((v >= ring.volts_low) & (v <= ring.volts_high))
+    swing = WIDE.v_sat * (1.0 + 10 * WIDE.gain_noise_rel)
+    assert np.all((v > WIDE.v_offset - swing) & (v < WIDE.v_offset + swing))
     g = Ring(QUIET, seed=seed % 1000).vjp(x, np.ones((3, 32)))
     assert np.all(np.isfinite(g))
     outside = (x < ring.drive_low) | (x > ring.drive_high)
@@ -433,7 +455,7 @@ def test_noise_free_switches_everything_off() -> None:
     p = RingParams()
     assert not p.is_noise_free
     q = p.noise_free()
-    assert q.is_noise_free and q.hysteresis_band == 0 and q.adc_bits == 0 and q.drift_rel_per_min == 0
+    assert q.is_noise_free and q.hysteresis_band == 0 and q.gain_noise_rel == 0 and q.drift_rel_per_min == 0
     assert dataclasses.replace(q, read_noise_V=0.001).is_noise_free is False
     with pytest.raises(ValueError):
         RingParams(read_noise_V=-1.0)

@@ -67,10 +67,10 @@ def read_until(ser: serial.SerialBase, marker: bytes) -> bytes:
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[PtyServer | TcpServer, serial.SerialBase]]:
     server: PtyServer | TcpServer
     if request.param == "pty":
-        server = PtyServer(make_core(seed=1))
+        server = PtyServer(make_core(seed=1, board="wide"))
         url = server.start()
     else:
-        server = TcpServer(make_core(seed=1))
+        server = TcpServer(make_core(seed=1, board="wide"))
         url = f"socket://127.0.0.1:{server.start()}"
     ser = serial.serial_for_url(url, timeout=5)
     try:
@@ -88,7 +88,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[PtyServer | TcpServ
 def test_hello_and_a_run_block(served: tuple[PtyServer | TcpServer, serial.SerialBase]) -> None:
     _, ser = served
     hello = ask(ser, "hello", 1)
-    assert hello["op"] == "hello" and hello["proto"] == 1 and hello["board"] == "sim"
+    assert hello["op"] == "hello" and hello["proto"] == 2 and hello["board"].startswith("sim")
     k, m = hello["k"], hello["m"]
     n = 256
     drive = np.random.default_rng(0).integers(0, 4096, size=(n, k)).astype("<u2")
@@ -183,7 +183,7 @@ def test_reset_device_loses_the_state(served: tuple[PtyServer | TcpServer, seria
 
 
 def test_tcp_reset_with_hangup_drops_the_connection() -> None:
-    with TcpServer(make_core()) as server:
+    with TcpServer(make_core(board="wide")) as server:
         port = server.start()
         with serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=5) as ser:
             ask(ser, "hello", 1)
@@ -195,7 +195,7 @@ def test_tcp_reset_with_hangup_drops_the_connection() -> None:
 
 
 def test_a_new_tcp_connection_replaces_the_old_one() -> None:
-    with TcpServer(make_core()) as server:
+    with TcpServer(make_core(board="wide")) as server:
         port = server.start()
         first = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=5)
         half = request("hello", 1)
@@ -278,10 +278,10 @@ def test_the_raw_repl_refuses_code_so_mpremote_fails_fast(
     assert server.core is not core and server.serving  # the soft reset gave a fresh Core; the frame resumed it
 
 
-@pytest.mark.parametrize("junk", ["garbage", "bad_crc", "unknown_op"])
-def test_junk_cannot_hold_off_the_watchdog(served: tuple[PtyServer | TcpServer, serial.SerialBase], junk: str) -> None:
-    """config(timeout_ms=100), a run of non-zero codes, then junk every 20 ms for 1.5 s (15 timeouts): status
-    then shows the drive zero and one watchdog trip."""
+def test_junk_cannot_hold_off_the_watchdog(served: tuple[PtyServer | TcpServer, serial.SerialBase]) -> None:
+    """config(timeout_ms=100), a run of non-zero codes, then junk every 20 ms for 1 s (10 timeouts) — garbage
+    bytes, a bad-CRC frame, an unknown op, an ill-typed run, in turn: status then shows the drive zero and one
+    watchdog trip."""
     server, ser = served
     ask(ser, "config", 1, timeout_ms=100)
     hello = ask(ser, "hello", 2)
@@ -289,17 +289,19 @@ def test_junk_cannot_hold_off_the_watchdog(served: tuple[PtyServer | TcpServer, 
     ask(ser, "run", 3, n=1, k=hello["k"], drive=drive)
     bad_crc = bytearray(request("ping", 4))
     bad_crc[-1] ^= 0xFF
-    data = {"garbage": b"garbage!", "bad_crc": bytes(bad_crc), "unknown_op": request("dance", 5)}[junk]
-    end = time.monotonic() + 1.5
+    junk = [b"garbage!", bytes(bad_crc), request("dance", 5), request("run", 6, n="1", k=2, drive=b"")]
+    end = time.monotonic() + 1.0
+    i = 0
     while time.monotonic() < end:
-        ser.write(data)
+        ser.write(junk[i % len(junk)])
+        i += 1
         time.sleep(0.02)
     ser.write(request("status", 7))
     status = read_reply(ser)
-    while status["seq"] != 7:  # (the unknown ops' error replies come first)
+    while status["seq"] != 7:  # (the error replies to the unknown ops and ill-typed runs come first)
         status = read_reply(ser)
     assert status["driving"] is False and status["watchdog_trips"] == 1
-    assert int(server.core.hal.applied[0]) == server.core.hal.zero_code
+    assert int(server.core.hal.applied[0]) == server.core.hal.zero_code[0]
 
 
 def test_a_frame_cut_short_is_dropped_after_the_frame_timeout(
@@ -318,10 +320,157 @@ def test_a_frame_cut_short_is_dropped_after_the_frame_timeout(
 def test_no_server_thread_or_descriptor_survives_stop() -> None:
     threads = {t.name for t in threading.enumerate()}
     fds = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
-    for server in (PtyServer(make_core()), TcpServer(make_core())):
+    for server in (PtyServer(make_core(board="wide")), TcpServer(make_core(board="wide"))):
         server.start()
         server.stop()
         server.stop()  # twice is fine
     assert {t.name for t in threading.enumerate()} <= threads
     if fds:
         assert set(os.listdir("/proc/self/fd")) <= fds
+
+
+# -- docs/protocol.md, behaviour by behaviour (the client above, nothing of pgt.protocol) -----------------------
+
+
+@pytest.fixture
+def tcp() -> Iterator[serial.SerialBase]:
+    with TcpServer(make_core(seed=2)) as server:
+        with serial.serial_for_url(f"socket://127.0.0.1:{server.start()}", timeout=5) as ser:
+            yield ser
+
+
+def error_of(ser: serial.SerialBase, payload: bytes) -> dict[str, Any]:
+    ser.write(frame(payload))
+    reply = read_reply(ser)
+    assert reply["op"] == "error" and set(reply) == {"op", "seq", "boot", "code", "msg", "req"}
+    return reply
+
+
+def nest(depth: int) -> Any:
+    return 0 if depth == 0 else [nest(depth - 1)]
+
+
+def test_spec_hello_fields_and_the_boot_id_in_every_reply(tcp: serial.SerialBase) -> None:
+    hello = ask(tcp, "hello", 1)
+    assert hello["proto"] == 2 and 0 <= hello["boot"] < 1 << 32
+    assert hello["frame_timeout_ms"] > 0 and hello["poll_ms"] > 0
+    boot = hello["boot"]
+    k = hello["k"]
+    replies = [ask(tcp, "status", 2), ask(tcp, "ping", 3), ask(tcp, "stop", 4), ask(tcp, "config", 5),
+               ask(tcp, "run", 6, n=1, k=k, drive=bytes(2 * k)), ask(tcp, "dance", 7)]
+    assert [r["boot"] for r in replies] == [boot] * len(replies)
+    assert error_of(tcp, b"\xc1")["boot"] == boot
+
+
+def test_spec_samples_are_on_the_16_bit_scale(tcp: serial.SerialBase) -> None:
+    hello = ask(tcp, "hello", 1)
+    k, m = hello["k"], hello["m"]
+    drive = np.linspace(0, hello["limit_hi"], 64).astype("<u2")
+    samples = np.frombuffer(ask(tcp, "run", 2, n=64, k=k, drive=drive.tobytes())["samples"], "<u2")
+    assert samples.size == 64 * m
+    assert hello["adc_bits"] == 16 and samples.max() <= (1 << hello["adc_bits"]) - 1
+    assert samples.max() > 4095  # a 12-bit converter's codes, reported on the 16-bit scale
+
+
+def test_spec_one_example_per_error_code(tcp: serial.SerialBase) -> None:
+    hello = ask(tcp, "hello", 1)
+    k = hello["k"]
+    pack = msgpack.packb
+    cases = [
+        (b"\xc1", 1, None, None),
+        (pack([1, 2]), 1, None, None),
+        (pack({"op": "dance", "seq": 9}), 2, 9, "dance"),
+        (pack({"op": "run", "seq": 10, "n": 1, "k": k}), 3, 10, "run"),
+        (pack({"op": "run", "seq": 11, "n": "1", "k": k, "drive": b""}), 4, 11, "run"),
+        (pack({"op": "config", "seq": 12, "n_avg": 0}), 5, 12, "config"),
+        (pack({"op": "run", "seq": 13, "n": 1, "k": k + 1, "drive": bytes(2 * k + 2)}), 6, 13, "run"),
+        (pack({"op": "run", "seq": 14, "n": hello["max_batch"] + 1, "k": k, "drive": b""}), 7, 14, "run"),
+    ]
+    for payload, code, seq, req in cases:
+        reply = error_of(tcp, payload)
+        assert (reply["code"], reply["seq"], reply["req"]) == (code, seq, req), reply
+
+
+def test_spec_check_order(tcp: serial.SerialBase) -> None:
+    k = ask(tcp, "hello", 1)["k"]
+    pack = msgpack.packb
+    assert error_of(tcp, pack({"op": 5}))["code"] == 3  # seq is checked before op
+    assert error_of(tcp, pack({"seq": -1, "op": "dance"}))["code"] == 4  # seq's type before the op is known
+    assert error_of(tcp, pack({"seq": 2, "op": 7}))["code"] == 4  # op's type before its name
+    assert error_of(tcp, pack({"seq": 3, "op": "run", "k": "x"}))["msg"] == "missing field: n"  # n, then k
+    too_many = ask(tcp, "hello", 4)["max_batch"] + 1
+    assert error_of(tcp, pack({"seq": 5, "op": "run", "n": too_many, "k": k + 1, "drive": b""}))["code"] == 6
+    assert error_of(tcp, pack({"seq": 6, "op": "run", "n": 0, "k": k, "drive": b"xx"}))["code"] == 5
+    assert error_of(tcp, pack({"seq": 7, "op": "run", "n": too_many, "k": k, "drive": b"xx"}))["code"] == 7
+    cfg = {"seq": 8, "op": "config", "n_avg": 0, "drive_lo": [1]}
+    assert error_of(tcp, pack(cfg))["code"] == 5  # n_avg before the drive range's length
+
+
+def test_spec_nil_means_absent(tcp: serial.SerialBase) -> None:
+    pack = msgpack.packb
+    assert error_of(tcp, pack({"op": "hello", "seq": None}))["code"] == 3
+    assert error_of(tcp, pack({"op": None, "seq": 1}))["code"] == 3
+    ask(tcp, "config", 2, n_avg=5)
+    assert ask(tcp, "config", 3, n_avg=None, settle_us=7)["n_avg"] == 5
+    assert ask(tcp, "ping", 4, data=None)["data"] == b""
+
+
+def test_spec_duplicate_keys_nesting_and_unknown_fields(tcp: serial.SerialBase) -> None:
+    twice = b"\x83" + msgpack.packb("op") + msgpack.packb("ping") + msgpack.packb("seq") + msgpack.packb(1) \
+        + msgpack.packb("op") + msgpack.packb("ping")
+    assert error_of(tcp, twice)["code"] == 1
+    assert ask(tcp, "ping", 2, data=b"d", extra={"a": [1, "b", None]}, x=nest(15))["data"] == b"d"  # 0 at depth 16
+    assert error_of(tcp, msgpack.packb({"op": "ping", "seq": 3, "x": nest(16)}))["code"] == 1  # 0 at depth 17
+
+
+def test_spec_an_error_reply_is_small_whatever_the_request(tcp: serial.SerialBase) -> None:
+    tcp.write(request("d" * 100_000, 1))
+    head = tcp.read(12)
+    length = struct.unpack("<I", head[4:8])[0]
+    assert length <= 256
+    reply = msgpack.unpackb(tcp.read(length + 4)[:length])
+    assert reply["code"] == 2 and reply["req"] == "d" * 32 and len(reply["msg"]) <= 120
+
+
+def test_spec_a_frame_with_flags_is_dropped_as_bad_version(tcp: serial.SerialBase) -> None:
+    payload = msgpack.packb({"op": "ping", "seq": 1})
+    head = struct.pack("<2sBBI", b"PG", 1, 0x01, len(payload))
+    head += struct.pack("<I", binascii.crc32(head) & 0xFFFFFFFF)
+    tcp.write(head + payload + struct.pack("<I", binascii.crc32(payload) & 0xFFFFFFFF))
+    status = ask(tcp, "status", 2)  # the flagged ping got no reply: this is the next one
+    assert status["link"]["dropped"] == {"bad_version": 1} and status["requests"] == 1
+
+
+def test_spec_replay_rule(tcp: serial.SerialBase) -> None:
+    k = ask(tcp, "hello", 1)["k"]
+    run = request("run", 2, n=1, k=k, drive=bytes(2 * k))
+    tcp.write(run)
+    first = read_reply(tcp)
+    tcp.write(run)  # the same request again: the same reply, not run again
+    assert read_reply(tcp) == first
+    other = ask(tcp, "run", 2, n=2, k=k, drive=bytes(4 * k))  # same seq, another payload: a new request
+    assert other["n"] == 2
+    s1 = ask(tcp, "status", 3)
+    s2 = ask(tcp, "status", 3)  # status is answered afresh
+    assert (s1["runs"], s1["duplicates"]) == (2, 1) and s2["requests"] == s1["requests"] + 1
+
+
+def test_spec_valid_requests_feed_the_watchdog_whatever_their_reply(tcp: serial.SerialBase) -> None:
+    """Requests that pass the checks of codes 1-4 keep the drive on even when refused for a value (code 5)."""
+    k = ask(tcp, "hello", 1)["k"]
+    ask(tcp, "config", 2, timeout_ms=1000)
+    ask(tcp, "run", 3, n=1, k=k, drive=np.full(k, 1000, "<u2").tobytes())
+    end = time.monotonic() + 1.2
+    seq = 4
+    while time.monotonic() < end:
+        assert ask(tcp, "config", seq, n_avg=0)["code"] == 5
+        seq += 1
+        time.sleep(0.02)
+    status = ask(tcp, "status", seq)
+    assert status["driving"] is True and status["watchdog_trips"] == 0
+
+
+def test_spec_drive_lo_above_drive_hi_is_said_so(tcp: serial.SerialBase) -> None:
+    k = ask(tcp, "hello", 1)["k"]
+    reply = ask(tcp, "config", 2, drive_lo=[900] * k, drive_hi=[100] * k)
+    assert reply["code"] == 5 and reply["msg"] == "drive_lo above drive_hi on channel 0"

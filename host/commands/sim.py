@@ -1,7 +1,9 @@
 """``pgt sim``: a simulated board (the firmware's Core over the ring model) on a pty or TCP, until Ctrl-C.
 
-Also ``pgt sim --characterize OUT_DIR`` (plots and a summary of the ring model) and ``pgt sim --board`` (the
-virtual MicroPython board, which runs the real firmware in a MicroPython VM).
+The simulated device mirrors a board (the firmware's board config): the default rp2 board (2 drives, 3
+taps) unless ``--board esp32|wide``, ``--config board.json`` or ``--channels K M`` say otherwise.
+Also ``pgt sim --characterize OUT_DIR`` (plots and a summary of the ring model) and ``pgt sim --board`` with
+no board type (the virtual MicroPython board, which runs the real firmware in a MicroPython VM).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 NAME = "sim"
+VIRTUAL = "virtual"
 HELP = "serve a simulated ring device on a pty (default) or TCP; or characterise the ring model"
 
 
@@ -35,8 +38,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest frame payload the device accepts and sends (default 131072: 2044 vectors a run)")
     p.add_argument("--characterize", metavar="OUT_DIR", default=None,
                    help="instead of serving: write plots and a summary of the ring model to OUT_DIR")
-    p.add_argument("--board", action="store_true",
-                   help="run the virtual MicroPython board (the real firmware in a MicroPython VM) instead")
+    p.add_argument("--board", nargs="?", const=VIRTUAL, default=None, metavar="TYPE",
+                   help="the board the simulated device mirrors: rp2 (default: 2 drives, 3 taps), esp32 or wide "
+                        "(16 drives, 32 taps); --board alone runs the virtual MicroPython board instead (the "
+                        "real firmware in a MicroPython VM)")
+    p.add_argument("--fs", metavar="DIR", default=None,
+                   help="with --board: keep the virtual board's filesystem in DIR (created if missing; kept across "
+                        "restarts, as a board's flash is)")
+    p.add_argument("--uid", metavar="HEX", default=None,
+                   help="with --board: the board's machine.unique_id(), 16 hex digits (default: fixed by --fs, "
+                        "else random)")
+    p.add_argument("--config", metavar="BOARD_JSON", default=None,
+                   help="a board.json (the file `pgt flash --config` sends) over the board's defaults")
+    p.add_argument("--channels", nargs=2, type=int, metavar=("K", "M"), default=None,
+                   help="for experiments: K drive channels and M taps instead of the board's")
 
 
 def _say(msg: str) -> None:
@@ -46,15 +61,11 @@ def _say(msg: str) -> None:
 def _characterize(args: argparse.Namespace) -> int:
     from pgt.errors import UserError
 
-    try:
-        ch = importlib.import_module("pgt.sim.characterize")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pgt.sim.characterize":
-            raise
-        raise UserError("ring characterisation (pgt.sim.characterize) is not available in this install") from None
+    ch = importlib.import_module("pgt.sim.characterize")
+
     out = Path(args.characterize)
     try:
-        figures = ch.characterize(out, seed=args.seed, level=args.model)
+        figures = ch.characterize(out, seed=args.seed, level=args.model, cfg=_board_config(args))
     except OSError as exc:
         raise UserError(f"cannot write to {out}: {exc.strerror or exc}") from None
     summary = out / "summary.txt"
@@ -70,17 +81,38 @@ def _characterize(args: argparse.Namespace) -> int:
 def _board(args: argparse.Namespace) -> int:
     from pgt.errors import UserError
 
+    virtual_board = importlib.import_module("pgt.sim.virtual_board")
+
+    uid = None
+    if args.uid is not None:
+        try:
+            uid = bytes.fromhex(args.uid)
+        except ValueError:
+            uid = b""
+        if len(uid) != 8:
+            raise UserError(f"--uid {args.uid}: need 16 hex digits (8 bytes), e.g. e66038b7136e2a2f")
+    fs = Path(args.fs) if args.fs is not None else None
+    if fs is not None:
+        try:
+            fs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--fs {fs}: {exc.strerror or exc}") from None
     try:
-        virtual_board = importlib.import_module("pgt.sim.virtual_board")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pgt.sim.virtual_board":
-            raise
-        raise UserError("the virtual MicroPython board (pgt.sim.virtual_board) is not available yet") from None
-    try:
-        virtual_board.serve(seed=args.seed, level=args.model, announce=print)
+        virtual_board.serve(seed=args.seed, level=args.model, announce=print, fs=fs, uid=uid)
     except KeyboardInterrupt:
         _say("stopped (Ctrl-C)")
     return 0
+
+
+def _board_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The board config the options describe; UserError with the reason if it cannot be."""
+    from pgt.errors import UserError
+    from pgt.sim.boards import board_config
+
+    try:
+        return board_config(args.board, tuple(args.channels) if args.channels else None, args.config)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _make_link(link: Path, target: str) -> None:
@@ -112,10 +144,16 @@ def run(args: argparse.Namespace) -> int:
     from pgt.errors import UserError
 
     serving_opts = args.tcp is not None or args.link is not None
-    if args.characterize is not None and (serving_opts or args.board):
+    virtual = args.board == VIRTUAL
+    if args.characterize is not None and (serving_opts or virtual):
         raise UserError("--characterize does not serve: drop --tcp, --link and --board")
-    if args.board and serving_opts:
+    if virtual and serving_opts:
         raise UserError("--board picks its own port: drop --tcp and --link")
+    if virtual and (args.config is not None or args.channels is not None):
+        raise UserError("the virtual board reads its board.json from its filesystem: flash it with "
+                        "`pgt flash PORT --config FILE`; drop --config and --channels")
+    if not virtual and (args.fs is not None or args.uid is not None):
+        raise UserError("--fs and --uid are for the virtual board: add --board")
     if args.tcp is not None and args.link is not None:
         raise UserError("--link names a pty: it does not go with --tcp")
     if args.tcp is not None and not 0 <= args.tcp <= 65535:
@@ -124,14 +162,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--max-frame must be at least 1024")
     if args.characterize is not None:
         return _characterize(args)
-    if args.board:
+    if virtual:
         return _board(args)
+    cfg = _board_config(args)
 
+    from pgt.device_files import file_hashes
     from pgt.sim.device import make_core
     from pgt.sim.serve import PtyServer, TcpServer
 
     core = make_core(seed=args.seed, level=args.model, noise_free=args.noise_free, settle=args.settle,
-                     max_frame=args.max_frame)
+                     max_frame=args.max_frame, board=args.board, config=args.config,
+                     channels=tuple(args.channels) if args.channels else None, files=file_hashes())
     server: PtyServer | TcpServer
     link = Path(args.link) if args.link is not None else None
     if args.tcp is not None:
@@ -151,8 +192,9 @@ def run(args: argparse.Namespace) -> int:
         if link is not None:
             _make_link(link, where)
         kind = "noise-free" if args.noise_free else "noisy"
-        print(f"pgt sim: simulated ring, model {args.model}, seed {args.seed}, {kind}, settle {args.settle}, "
-              f"max batch {core.max_batch}", flush=True)
+        print(f"pgt sim: simulated {cfg['name']} board, {core.k} drives, {core.m} taps, ring model "
+              f"{args.model}, seed {args.seed}, {kind}, settle {args.settle}, max batch {core.max_batch}",
+              flush=True)
         print(f"port: {where}", flush=True)
         if link is not None:
             print(f"link: {link} -> {where}", flush=True)

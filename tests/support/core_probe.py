@@ -14,7 +14,7 @@ from pgt.firmware.core import Core
 def run_script(lines):
     hal = FakeHAL()
     clock = FakeClock()
-    core = Core(hal, clock, max_frame=1024, files={"core.py": "0"})
+    core = Core(hal, clock, max_frame=1024, files={"core.py": "0"}, boot_id=0x0B007ED)
     out = []
     for line in lines:
         word, _, arg = line.partition(" ")

@@ -1,0 +1,258 @@
+"""The host's side of the wire protocol without I/O, in the manner of h11: requests in, bytes out; bytes in,
+events out.
+
+A :class:`Connection` keeps the wire state — sequence numbers, the request in flight, the frame decoder, and
+what the port said besides frames (a MicroPython REPL and the state it is in, reboot banners, the last bytes
+heard). It never reads, writes, sleeps or looks at a clock: :class:`pgt.link.SerialLink` is the blocking loop
+around it. The decisions a link takes — resend, soft-reset a board that fell to its REPL, give up — are plain
+functions of the connection's state and of what the link observed (:func:`after_silence`, :func:`after_drop`),
+and what to say about a port that does not answer is :func:`diagnose`.
+
+The REPL states are the ones ``mpremote`` can leave a board in: the friendly REPL (``>>> ``), the raw REPL
+(``raw REPL; CTRL-B to exit``, then ``>``) and raw-paste mode (``R\\x01``). :func:`restart_bytes` takes a board
+from any of them to a soft reset that runs ``main.py``, i.e. the firmware's serve loop.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from pgt.protocol import decoder, framing
+
+RECENT_BYTES = 512  # received bytes kept for diagnostics (what did the port say?)
+MAX_REVIVALS = 3  # soft resets a link tries for one request, once it knows pgt firmware is there
+
+NORMAL, RAW, PASTE = "normal", "raw", "paste"
+"""REPL states (``ReplSeen.state``)."""
+
+# The last of these seen in the byte stream tells the REPL's state (bytes, state).
+_REPL_SIGNS = ((b">>> ", NORMAL), (b"raw REPL; CTRL-B to exit", RAW), (b"R\x01", PASTE))
+_REBOOT_SIGNS = (b"soft reboot", b"MicroPython v")
+_SIGN_SPAN = 32  # the longest sign, and then some: signs may straddle two reads
+
+# From any REPL state to main.py: Ctrl-C (ends raw-paste mode, or a running line), Ctrl-B (leaves the raw
+# REPL; at the friendly REPL it only prints the banner), Ctrl-C (an empty line), Ctrl-D (a soft reset at the
+# friendly REPL, which runs main.py).
+RESTART = b"\r\x03\x02\x03\x04"
+
+
+def restart_bytes(state: str | None = None) -> bytes:
+    """The bytes that take a board at its REPL (in ``state``, or any state if unknown) to a soft reset into
+    ``main.py``. One sequence serves every state; ``state`` is accepted so callers say what they saw."""
+    return RESTART
+
+
+# -- events -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The reply to the request in flight."""
+
+    msg: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StaleReply:
+    """A good frame that is not the reply awaited: late, duplicated, or to a request already answered."""
+
+    msg: Any
+
+
+@dataclass(frozen=True)
+class OrphanError:
+    """An error reply without a seq: the device could not even read a request's seq."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class DroppedFrame:
+    """Bytes that were not a good frame (reason as in docs/protocol.md section 1)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Echo:
+    """Our own request came back: a loopback, or a REPL echoing what it is typed."""
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A frame with a good CRC whose payload is not msgpack."""
+
+
+@dataclass(frozen=True)
+class ReplSeen:
+    """The port shows a MicroPython REPL in ``state`` (NORMAL, RAW or PASTE)."""
+
+    state: str
+
+
+@dataclass(frozen=True)
+class RebootSign:
+    """The port printed what a booting MicroPython prints (``soft reboot``, a ``MicroPython v`` banner)."""
+
+    text: str
+
+
+Event = Reply | StaleReply | OrphanError | DroppedFrame | Echo | Undecodable | ReplSeen | RebootSign
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A request ready to go: its seq, its payload and the whole frame."""
+
+    seq: int
+    payload: bytes
+    frame: bytes
+
+
+class Connection:
+    """Wire state of one host↔device connection (see the module doc). ``seq`` starts at a random value unless
+    given, so that a new host session never hits the device's reply cache by accident."""
+
+    def __init__(self, max_payload: int = framing.DEFAULT_MAX_PAYLOAD, seq: int | None = None) -> None:
+        self.decoder = decoder.Decoder(max_payload)
+        self.seq = random.SystemRandom().randrange(1 << 32) if seq is None else seq & 0xFFFFFFFF
+        self.pending: Outgoing | None = None
+        self.answered = False
+        self.tries = 0
+        self.revivals = 0
+        self.repl_state: str | None = None
+        """The REPL state seen since the last good frame, or None."""
+        self.recent = bytearray()
+        self.echoes = 0
+        self.stale = 0
+        self.undecodable = 0
+        self.orphan_error: str | None = None
+
+    # -- requests -----------------------------------------------------------------------------------------
+
+    def prepare(self, msg: Mapping[str, Any]) -> Outgoing:
+        """A new request: ``msg`` with the next seq, encoded and framed."""
+        seq = self.seq
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        payload = msgpack.packb({**msg, "seq": seq})
+        return Outgoing(seq, payload, framing.encode(payload))
+
+    def expect(self, out: Outgoing) -> None:
+        """``out`` is the request in flight now (again, after a nested request such as a reconnect's
+        handshake). Counts a try."""
+        if self.pending is not out:
+            self.pending = out
+            self.tries = 0
+            self.revivals = 0
+            self.orphan_error = None
+        self.answered = False
+        self.tries += 1
+
+    def done(self) -> None:
+        """No request is in flight."""
+        self.pending = None
+        self.answered = False
+
+    # -- bytes in -----------------------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Events for the bytes just received (in order: signs of the byte stream first, then frames)."""
+        events: list[Event] = []
+        tail = bytes(self.recent[-_SIGN_SPAN:]) + data
+        self.recent += data[-RECENT_BYTES:]
+        del self.recent[: max(0, len(self.recent) - RECENT_BYTES)]
+        for sign in _REBOOT_SIGNS:
+            if sign in tail:
+                events.append(RebootSign(sign.decode()))
+        last, state = -1, None
+        for sign, kind in _REPL_SIGNS:
+            at = tail.rfind(sign)
+            if at > last:
+                last, state = at, kind
+        if state is not None:
+            self.repl_state = state
+            events.append(ReplSeen(state))
+        dec = self.decoder
+        drops = dict(dec.dropped)
+        dec.feed(data)
+        while (payload := dec.next_payload()) is not None:
+            events.extend(self._frame(payload))
+        for reason, n in dec.dropped.items():
+            events.extend(DroppedFrame(reason) for _ in range(n - drops.get(reason, 0)))
+        return events
+
+    def _frame(self, payload: bytes) -> list[Event]:
+        try:
+            msg = msgpack.unpackb(payload)
+        except Exception:  # noqa: BLE001 - a good CRC over bad msgpack: count it, never act on it
+            self.undecodable += 1
+            return [Undecodable()]
+        out: list[Event] = []
+        if isinstance(msg, dict) and msg.get("op") == "error" and msg.get("seq") is None:
+            self.orphan_error = str(msg.get("msg"))
+            out.append(OrphanError(self.orphan_error))
+        pending = self.pending
+        if pending is not None and payload == pending.payload:  # (a reply carries the boot id: never equal)
+            self.echoes += 1
+            return out + [Echo()]
+        if not isinstance(msg, dict) or pending is None or msg.get("seq") != pending.seq or self.answered:
+            self.stale += 1
+            return out + [StaleReply(msg)]
+        self.answered = True
+        self.repl_state = None
+        return out + [Reply(msg)]
+
+
+# -- decisions ----------------------------------------------------------------------------------------------
+
+RESEND, REVIVE, GIVE_UP = "resend", "revive", "give_up"
+
+
+def after_silence(conn: Connection, retries: int, revivals: int, booting: bool = False) -> str:
+    """What to do when the wait for a reply ran out. A board seen at its REPL is soft-reset into main.py, at
+    most ``revivals`` times per request; a REPL that is still there after them (or with ``revivals`` 0) will
+    not answer frames: give up at once. Otherwise resend while tries remain; resends while a board boots
+    after a soft reset (``booting``) do not use up tries."""
+    if conn.repl_state is not None:
+        return REVIVE if conn.revivals < revivals else GIVE_UP
+    if booting or conn.tries <= retries:
+        return RESEND
+    return GIVE_UP
+
+
+def after_drop(conn: Connection, retries: int) -> bool:
+    """A frame was dropped while a reply was awaited: resend at once (it may have been the reply)?"""
+    return conn.tries <= retries
+
+
+# -- what the port said ---------------------------------------------------------------------------------------
+
+SILENT, ECHOING, REPL, OTHER_FORMAT, CHATTER, REFUSED = (
+    "silent", "echoing", "repl", "other_format", "chatter", "refused")
+
+
+def diagnose(conn: Connection) -> tuple[str, str]:
+    """(kind, sentence) saying what the port sent instead of a reply: SILENT, ECHOING, REPL, OTHER_FORMAT,
+    CHATTER, or REFUSED (an error reply without a seq)."""
+    heard = bytes(conn.recent)
+    if conn.orphan_error is not None:
+        return REFUSED, f"the device sent an error without a seq: {conn.orphan_error}"
+    if conn.echoes:
+        return ECHOING, ("the port echoes what we send (a loopback, or a REPL with echo on), it is not pgt "
+                         "firmware")
+    if not heard:
+        return SILENT, "nothing was received"
+    if conn.repl_state is not None or b"MicroPython" in heard or b"Traceback" in heard:
+        state = {NORMAL: "", RAW: " (raw REPL)", PASTE: " (raw-paste mode)"}.get(conn.repl_state or "", "")
+        return REPL, f"a MicroPython REPL answered{state}, not the pgt firmware"
+    at = heard.rfind(framing.MAGIC)
+    if 0 <= at and len(heard) > at + 2 and heard[at + 2] != framing.VERSION:
+        return OTHER_FORMAT, (f"the device's frames have format version {heard[at + 2]}, this host reads format "
+                              f"version {framing.VERSION}")
+    preview = heard[-60:].decode("ascii", "backslashreplace")
+    return CHATTER, f"received {len(heard)} bytes that are not pgt frames, ending {preview!r}"

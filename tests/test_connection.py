@@ -1,0 +1,153 @@
+"""The sans-IO host connection fed bytes directly (no ports, no threads): replies, stale replies, echoes, dropped
+frames, the REPL states mpremote leaves a board in, reboot signs, and the retry/revive decisions."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from pgt.connection import (
+    GIVE_UP,
+    MAX_REVIVALS,
+    NORMAL,
+    PASTE,
+    RAW,
+    RESEND,
+    REVIVE,
+    Connection,
+    DroppedFrame,
+    Echo,
+    OrphanError,
+    RebootSign,
+    ReplSeen,
+    Reply,
+    StaleReply,
+    after_drop,
+    after_silence,
+    diagnose,
+    restart_bytes,
+)
+from pgt.protocol import framing
+
+
+def reply_frame(seq: int | None, op: str = "hello", **fields: object) -> bytes:
+    return framing.encode(msgpack.packb({"op": op, "seq": seq, "boot": 7, **fields}))
+
+
+def sent(conn: Connection, op: str = "hello") -> int:
+    out = conn.prepare({"op": op})
+    conn.expect(out)
+    return out.seq
+
+
+def test_requests_get_consecutive_seqs_from_a_random_start() -> None:
+    a, b = Connection(), Connection()
+    assert a.seq != b.seq  # (2**-32 to fail by chance)
+    conn = Connection(seq=0xFFFFFFFF)
+    first, second = conn.prepare({"op": "ping"}), conn.prepare({"op": "ping"})
+    assert (first.seq, second.seq) == (0xFFFFFFFF, 0)
+    assert msgpack.unpackb(first.payload) == {"op": "ping", "seq": 0xFFFFFFFF}
+    assert first.frame == framing.encode(first.payload)
+
+
+def test_the_reply_in_pieces_then_a_duplicate_is_stale() -> None:
+    conn = Connection(seq=5)
+    seq = sent(conn)
+    data = reply_frame(seq, k=2)
+    events = [e for i in range(len(data)) for e in conn.receive(data[i:i + 1])]
+    assert events == [Reply({"op": "hello", "seq": 5, "boot": 7, "k": 2})]
+    assert conn.receive(data) == [StaleReply({"op": "hello", "seq": 5, "boot": 7, "k": 2})]
+    assert conn.receive(reply_frame(99)) == [StaleReply({"op": "hello", "seq": 99, "boot": 7})]
+    assert conn.stale == 2
+
+
+def test_our_own_request_coming_back_is_an_echo() -> None:
+    conn = Connection()
+    out = conn.prepare({"op": "stop"})
+    conn.expect(out)
+    assert conn.receive(out.frame) == [Echo()]
+    assert diagnose(conn)[0] == "echoing"
+
+
+def test_bad_frames_and_garbage_are_dropped_with_their_reason() -> None:
+    conn = Connection()
+    seq = sent(conn)
+    bad = bytearray(reply_frame(seq))
+    bad[-1] ^= 0xFF
+    events = conn.receive(b"noise" + bytes(bad))
+    assert DroppedFrame("bad_crc") in events and DroppedFrame("garbage") in events
+    assert not any(isinstance(e, Reply) for e in events)
+    assert [e for e in conn.receive(reply_frame(seq)) if isinstance(e, Reply)]  # the resend's reply still counts
+
+
+def test_an_error_without_seq_is_reported() -> None:
+    conn = Connection()
+    sent(conn)
+    events = conn.receive(framing.encode(msgpack.packb({"op": "error", "seq": None, "code": 1, "msg": "bad"})))
+    assert OrphanError("bad") in events
+    assert diagnose(conn) == ("refused", "the device sent an error without a seq: bad")
+
+
+@pytest.mark.parametrize(("said", "state"), [
+    (b"MicroPython v1.27.0 on 2026-01-01; Raspberry Pi Pico with RP2040\r\nType \"help()\".\r\n>>> ", NORMAL),
+    (b"\r\nraw REPL; CTRL-B to exit\r\n>", RAW),
+    (b"R\x01\x80\x00\x01", PASTE),
+    (b">>> \r\nraw REPL; CTRL-B to exit\r\n>", RAW),  # the last state shown counts
+    (b"\r\nraw REPL; CTRL-B to exit\r\n>OK\x04\x04>\r\nMicroPython v1.27\r\n>>> ", NORMAL),
+])
+def test_repl_states_are_recognised(said: bytes, state: str) -> None:
+    conn = Connection()
+    sent(conn)
+    events = conn.receive(said[:7]) + conn.receive(said[7:])  # (a sign may straddle two reads)
+    assert [e for e in events if isinstance(e, ReplSeen)][-1] == ReplSeen(state)
+    assert conn.repl_state == state
+    kind, text = diagnose(conn)
+    assert kind == "repl" and text.startswith("a MicroPython REPL answered")
+
+
+def test_reboot_signs_and_a_good_frame_clearing_the_repl_state() -> None:
+    conn = Connection()
+    seq = sent(conn)
+    events = conn.receive(b"\r\nMPY: soft reboot\r\n>>> ")
+    assert RebootSign("soft reboot") in events and conn.repl_state == NORMAL
+    conn.receive(reply_frame(seq))
+    assert conn.repl_state is None
+
+
+def test_decisions_after_silence_and_drops() -> None:
+    conn = Connection()
+    sent(conn)
+    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == RESEND
+    conn.receive(b">>> ")
+    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == REVIVE
+    assert after_silence(conn, retries=2, revivals=0) == GIVE_UP  # a REPL answers no frame: no use resending
+    conn.revivals = MAX_REVIVALS
+    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == GIVE_UP  # still a REPL after the restarts
+    conn.repl_state = None
+    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == RESEND
+    out = conn.pending
+    assert out is not None
+    conn.expect(out)
+    conn.expect(out)  # three tries
+    assert after_silence(conn, retries=2, revivals=0) == GIVE_UP and not after_drop(conn, retries=2)
+    assert after_silence(conn, retries=2, revivals=0, booting=True) == RESEND
+    sent(conn)  # a new request starts again
+    assert conn.tries == 1 and conn.revivals == 0 and after_drop(conn, retries=1) and not after_drop(conn, retries=0)
+
+
+def test_diagnoses() -> None:
+    conn = Connection()
+    assert diagnose(conn) == ("silent", "nothing was received")
+    conn.receive(b"temperature=21.5C\r\n")
+    assert diagnose(conn)[0] == "chatter"
+    other = Connection()
+    payload = msgpack.packb({"op": "hello", "seq": 0})
+    other.receive(framing.header(len(payload), version=2) + payload)
+    assert diagnose(other) == ("other_format", "the device's frames have format version 2, this host reads "
+                                               "format version 1")
+
+
+def test_restart_leaves_paste_and_raw_mode_before_the_soft_reset() -> None:
+    data = restart_bytes(PASTE)
+    assert data == restart_bytes(RAW) == restart_bytes(None)
+    assert data.index(b"\x03") < data.index(b"\x02") < data.rindex(b"\x03") < data.index(b"\x04") == len(data) - 1
