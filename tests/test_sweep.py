@@ -47,7 +47,7 @@ def test_sweep_equals_single_runs_with_the_same_seeds(local_ray, tmp_path):
         want = _single(trial)
         assert got.trial == trial
         assert got.metrics["best_test_acc"] == want.best_test_acc
-        assert got.metrics["final_test_acc"] == want.final_test_acc
+        assert got.metrics["final_val_acc"] == want.final_val_acc
         assert got.metrics["queries"] == want.queries
         assert [(h["step"], h["val_acc"], h["test_acc"], h["queries"]) for h in got.history] == [
             (h["step"], h["val_acc"], h["test_acc"], h["queries"]) for h in want.history]
@@ -108,7 +108,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
     (["--set", "nope=1"], "unknown config field 'nope'"),
     (["--seeds", "3-x"], "seeds are like 0-7"),
     (["--rig", "a"], "--rig takes NAME=URL"),
-    (["--task", "digits-seq", "--model", "mlp"], "does not fit task"),
+    (["--task", "digits-seq", "--model", "mlp"], "is a sequence task"),
     (["--max-failures", "-1"], "--max-failures must be >= 0"),
     (["missing.toml"], "cannot read missing.toml"),
     (["--resume", "."], "is not a sweep directory"),
