@@ -226,6 +226,18 @@ class RingClient:
         h = self._hello
         return float(h["adc_V_offset"]) + codes.astype(np.float64) * float(h["adc_V_per_code"])
 
+    def state(self) -> dict[str, Any] | None:
+        """The simulated board's state when it runs in process (``sim://``), else None: a checkpoint of a run
+        on the in-process simulator restores it, so a resumed run continues bit-identically."""
+        hal: Any = getattr(getattr(self.link, "core", None), "hal", None)
+        return hal.state() if hasattr(hal, "state") else None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        hal: Any = getattr(getattr(self.link, "core", None), "hal", None)
+        if not hasattr(hal, "load_state"):
+            raise UserError(f"{self.url} is not an in-process simulator: its state cannot be restored")
+        hal.load_state(state)
+
     # -- requests -----------------------------------------------------------------------------------------
 
     def _check(self, reply: Mapping[str, Any], op: str) -> dict[str, Any]:
