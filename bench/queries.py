@@ -58,11 +58,11 @@ QUICK = {
 
 
 def make_ring(kind: str, seed: int, noise_free: bool) -> Any:
-    """The simulated ring of a section: the default rp2 board's shape (2 -> 3) or the wide 16 -> 32 ring."""
-    from pgt.sim.ring import Ring, RingParams, RingReservoir
+    """The simulated device of a section: the default rp2 board (2 drives -> 3 taps) or the named "wide" board
+    (16 -> 32, external DAC/ADC chips); noisy through the firmware's Core, or its noise-free ring for backprop."""
+    from pgt.sim.ring import make_ring_reservoir
 
-    params = RingParams(n_inputs=2, n_outputs=3) if kind == "board" else RingParams()
-    return RingReservoir(Ring(params.noise_free() if noise_free else params, seed=seed))
+    return make_ring_reservoir(seed=seed, noise_free=noise_free, board=None if kind == "board" else "wide")
 
 
 def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
@@ -79,24 +79,18 @@ def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
     result = trainer.run()
     return {
         "section": section, "estimator": est, "seed": seed, "history": result.history,
-        "best_test_acc": result.best_test_acc, "final_test_acc": result.final_test_acc,
-        "queries": result.queries, "eval_queries": result.queries - result.training_queries,
+        "best_test_acc": result.best_test_acc, "final_val_acc": result.final_val_acc,
+        "queries": result.queries, "eval_queries": result.eval_queries,
         "k": trainer.physical.k, "m": trainer.physical.m, "slots": trainer.physical.slots,
         "wall_s": time.perf_counter() - t0,
     }
 
 
-def accuracy(rec: dict[str, Any]) -> float:
-    """The accuracy an evaluation record reports (test if it has one, else validation)."""
-    return float(rec["test_acc"] if rec.get("test_acc") is not None else rec["val_acc"])
-
-
 def crossing(history: list[dict[str, Any]], threshold: float) -> int | None:
-    """All device rows spent at the first of two consecutive evaluations at or above ``threshold``."""
-    for rec, nxt in zip(history, history[1:]):
-        if accuracy(rec) >= threshold and accuracy(nxt) >= threshold:
-            return int(rec["queries"])
-    return None
+    """All device rows spent at the first of two consecutive validations at or above ``threshold``."""
+    from pgt.trainer import crossing as rows_at_crossing
+
+    return rows_at_crossing(history, threshold)
 
 
 def mean(xs: list[float]) -> float:
@@ -118,7 +112,7 @@ def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     for est in ESTIMATORS:
         e: dict[str, Any] = {
             "best_test_acc": round(mean([by[(est, s)]["best_test_acc"] for s in seeds]), 4),
-            "final_test_acc": round(mean([by[(est, s)]["final_test_acc"] for s in seeds]), 4),
+            "final_val_acc": round(mean([by[(est, s)]["final_val_acc"] for s in seeds]), 4),
             "queries": round(mean([by[(est, s)]["queries"] for s in seeds])),
         }
         for pct in ("90", "95"):
@@ -142,7 +136,7 @@ def print_table(name: str, spec: dict[str, str], s: dict[str, Any], seeds: list[
     print(f"\n{name}: {spec['model']} on {spec['task']}, {shape}; backprop reference (test accuracy at the "
           f"best-validation step) {100 * s['reference_best_test_acc']:.1f}% (mean of {len(seeds)} seeds)")
     print(f"{'estimator':<10} {'rows to 90%':>11} {'Q90':>5} {'rows to 95%':>11} {'Q95':>5} "
-          f"{'best acc':>8} {'final':>6} {'all rows':>10}")
+          f"{'best acc':>8} {'final val':>9} {'all rows':>10}")
 
     def fmt(v: Any, spec: str) -> str:
         return "-" if v is None else format(v, spec)
@@ -150,7 +144,7 @@ def print_table(name: str, spec: dict[str, str], s: dict[str, Any], seeds: list[
     for est, e in s["estimators"].items():
         print(f"{est:<10} {fmt(e['queries_90'], ',d'):>11} {fmt(e['Q_90'], '.2f'):>5} "
               f"{fmt(e['queries_95'], ',d'):>11} {fmt(e['Q_95'], '.2f'):>5} {100 * e['best_test_acc']:7.1f}% "
-              f"{100 * e['final_test_acc']:5.1f}% {e['queries']:>10,}")
+              f"{100 * e['final_val_acc']:8.1f}% {e['queries']:>10,}")
 
 
 def main() -> int:

@@ -49,8 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PgtError as exc:
         print(f"pgt {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"pgt {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        note = f"; {exc}" if str(exc) else ""
+        print(f"pgt {args.command}: interrupted{note}", file=sys.stderr)
         return 130
 
 

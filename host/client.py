@@ -92,6 +92,8 @@ class RingClient:
         request: RequestFn = lambda msg: link.request(msg, timeout=timeout)  # noqa: E731
         if hasattr(link, "revive_repl"):
             link.revive_repl = 1  # a board left at its REPL (by mpremote, say) gets one soft reset into main.py
+            if getattr(link, "log", None) is None:
+                link.log = self.log  # (the link says when it soft-resets the board)
         self._hello = self._handshake(request)
         link.on_reconnect = self._after_reconnect
         if hasattr(link, "revive_repl"):
@@ -223,6 +225,18 @@ class RingClient:
     def codes_to_volts(self, codes: np.ndarray) -> np.ndarray:
         h = self._hello
         return float(h["adc_V_offset"]) + codes.astype(np.float64) * float(h["adc_V_per_code"])
+
+    def state(self) -> dict[str, Any] | None:
+        """The simulated board's state when it runs in process (``sim://``), else None: a checkpoint of a run
+        on the in-process simulator restores it, so a resumed run continues bit-identically."""
+        hal: Any = getattr(getattr(self.link, "core", None), "hal", None)
+        return hal.state() if hasattr(hal, "state") else None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        hal: Any = getattr(getattr(self.link, "core", None), "hal", None)
+        if not hasattr(hal, "load_state"):
+            raise UserError(f"{self.url} is not an in-process simulator: its state cannot be restored")
+        hal.load_state(state)
 
     # -- requests -----------------------------------------------------------------------------------------
 

@@ -71,6 +71,18 @@ class HybridModel:
     def n_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
 
+    def state(self) -> dict[str, Any]:
+        """The parameters (copies), for checkpoints."""
+        return {"params": {k: v.copy() for k, v in self.params.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Copy checkpointed parameters into the live arrays (the layers hold references to them)."""
+        params = state["params"]
+        if set(params) != set(self.params) or any(params[k].shape != v.shape for k, v in self.params.items()):
+            raise ValueError("the checkpoint's parameters do not fit this model")
+        for k, v in self.params.items():
+            v[...] = params[k]
+
 
 class ReservoirMLP(HybridModel):
     """``input -> Dense(k) -> tanh -> ring(k -> m) -> hidden dense layers -> Dense(classes)``."""

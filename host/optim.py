@@ -2,7 +2,7 @@
 
 A :class:`Transform` maps gradients to updates: ``state = t.init(params)``, then
 ``updates, state = t.update(grads, state, params)``; ``apply_updates`` adds the updates to the parameters in
-place. ``chain`` composes transforms. States are plain dicts/lists of numpy arrays and ints, so they pickle
+place. ``chain`` composes transforms. States are plain dicts/lists of numpy arrays and ints, so they go
 into checkpoints; the transforms themselves are rebuilt from the run's config.
 """
 

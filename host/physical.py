@@ -85,14 +85,25 @@ class PhysicalLayer:
         high = info.get("volts_high")
         self.v_high: float | None = float(high) if isinstance(high, (int, float)) else None
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["reservoir"] = None  # a checkpoint never holds a device
-        return state
+    def state(self) -> dict[str, Any]:
+        """What calibration measured (normalisation, ...) as plain values and arrays, for checkpoints, and the
+        device's ADC averaging if it has that setting. The drive map follows from the device's range."""
+        derived = ("reservoir", "low", "high", "center", "scale", "k", "m")
+        out: dict[str, Any] = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in vars(self).items()
+                               if k not in derived and (v is None or isinstance(v, (np.ndarray, bool, int, float)))}
+        out["device_n_avg"] = (getattr(self.reservoir, "info", None) or {}).get("n_avg")
+        return out
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("slots", 1)  # checkpoints from before time multiplexing
-        self.__dict__.update(state)
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`; a device with an ADC averaging setting gets the checkpointed one back."""
+        state = dict(state)
+        n_avg = state.pop("device_n_avg", None)
+        for key, value in state.items():
+            setattr(self, key, np.array(value) if isinstance(value, np.ndarray) else value)
+        configure = getattr(self.reservoir, "configure", None)
+        current = (getattr(self.reservoir, "info", None) or {}).get("n_avg")
+        if n_avg is not None and callable(configure) and current != n_avg:
+            configure(n_avg=int(n_avg))
 
     @property
     def width_in(self) -> int:

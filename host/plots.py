@@ -1,4 +1,8 @@
-"""PNG plots of training runs: test accuracy against device queries (matplotlib, headless)."""
+"""PNG plots of training runs: validation accuracy against all device rows (matplotlib's Figure API).
+
+No pyplot and no ``matplotlib.use``: the figure renders through the Agg canvas directly, so a notebook's
+backend is left alone.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +13,33 @@ from typing import Any
 
 def accuracy_vs_queries(
     runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str = "",
-    x_key: str = "training_queries",
 ) -> Path:
-    """Plot ``test_acc`` against ``x_key`` for each labelled history (list of metrics records); save PNG."""
-    import matplotlib
+    """Plot ``val_acc`` against ``queries`` (every device row: calibration, training, evaluation) for each
+    labelled history of metrics records; a star marks a record's ``test_acc`` where it was measured. Saves
+    a PNG and returns its path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig = Figure(figsize=(6.4, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for label, history in runs.items():
-        xs = [max(int(r[x_key]), 1) for r in history]
-        ys = [100.0 * float(r["test_acc"]) for r in history]
-        ax.plot(xs, ys, marker=".", label=label)
+        vals = [(max(int(r["queries"]), 1), 100.0 * float(r["val_acc"])) for r in history
+                if r.get("val_acc") is not None]
+        (line,) = ax.plot(*zip(*vals), marker=".", label=f"{label} (validation)")
+        tests = [(max(int(r["queries"]), 1), 100.0 * float(r["test_acc"])) for r in history
+                 if r.get("test_acc") is not None]
+        if tests:
+            ax.plot(*zip(*tests), marker="*", markersize=10, linestyle="none", color=line.get_color(),
+                    label=f"{label} (test, best-validation iterate)")
     ax.set_xscale("log")
-    ax.set_xlabel("device queries (calibration + training)" if x_key == "training_queries" else x_key)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "accuracy vs device queries")
+    ax.set_xlabel("device rows (calibration + training + evaluation)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "accuracy vs device rows")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    plt.close(fig)
     return out

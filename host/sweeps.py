@@ -39,14 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .trainer import TrainConfig
+from .trainer import TrainConfig, check_config
 
 RAY_HINT = "pgt sweep needs Ray Tune: pip install 'pgt[ray]'  (or: pip install 'ray[tune]>=2.44,<3')"
 TASK_MODELS = {"digits": "mlp", "digits-seq": "transformer", "majority": "transformer"}
-ESTIMATORS = ("surrogate", "node", "param", "backprop")
 SPEC = "sweep.json"
 TUNE_DIR = "tune"
-RESULT_KEYS = ("best_val_acc", "best_test_acc", "final_test_acc", "best_step", "queries", "training_queries")
+RESULT_KEYS = ("best_val_acc", "best_test_acc", "final_val_acc", "best_step", "queries", "training_queries")
 
 
 @dataclass(frozen=True)
@@ -136,23 +135,6 @@ def _check_value(key: str, value: Any) -> Any:
                 raise UserError(f"{key} must be {kind.replace(' | None', '')}, got {value!r}")
             return float(value) if name == "float" else value
     return value
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Raise UserError for a config that would fail on a worker (checked before Ray starts)."""
-    from .estimators import make_estimator
-    from .optim import make_optimizer, make_schedule
-
-    if cfg.task not in TASK_MODELS:
-        raise UserError(f"unknown task {cfg.task!r} (choose from {', '.join(TASK_MODELS)})")
-    if cfg.model not in ("mlp", "transformer"):
-        raise UserError(f"unknown model {cfg.model!r} (mlp or transformer)")
-    if (cfg.model == "mlp") != (TASK_MODELS[cfg.task] == "mlp"):
-        raise UserError(f"model {cfg.model!r} does not fit task {cfg.task!r} (use {TASK_MODELS[cfg.task]})")
-    if cfg.steps < 0 or cfg.batch_size < 1 or cfg.eval_every < 1 or cfg.checkpoint_every < 1 or cfg.probe < 1:
-        raise UserError("steps must be >= 0; batch size, probe, eval and checkpoint intervals >= 1")
-    make_estimator(cfg.estimator, 0, **cfg.estimator_options)
-    make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, 1.0, max(cfg.steps, 1)), cfg.clip)
 
 
 def parse_seeds(text: str | Sequence[int] | int) -> list[int]:
@@ -427,10 +409,10 @@ def _progress_callback(total: int, say: Callable[[str], None], extra: Sequence[A
             return f"[{spec['index'] + 1}/{total}] {Trial.from_dict(spec['trial']).name}"
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            if "val_acc" in result:
+            if result.get("val_acc") is not None:
                 rig = trial.config["spec"]["trial"].get("rig")
                 say(f"{self._name(trial)}: step {result['step']}  val {100 * result['val_acc']:.1f}%  "
-                    f"test {100 * result['test_acc']:.1f}%  queries {result['queries']:,}"
+                    f"queries {result['queries']:,}"
                     + (f"  rig {rig}" if rig else ""))
 
         def _ended(self, trials: list, trial: Any) -> str:
@@ -609,10 +591,11 @@ def _collect(grid: Any, todo: Sequence[Trial], stopping: bool) -> list[TrialResu
             stopped = stopping and status == "TERMINATED"  # by the scheduler; else by Ctrl-C
             res = TrialResult(todo[index], "stopped" if stopped else "unfinished", metrics)
         res.history = _read_history(r.path)
-        if res.status == "stopped" and res.history:
-            best = max(res.history, key=lambda h: h["val_acc"])
-            res.metrics |= {"best_val_acc": best["val_acc"], "best_test_acc": best["test_acc"],
-                            "best_step": best["step"], "final_test_acc": res.history[-1]["test_acc"]}
+        vals = [h for h in res.history if h.get("val_acc") is not None]
+        if res.status == "stopped" and vals:  # (the test set is evaluated only when a run ends)
+            best = max(vals, key=lambda h: h["val_acc"])
+            res.metrics |= {"best_val_acc": best["val_acc"], "best_test_acc": None,
+                            "best_step": best["step"], "final_val_acc": vals[-1]["val_acc"]}
         results[index] = res
     return [r if r is not None else TrialResult(todo[i], "unfinished") for i, r in enumerate(results)]
 
@@ -620,7 +603,7 @@ def _collect(grid: Any, todo: Sequence[Trial], stopping: bool) -> list[TrialResu
 # -- reports ------------------------------------------------------------------------------------------
 
 COLUMNS = ("trial", "estimator", "seed", "rig", "status", "steps", "best_val_acc", "best_test_acc",
-           "final_test_acc", "queries", "training_queries", "error")
+           "final_val_acc", "queries", "training_queries", "error")
 
 
 def rows(result: SweepResult) -> list[dict[str, Any]]:
@@ -651,21 +634,22 @@ def format_table(result: SweepResult) -> str:
     def pct(v: Any) -> str:
         return "-" if v in ("", None) else f"{100 * float(v):.1f}%"
 
-    head = ["trial", "seed", "rig", "status", "steps", "best val", "best test", "final test", "queries", "error"]
+    head = ["trial", "seed", "rig", "status", "steps", "best val", "test at best val", "final val", "queries",
+            "error"]
     lines = []
     order = sorted(result.trials, key=lambda r: -(r.get("best_val_acc") or -1.0))
     for r in order:
         q = r.get("queries")
         lines.append([r.trial.group, str(r.trial.config.seed), r.trial.rig or "-", r.status,
                       str(r.get("step", "-")), pct(r.get("best_val_acc")), pct(r.get("best_test_acc")),
-                      pct(r.get("final_test_acc")), "-" if q is None else f"{q:,}", r.error or ""])
+                      pct(r.get("final_val_acc")), "-" if q is None else f"{q:,}", r.error or ""])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     return "\n".join(fmt.format(*line).rstrip() for line in [head, *lines])
 
 
 def plot(result: SweepResult, path: str | Path) -> Path:
-    """Test accuracy against device queries: every trial faint, the best trial of each group bold."""
+    """Validation accuracy against all device rows: every trial faint, the best trial of each group bold."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2), dpi=120)
@@ -676,17 +660,19 @@ def plot(result: SweepResult, path: str | Path) -> Path:
     colours = [f"C{i % 10}" for i in range(len(groups))]
     for colour, (group, members) in zip(colours, groups.items()):
         for r in members:
-            if r.history:
-                ax.plot([max(h["training_queries"], 1) for h in r.history], [100 * h["test_acc"] for h in r.history],
+            vals = [h for h in r.history if h.get("val_acc") is not None]
+            if vals:
+                ax.plot([max(h["queries"], 1) for h in vals], [100 * h["val_acc"] for h in vals],
                         color=colour, alpha=0.25, linewidth=0.8)
         best = max((r for r in members if r.history), key=lambda r: r.get("best_val_acc") or -1.0, default=None)
         if best is not None:
-            ax.plot([max(h["training_queries"], 1) for h in best.history],
-                    [100 * h["test_acc"] for h in best.history], color=colour, linewidth=2.2,
+            vals = [h for h in best.history if h.get("val_acc") is not None]
+            ax.plot([max(h["queries"], 1) for h in vals],
+                    [100 * h["val_acc"] for h in vals], color=colour, linewidth=2.2,
                     label=f"{group} (seed {best.trial.config.seed})")
     ax.set_xscale("log")
-    ax.set_xlabel("device queries (calibration + training)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel("device rows (calibration + training + evaluation)")
+    ax.set_ylabel("validation accuracy (%)")
     ax.set_title(f"sweep {result.dir.name}: {len(result.trials)} trials")
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

@@ -1,27 +1,31 @@
-"""The training loop: any Reservoir, any estimator, every device query counted, exact resume.
+"""The training loop: any Reservoir, any estimator, every device row counted, exact resume.
 
 ``Trainer(reservoir, TrainConfig(...), out_dir=...)`` builds the task, the hybrid model and the estimator from
 the config; ``run()`` calibrates (output normalisation from a probe batch, device repeat noise, perturbation
-size, starting learning rate), then steps. Every ``eval_every`` steps it evaluates the unperturbed model on the
-validation and test sets, tracks the best iterate (by validation accuracy), and appends one line to
-``metrics.jsonl``; every ``checkpoint_every`` steps it writes ``checkpoint.pkl`` atomically. A run is fully
-determined by its config (seed included) and by the device: with the in-process simulator the device's own
-state is checkpointed as well, so ``Trainer.resume(run_dir)`` continues bit-identically; a real device resumes
-with its present state.
+size, starting learning rate), writes a checkpoint, then steps. Every ``eval_every`` steps it evaluates the
+unperturbed model on a fixed subsample of the validation set (``val_size`` rows; the whole set if None), keeps
+the best iterate by validation accuracy and appends one record to ``metrics.jsonl``. The test set is evaluated
+once, at the end, on the best-validation iterate (and on demand: :meth:`Trainer.test`). Evaluation readings
+also feed the estimator (``estimator.observe``: the surrogate learns from them).
 
-Queries are counted by kind: ``calibration`` (probe batch and noise measurement), ``train`` (estimator
-steps) and ``eval`` (unperturbed evaluations). "Training queries" below means calibration + train.
+Every device row is counted once, by kind: ``calibration``, ``train`` (estimator steps) and ``eval``;
+``queries`` is their sum. Checkpoints (JSON + ``.npz``, :mod:`pgt.checkpoint`) are written after calibration,
+every ``checkpoint_every`` steps, at the end, on Ctrl-C (after the step in progress) and when the device is
+lost; :meth:`Trainer.resume` rebuilds the run from its config and restores each component's state (model,
+optimizer, estimator, physical layer, counters, generators and, on the in-process simulator, the device), so
+a resumed simulator run continues bit-identically.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import pickle
+import shlex
+import signal
 import sys
-import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,22 +33,29 @@ from typing import Any
 
 import numpy as np
 
+from . import checkpoint
 from .errors import DeviceError, PgtError, UserError
-from .estimators import Estimator, make_estimator
+from .estimators import ESTIMATORS, Estimator, make_estimator
 from .models import HybridModel, build_model
 from .optim import Transform, apply_updates, make_optimizer, make_schedule
 from .physical import PhysicalLayer
 from .reservoir import Reservoir
-from .tasks import Task, load_task
+from .tasks import TASKS, Task, load_task
 
 Array = np.ndarray
-CHECKPOINT = "checkpoint.pkl"
 METRICS = "metrics.jsonl"
+LINK_KEYS = {"retries": "resends", "timeouts": "timeouts", "reconnects": "reconnects",
+             "repl_revivals": "REPL revivals", "device_resets": "device resets"}
+"""Link trouble counted into the metrics (metrics key -> what it is called in messages)."""
+
+
+def _link_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {LINK_KEYS[k]}" for k, n in counts.items() if n)
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run (saved in ``config.json``)."""
+    """Everything that defines a run (saved in ``config.json`` and in every checkpoint)."""
 
     task: str = "digits"
     model: str = "mlp"
@@ -58,7 +69,9 @@ class TrainConfig:
     """None: 0.1 for the low-variance estimators (backprop, surrogate), 0.03 for the perturbative ones."""
     schedule: str = "constant"
     clip: float | None = None
-    eval_every: int = 10
+    eval_every: int = 20
+    val_size: int | None = 64
+    """Validation samples per evaluation: a fixed subsample of the validation set (None: all of it)."""
     checkpoint_every: int = 50
     seed: int = 0
     probe: int = 256
@@ -66,16 +79,52 @@ class TrainConfig:
     estimator_options: dict[str, Any] = field(default_factory=dict)
 
 
+def _positive_finite(name: str, value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+        raise UserError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_config(cfg: TrainConfig) -> Task:
+    """Validate every field of ``cfg`` without touching a device; returns the task. UserError on the first
+    problem, in one line."""
+    from . import estimator_options
+
+    if cfg.task not in TASKS:
+        raise UserError(f"unknown task {cfg.task!r} (choose from {', '.join(TASKS)})")
+    task = load_task(cfg.task)
+    if cfg.model not in ("mlp", "transformer"):
+        raise UserError(f"unknown model {cfg.model!r} (choose mlp or transformer)")
+    want = "vector" if cfg.model == "mlp" else "sequence"
+    if task.info["kind"] != want:
+        raise UserError(f"task {cfg.task!r} is {'a sequence' if want == 'vector' else 'not a sequence'} task; "
+                        f"use --model {'transformer' if want == 'vector' else 'mlp'}")
+    estimator_options.check(cfg.estimator, cfg.estimator_options)
+    n_train = len(task.y_train)
+    for name, value, low in (("steps", cfg.steps, 0), ("seed", cfg.seed, 0), ("eval_every", cfg.eval_every, 1),
+                             ("checkpoint_every", cfg.checkpoint_every, 1), ("probe", cfg.probe, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
+    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or not 1 <= cfg.batch_size <= n_train:
+        raise UserError(f"batch_size must be between 1 and {n_train} (the {cfg.task} training set), "
+                        f"got {cfg.batch_size!r}")
+    if cfg.val_size is not None and (not isinstance(cfg.val_size, int) or cfg.val_size < 1):
+        raise UserError(f"val_size must be an integer >= 1 or None (the whole validation set), got {cfg.val_size!r}")
+    _positive_finite("lr", cfg.lr)
+    _positive_finite("lr_rel", cfg.lr_rel)
+    _positive_finite("clip", cfg.clip)
+    make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, 1.0, max(cfg.steps, 1)), cfg.clip)  # the names
+    return task
+
+
 @dataclass
 class Counters:
+    """Device rows by kind, device time, and link trouble seen (cumulative over the run)."""
+
     calibration: int = 0
     train: int = 0
     eval: int = 0
     device_seconds: float = 0.0
-
-    @property
-    def training(self) -> int:
-        return self.calibration + self.train
+    link: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -84,14 +133,18 @@ class Counters:
 
 @dataclass
 class Result:
-    """What a run returns: the best iterate's accuracies, the final ones, the query counts and the history."""
+    """What a run returns: the best-validation iterate, its test accuracy, the device rows and the history."""
 
     best_step: int
     best_val_acc: float
-    best_test_acc: float
-    final_test_acc: float
+    best_test_acc: float | None
+    """Test accuracy at the best-validation step (None if the test set was never evaluated)."""
+    final_val_acc: float
     queries: int
+    """Every device row: calibration + training + evaluation."""
+    calibration_queries: int
     training_queries: int
+    eval_queries: int
     device_seconds: float
     history: list[dict[str, Any]]
     best_params: dict[str, Array]
@@ -102,29 +155,74 @@ def _accuracy(logits: Array, labels: Array) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def crossing(history: Sequence[dict[str, Any]], threshold: float, key: str = "val_acc") -> int | None:
+    """All device rows (``queries``) spent when ``key`` first reached ``threshold`` on two consecutive
+    evaluations: the rows at the first of the two. None if it never did. This is the crossing Q is taken on
+    (README: Q = these rows / backprop's rows for the same threshold)."""
+    evals = [r for r in history if r.get(key) is not None]
+    for a, b in zip(evals, evals[1:]):
+        if a[key] >= threshold and b[key] >= threshold:
+            return int(a["queries"])
+    return None
 
 
-def _device_snapshot(reservoir: Reservoir) -> bytes | None:
-    """The in-process simulator's whole state (noise generator, drift), so a resume is bit-identical."""
-    info = getattr(reservoir, "info", {}) or {}
-    if not (str(info.get("kind", "")).startswith("sim") or getattr(reservoir, "snapshot_ok", False)):
-        return None
+def resume_command(run_dir: Path | str) -> str:
+    return f"pgt train --resume {shlex.quote(str(run_dir))}"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says where the checkpoint is and how to resume."""
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextmanager
+def _deferred_interrupt(describe: Callable[[], str]) -> Iterator[_StopFlag]:
+    """In the main thread: the first Ctrl-C asks the loop to stop after the step in progress, a second one
+    interrupts at once. Elsewhere (or under a custom SIGINT handler) nothing changes."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        print(f"stopping after {describe()} (Ctrl-C again to abort now)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, handler)
     try:
-        return pickle.dumps(reservoir)
-    except Exception:
-        return None
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def default_device(estimator: str = "surrogate", seed: int = 0) -> Reservoir:
+    """The device a run uses when none is given: the simulated board through the firmware Core, in process
+    (``sim://?seed=N``); for the backprop reference, the noise-free differentiable ring of the same shape."""
+    if estimator == "backprop":
+        from pgt.sim.ring import make_ring_reservoir
+
+        return make_ring_reservoir(seed=seed, noise_free=True)
+    return open_device(f"sim://?seed={seed}")
+
+
+def open_device(url: str) -> Reservoir:
+    """A :class:`pgt.client.RingClient` for ``url`` (a serial port, a pyserial URL or ``sim://...``)."""
+    from pgt.client import RingClient
+
+    return RingClient.open(url)
+
+
+def _link_counters(reservoir: Reservoir) -> dict[str, int]:
+    link = getattr(reservoir, "link", None)
+    counts = link.counters() if link is not None and hasattr(link, "counters") else {}
+    counts["device_resets"] = getattr(reservoir, "device_resets", 0)
+    return {k: int(counts.get(k, 0)) for k in LINK_KEYS}
 
 
 class Trainer:
@@ -138,11 +236,8 @@ class Trainer:
         self.config = config or TrainConfig()
         self.log = log or _stderr
         cfg = self.config
-        if cfg.steps < 0 or cfg.batch_size < 1 or cfg.eval_every < 1 or cfg.checkpoint_every < 1:
-            raise UserError("steps must be >= 0; batch size, eval and checkpoint intervals >= 1")
-        make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, 1.0, cfg.steps), cfg.clip)  # validate names
+        self.task = task or check_config(cfg)
         self.reservoir = reservoir
-        self.task = task or load_task(cfg.task)
         self.on_eval = on_eval
         seeds = np.random.SeedSequence(cfg.seed).spawn(4)
         init_rng, self.batch_rng, est_rng, self.cal_rng = (np.random.default_rng(s) for s in seeds)
@@ -152,6 +247,9 @@ class Trainer:
         self.estimator: Estimator = make_estimator(cfg.estimator, est_rng, **cfg.estimator_options)
         if self.estimator.needs_vjp and not getattr(reservoir, "exact_vjp", hasattr(reservoir, "vjp")):
             raise UserError("the backprop estimator needs a reservoir with an exact vjp (a noise-free simulator)")
+        n_val = len(self.task.y_val)
+        self.val_idx = np.arange(n_val) if cfg.val_size is None or cfg.val_size >= n_val else \
+            np.sort(np.random.default_rng(0).choice(n_val, size=cfg.val_size, replace=False))
         self.counters = Counters()
         self.step = 0
         self.calibrated = False
@@ -159,11 +257,14 @@ class Trainer:
         self.opt_state: Any = None
         self._opt: Transform | None = None
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"step": -1, "val_acc": -1.0, "test_acc": 0.0, "params": None}
+        self.best: dict[str, Any] = {"step": -1, "val_acc": -1.0, "params": None}
+        self.tested_step = -1
+        """The best-validation step whose test accuracy was last measured (-1: never)."""
         self._loss_sum = 0.0
         self._loss_n = 0
+        self._busy = False
+        self._link_seen = _link_counters(reservoir)
         self.run_dir = Path(out_dir) if out_dir is not None else None
-        self._metrics_bytes = 0
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_doc = {"config": dataclasses.asdict(cfg), "device": dict(getattr(reservoir, "info", {})),
@@ -173,17 +274,28 @@ class Trainer:
 
     # -- accounting --------------------------------------------------------------------------------
     def _device_call(self, kind: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` (which queries the device) and book its queries and device time under ``kind``."""
+        """Run ``fn`` (which queries the device) and book its rows and device time under ``kind``."""
         q0 = self.reservoir.queries
         t0 = float(self.reservoir.device_seconds)
-        out = fn()
-        setattr(self.counters, kind, getattr(self.counters, kind) + (self.reservoir.queries - q0))
-        self.counters.device_seconds += float(self.reservoir.device_seconds) - t0
-        return out
+        try:
+            return fn()
+        finally:
+            setattr(self.counters, kind, getattr(self.counters, kind) + (self.reservoir.queries - q0))
+            self.counters.device_seconds += float(self.reservoir.device_seconds) - t0
+
+    def _check_link(self) -> None:
+        """Book resends, reconnects and resets the link saw since the last look; say so on stderr."""
+        now = _link_counters(self.reservoir)
+        new = {k: now[k] - self._link_seen.get(k, 0) for k in LINK_KEYS if now[k] > self._link_seen.get(k, 0)}
+        self._link_seen = now
+        if new:
+            for k, n in new.items():
+                self.counters.link[k] = self.counters.link.get(k, 0) + n
+            self.log(f"link at step {self.step}: {_link_text(new)}")
 
     # -- calibration -------------------------------------------------------------------------------
-    def _batch(self) -> tuple[Array, Array]:
-        idx = self.batch_rng.choice(len(self.task.y_train), size=self.config.batch_size, replace=False)
+    def _batch(self, rng: np.random.Generator) -> tuple[Array, Array]:
+        idx = rng.choice(len(self.task.y_train), size=self.config.batch_size, replace=False)
         return self.task.x_train[idx], self.task.y_train[idx]
 
     def calibrate(self) -> None:
@@ -194,8 +306,7 @@ class Trainer:
         self.readout_notes: list[str] = self._device_call(
             "calibration", lambda: self.physical.tune_averaging(self.cal_rng, cfg.probe))
         if self.estimator.name != "backprop":
-            idx = self.cal_rng.choice(len(self.task.y_train), size=cfg.batch_size, replace=False)
-            batch = (self.task.x_train[idx], self.task.y_train[idx])
+            batch = self._batch(self.cal_rng)
             self._device_call("calibration", lambda: self.estimator.calibrate(self.model, batch))
         if self.lr is None:
             weights = np.concatenate([p.ravel() for p in self.model.params.values() if p.ndim > 1])
@@ -204,13 +315,13 @@ class Trainer:
             self.lr = float(lr_rel * np.sqrt(np.mean(weights**2)))
             if cfg.optimizer != "adam":
                 # SGD: scale so the first step's update has the same RMS (gradient size from one estimate).
-                idx = self.cal_rng.choice(len(self.task.y_train), size=cfg.batch_size, replace=False)
-                batch = (self.task.x_train[idx], self.task.y_train[idx])
+                batch = self._batch(self.cal_rng)
                 _, g, _ = self._device_call("calibration", lambda: self.estimator.estimate(self.model, batch))
                 g_rms = float(np.sqrt(np.mean(np.concatenate([v.ravel() for v in g.values()]) ** 2)))
                 self.lr = self.lr / max(g_rms, 1e-12)
         self._make_optimizer()
-        self.opt_state = self._opt.init(self.model.params) if self._opt else None
+        assert self._opt is not None
+        self.opt_state = self._opt.init(self.model.params)
         self.calibrated = True
 
     def _make_optimizer(self) -> None:
@@ -233,50 +344,79 @@ class Trainer:
 
     # -- evaluation --------------------------------------------------------------------------------
     def predict(self, x: Array, batch: int = 512) -> Array:
-        """Unperturbed forward through the device (counted as eval queries); returns logits."""
+        """Unperturbed forward through the device (counted as eval rows, shown to the estimator); logits."""
         out = []
         ph = self.physical
         for i in range(0, len(x), batch):
             a, pc = self.model.pre(x[i : i + batch])
             u, _ = ph.drive(a)
             y = self._device_call("eval", partial(ph.query, u))
+            self.estimator.observe(u, y)
             out.append(self.model.post(ph.normalise(y), pc)[0])
         return np.concatenate(out)
 
-    def evaluate(self) -> dict[str, Any]:
-        t = self.task
-        val_acc = _accuracy(self.predict(t.x_val), t.y_val)
-        test_acc = _accuracy(self.predict(t.x_test), t.y_test)
-        if val_acc > self.best["val_acc"]:
-            self.best = {"step": self.step, "val_acc": val_acc, "test_acc": test_acc,
-                         "params": {k: v.copy() for k, v in self.model.params.items()}}
+    def _record(self, **fields: Any) -> dict[str, Any]:
+        c = self.counters
         rec = {
             "step": self.step,
             "loss": self._loss_sum / self._loss_n if self._loss_n else None,
-            "val_acc": val_acc,
-            "test_acc": test_acc,
-            "training_queries": self.counters.training,
-            "eval_queries": self.counters.eval,
-            "queries": self.counters.total,
-            "device_seconds": round(self.counters.device_seconds, 9),
+            "val_acc": None,
+            "test_acc": None,
+            **fields,
+            "queries": c.total,
+            "calibration_queries": c.calibration,
+            "training_queries": c.train,
+            "eval_queries": c.eval,
+            "device_seconds": round(c.device_seconds, 9),
             "lr": self.lr,
             "best_step": self.best["step"],
-            "best_test_acc": self.best["test_acc"],
+            "best_val_acc": self.best["val_acc"],
+            **{k: c.link.get(k, 0) for k in LINK_KEYS},
         } | self.estimator.diagnostics()
-        self._loss_sum, self._loss_n = 0.0, 0
         self.history.append(rec)
         if self.run_dir is not None:
-            line = (json.dumps(rec) + "\n").encode()
             with open(self.run_dir / METRICS, "ab") as f:
-                f.write(line)
-            self._metrics_bytes += len(line)
+                f.write((json.dumps(rec) + "\n").encode())
+        return rec
+
+    def evaluate(self) -> dict[str, Any]:
+        """Validation accuracy of the current iterate (on the fixed subsample); tracks the best iterate."""
+        t = self.task
+        self._busy = True
+        val_acc = _accuracy(self.predict(t.x_val[self.val_idx]), t.y_val[self.val_idx])
+        if val_acc > self.best["val_acc"]:
+            self.best = {"step": self.step, "val_acc": val_acc,
+                         "params": {k: v.copy() for k, v in self.model.params.items()}}
+        rec = self._record(val_acc=val_acc)
+        self._loss_sum, self._loss_n = 0.0, 0
+        self._busy = False
         if self.on_eval is not None:
             self.on_eval(rec)
         return rec
 
+    def test(self) -> float:
+        """Test accuracy of the best-validation iterate (the current one before any evaluation); counted as
+        eval rows and recorded in the metrics with ``test_step``."""
+        params = self.best["params"]
+        saved = {k: v.copy() for k, v in self.model.params.items()}
+        self._busy = True
+        try:
+            if params is not None:
+                for k, v in self.model.params.items():
+                    v[...] = params[k]
+            acc = _accuracy(self.predict(self.task.x_test), self.task.y_test)
+        finally:
+            for k, v in self.model.params.items():
+                v[...] = saved[k]
+        self.tested_step = self.best["step"] if params is not None else self.step
+        self._record(test_acc=acc, test_step=self.tested_step, loss=None)
+        self._busy = False
+        return acc
+
     # -- stepping ----------------------------------------------------------------------------------
     def train_step(self) -> float:
-        batch = self._batch()
+        self._busy = True
+        batch = self._batch(self.batch_rng)
         loss, grads, _ = self._device_call("train", lambda: self.estimator.estimate(self.model, batch))
         if not np.isfinite(loss) or not all(np.all(np.isfinite(g)) for g in grads.values()):
             raise DeviceError(f"non-finite loss or gradient at step {self.step + 1} (bad device readings?)")
@@ -286,132 +426,195 @@ class Trainer:
         self.step += 1
         self._loss_sum += loss
         self._loss_n += 1
+        self._busy = False
         return loss
 
     def run(self, steps: int | None = None) -> Result:
-        """Train until ``steps`` (default: the config's) and return the result; checkpoints as configured."""
+        """Train until ``steps`` (default: the config's), test the best iterate, return the result.
+
+        Ctrl-C (main thread) stops after the step in progress, writes a checkpoint and raises
+        :class:`TrainingInterrupted` naming the resume command; a lost device writes a checkpoint at the last
+        completed step too."""
         cfg = self.config
         target = cfg.steps if steps is None else steps
-        try:
-            if not self.calibrated:
-                self.calibrate()
-                self.log(self.header())
-                for note in self.readout_notes:
-                    self.log(note)
-                self.evaluate()
-            while self.step < target:
-                self.train_step()
-                if self.step % cfg.eval_every == 0 or self.step == target:
+        with _deferred_interrupt(lambda: f"step {self.step + 1 if self._busy else self.step}") as stop:
+            try:
+                if not self.calibrated:
+                    self.calibrate()
+                    self.log(self.header())
+                    for note in self.readout_notes:
+                        self.log(note)
                     self.evaluate()
-                if self.run_dir is not None and (self.step % cfg.checkpoint_every == 0 or self.step == target):
-                    self.save_checkpoint()
-        except PgtError as exc:
-            where = ""
-            if self.run_dir is not None and (self.run_dir / CHECKPOINT).exists():
-                where = f"; checkpoint kept in {self.run_dir} (continue with --resume {self.run_dir})"
-            raise type(exc)(f"{exc}{where}") from exc
+                    self._save_if_dir()
+                elif self.history and self.history[-1]["step"] != self.step and self.step % cfg.eval_every == 0:
+                    self.evaluate()  # (a run stopped between a step and its evaluation)
+                while self.step < target:
+                    if stop.requested:
+                        raise KeyboardInterrupt
+                    self.train_step()
+                    self._check_link()
+                    if self.step % cfg.eval_every == 0 or self.step == target:
+                        self.evaluate()
+                    if self.step % cfg.checkpoint_every == 0 or self.step == target:
+                        self._save_if_dir()
+                if self.step >= cfg.steps and self.tested_step != self.best["step"]:  # the run's end, not a chunk's
+                    self.test()
+                    self._save_if_dir()
+            except KeyboardInterrupt as exc:
+                raise TrainingInterrupted(self._stopped_note(consistent=not self._busy)) from exc
+            except PgtError as exc:
+                raise type(exc)(f"{exc}; {self._stopped_note(consistent=isinstance(exc, DeviceError))}") from exc
         return self.result()
 
+    def _save_if_dir(self) -> None:
+        if self.run_dir is not None:
+            self.save_checkpoint()
+
+    def _stopped_note(self, consistent: bool) -> str:
+        """Write a checkpoint at the last completed step when the state allows; say how to resume."""
+        if self.run_dir is None:
+            return f"stopped at step {self.step} (no run directory, nothing saved)"
+        if consistent and self.calibrated:
+            self.save_checkpoint()
+        try:
+            at = checkpoint.load(self.run_dir)["step"]
+        except UserError:
+            return f"stopped at step {self.step} before the first checkpoint (nothing to resume)"
+        return f"checkpoint at step {at} in {self.run_dir}; resume with: {resume_command(self.run_dir)}"
+
     def result(self) -> Result:
-        last = self.history[-1] if self.history else {"test_acc": 0.0}
+        vals = [r["val_acc"] for r in self.history if r["val_acc"] is not None]
+        tests = [r for r in self.history if r["test_acc"] is not None and r.get("test_step") == self.best["step"]]
+        c = self.counters
         return Result(
-            best_step=self.best["step"], best_val_acc=self.best["val_acc"], best_test_acc=self.best["test_acc"],
-            final_test_acc=float(last["test_acc"]), queries=self.counters.total,
-            training_queries=self.counters.training, device_seconds=self.counters.device_seconds,
-            history=list(self.history), best_params=self.best["params"] or {},
+            best_step=self.best["step"], best_val_acc=self.best["val_acc"],
+            best_test_acc=tests[-1]["test_acc"] if tests else None, final_val_acc=vals[-1] if vals else 0.0,
+            queries=c.total, calibration_queries=c.calibration, training_queries=c.train, eval_queries=c.eval,
+            device_seconds=c.device_seconds, history=list(self.history), best_params=self.best["params"] or {},
             run_dir=str(self.run_dir) if self.run_dir else None,
         )
 
     # -- checkpoints -------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """The whole run as plain data and arrays, each component's own ``state()``."""
+        device = getattr(self.reservoir, "state", None)
         return {
-            "format": 1,
             "config": dataclasses.asdict(self.config),
             "step": self.step,
-            "model": self.model,
-            "estimator": self.estimator,
-            "opt_state": self.opt_state,
+            "calibrated": self.calibrated,
             "lr": self.lr,
-            "batch_rng": self.batch_rng,
-            "cal_rng": self.cal_rng,
-            "counters": self.counters,
+            "rngs": {"batch": checkpoint.rng_state(self.batch_rng), "cal": checkpoint.rng_state(self.cal_rng)},
+            "counters": dataclasses.asdict(self.counters),
             "history": self.history,
             "best": self.best,
-            "loss": (self._loss_sum, self._loss_n),
-            "metrics_bytes": self._metrics_bytes,
-            "device": _device_snapshot(self.reservoir),
+            "tested_step": self.tested_step,
+            "loss": [self._loss_sum, self._loss_n],
+            "model": self.model.state(),
+            "physical": self.physical.state(),
+            "estimator": self.estimator.state(),
+            "opt": self.opt_state,
+            "device": {"info": dict(getattr(self.reservoir, "info", {})),
+                       "state": device() if callable(device) else None},
         }
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` on a trainer built from the same config (and the same device for its state)."""
+        self.step, self.calibrated, self.lr = state["step"], state["calibrated"], state["lr"]
+        checkpoint.set_rng_state(self.batch_rng, state["rngs"]["batch"])
+        checkpoint.set_rng_state(self.cal_rng, state["rngs"]["cal"])
+        self.counters = Counters(**state["counters"])
+        self.history, self.best, self.tested_step = state["history"], state["best"], state["tested_step"]
+        self._loss_sum, self._loss_n = state["loss"]
+        self.model.load_state(state["model"])
+        self.physical.load_state(state["physical"])
+        self.estimator.load_state(state["estimator"])
+        self.opt_state = state["opt"]
+        if self.calibrated:
+            self._make_optimizer()
+        device_state = state["device"]["state"]
+        if device_state is not None and _same_simulator(state["device"]["info"], getattr(self.reservoir, "info", {})):
+            self.reservoir.load_state(device_state)  # type: ignore[attr-defined]
+
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoint.pkl`` atomically (temp file + rename)."""
+        """Write ``checkpoint.json`` + ``checkpoint-<step>.npz`` atomically (:mod:`pgt.checkpoint`)."""
         if self.run_dir is None:
             raise UserError("this trainer has no run directory")
-        path = self.run_dir / CHECKPOINT
-        _atomic_write(path, pickle.dumps(self._state(), protocol=pickle.HIGHEST_PROTOCOL))
-        return path
+        return checkpoint.save(self.run_dir, self.state(), self.step)
 
     @classmethod
     def resume(
         cls, run_dir: str | Path, reservoir: Reservoir | None = None,
-        on_eval: Callable[[dict[str, Any]], None] | None = None,
+        on_eval: Callable[[dict[str, Any]], None] | None = None, steps: int | None = None,
     ) -> Trainer:
-        """Continue a run from its last checkpoint. Without ``reservoir``, the checkpointed simulator is used."""
+        """Continue a run from its last checkpoint, optionally to ``steps`` in all. Without ``reservoir``
+        the recorded device URL is reopened (on the in-process simulator, with its checkpointed state)."""
         run_dir = Path(run_dir)
-        path = run_dir / CHECKPOINT
-        if not path.exists():
-            raise UserError(f"no checkpoint in {run_dir}")
+        state = checkpoint.load(run_dir)
         try:
-            state = pickle.loads(path.read_bytes())
-        except Exception as exc:
-            raise UserError(f"cannot read checkpoint {path}: {exc}") from exc
+            config = TrainConfig(**state["config"])
+        except TypeError as exc:
+            raise UserError(f"the checkpoint in {run_dir} is from another pgt version: {exc}") from None
+        if steps is not None:
+            if steps < state["step"]:
+                raise UserError(f"--steps {steps} is before the checkpoint's step {state['step']}")
+            config.steps = steps
+            state["config"]["steps"] = steps
         if reservoir is None:
-            if state["device"] is None:
-                raise UserError("this run used an external device: give the device to resume on")
-            reservoir = pickle.loads(state["device"])
-        assert reservoir is not None
-        self = cls.__new__(cls)
-        self.config = TrainConfig(**state["config"])
-        self.reservoir = reservoir
-        self.task = load_task(self.config.task)
-        self.on_eval = on_eval
-        self.log = _stderr
-        self.model = state["model"]
-        self.physical = self.model.physical
-        self.physical.attach(reservoir)
-        self.estimator = state["estimator"]
-        self.opt_state = state["opt_state"]
-        self.lr = state["lr"]
-        self.batch_rng = state["batch_rng"]
-        self.cal_rng = state["cal_rng"]
-        self.counters = state["counters"]
-        self.history = state["history"]
-        self.best = state["best"]
-        self._loss_sum, self._loss_n = state["loss"]
-        self.step = state["step"]
-        self.calibrated = True
+            reservoir = recorded_device(state["device"]["info"], config)
+        self = cls(reservoir, config, on_eval=on_eval)
+        self.load_state(state)
         self.run_dir = run_dir
-        self._metrics_bytes = state["metrics_bytes"]
         # The metrics file as it was at the checkpoint (lines written after it are dropped).
         data = b"".join((json.dumps(rec) + "\n").encode() for rec in self.history)
-        _atomic_write(run_dir / METRICS, data)
-        self._metrics_bytes = len(data)
-        self._make_optimizer()
+        checkpoint.atomic_write(run_dir / METRICS, data)
+        if steps is not None:
+            doc = json.loads((run_dir / "config.json").read_text())
+            doc["config"]["steps"] = steps
+            (run_dir / "config.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
         return self
 
 
+def _same_simulator(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    keys = ("kind", "url", "seed", "level", "uid")
+    return all(saved.get(k) == now.get(k) for k in keys)
+
+
+def recorded_device(info: dict[str, Any], config: TrainConfig) -> Reservoir:
+    """Reopen the device a run recorded: its URL, or the differentiable reference ring of the same seed."""
+    url = info.get("url")
+    if url:
+        return open_device(str(url))
+    seed, level = int(info.get("seed", 0)), str(info.get("level", "A"))
+    if info.get("kind") == "sim-ring" and "params" in info:  # the noise-free reference ring, in process
+        from pgt.sim.ring import Ring, RingParams, RingReservoir
+
+        volts = (float(info["volts_low"]), float(info["volts_high"]))
+        return RingReservoir(Ring(RingParams(**info["params"]), seed=seed, level=level), volts=volts)
+    if info.get("kind") == "sim-device" and "board_config" in info:  # the simulated board, in process
+        from pgt.sim.device import SimDevice, make_core
+
+        return SimDevice(make_core(seed=seed, level=level, noise_free=bool(info.get("noise_free")),
+                                   config=dict(info["board_config"])))
+    raise UserError("this run's device has no URL to reopen: give the device to resume on (--device URL)")
+
+
 def fit(
-    reservoir: Reservoir, task: str = "digits", model: str = "mlp", estimator: str = "surrogate",
+    reservoir: Reservoir | None = None, task: str = "digits", model: str = "mlp", estimator: str = "surrogate",
     steps: int = 300, seed: int = 0, out_dir: str | Path | None = None, verbose: bool = False,
     **options: Any,
 ) -> Result:
     """Train a hybrid model through any :class:`~pgt.reservoir.Reservoir` and return a :class:`Result`.
 
-    ``options`` are further :class:`TrainConfig` fields (``batch_size``, ``lr``, ``optimizer``,
-    ``estimator_options``, ...). Example: ``pgt.fit(pgt.reservoir.from_callable(f, 16, 32), steps=200)``.
+    Without ``reservoir``: the simulated board in process (``sim://``; the noise-free reference ring for
+    ``estimator="backprop"``). ``options`` are further :class:`TrainConfig` fields (``batch_size``, ``lr``,
+    ``optimizer``, ``estimator_options``, ...). Example: ``pgt.fit(from_callable(f, 2, 3, drive_low=0,
+    drive_high=1), steps=200)``.
     """
     cfg = TrainConfig(task=task, model=model, estimator=estimator, steps=steps, seed=seed, **options)
+    task_data = check_config(cfg)
+    device = reservoir if reservoir is not None else default_device(estimator, seed)
     on_eval = (lambda r: print(progress_line(r), file=sys.stderr)) if verbose else None
-    return Trainer(reservoir, cfg, out_dir=out_dir, on_eval=on_eval).run()
+    return Trainer(device, cfg, out_dir=out_dir, on_eval=on_eval, task=task_data).run()
 
 
 def _stderr(line: str) -> None:
@@ -419,10 +622,17 @@ def _stderr(line: str) -> None:
 
 
 def progress_line(rec: dict[str, Any]) -> str:
-    """One line for a metrics record: step, loss, accuracies, queries, device time."""
+    """One line for a metrics record: step, loss, accuracy, all device rows (by kind), device time."""
     loss = "   -  " if rec["loss"] is None else format(rec["loss"], ".4f")
+    acc = f"val {100 * rec['val_acc']:5.1f}%" if rec["val_acc"] is not None else \
+        f"test {100 * rec['test_acc']:5.1f}% (best-validation step {rec.get('test_step')})"
+    link = _link_text({k: rec.get(k, 0) for k in LINK_KEYS})
     return (
-        f"step {rec['step']:5d}  loss {loss}  val {100 * rec['val_acc']:5.1f}%  "
-        f"test {100 * rec['test_acc']:5.1f}%  queries {rec['queries']:,} "
-        f"(train {rec['training_queries']:,})  device {rec['device_seconds']:.1f} s"
+        f"step {rec['step']:5d}  loss {loss}  {acc}  queries {rec['queries']:,} "
+        f"(cal {rec['calibration_queries']:,}, train {rec['training_queries']:,}, eval {rec['eval_queries']:,})  "
+        f"device {rec['device_seconds']:.1f} s" + (f"  link: {link}" if link else "")
     )
+
+
+__all__ = ["TrainConfig", "Trainer", "Result", "Counters", "fit", "crossing", "check_config", "default_device",
+           "open_device", "progress_line", "TrainingInterrupted", "ESTIMATORS", "TASKS"]

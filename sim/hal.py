@@ -90,6 +90,16 @@ class SimHAL(HAL):
             "max_batch": self.max_batch,
         }
 
+    def state(self) -> dict[str, Any]:
+        """The board's evolving state (read-noise generator, applied codes, the ring's state), for checkpoints."""
+        return {"rng": dict(self._rng.bit_generator.state), "applied": self.applied.copy(),
+                "ring": self.ring.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._rng.bit_generator.state = state["rng"]
+        self.applied[:] = state["applied"]
+        self.ring.load_state(state["ring"])
+
     def zero(self) -> None:
         self.applied[:] = self.zero_code
 

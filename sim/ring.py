@@ -1,4 +1,4 @@
-"""Numpy model of the magnonic auto-oscillation ring (see /work/shared/RING_MODEL.md).
+"""Numpy model of the magnonic auto-oscillation ring (background and sources: docs/ring-model.md).
 
 Level A (default) is the quasi-static map from drive currents (mA) to detector voltages (V): each output is
 one detector tap that sees one ring mode group with its own (seeded, random) mixing of the drive channels into
@@ -78,7 +78,7 @@ class RingParams:
     drive_high_mA: float = 2047 * 100.0 / 4095  # rp2 board: safe limit 2047 of 4095 codes (half scale)
 
     # --- loop gain (level A) -------------------------------------------------------------------------
-    threshold_gain: float = 1.0  # auto-oscillation starts at round-trip power gain 1 (RING_MODEL.md)
+    threshold_gain: float = 1.0  # auto-oscillation starts at round-trip power gain 1 (docs/ring-model.md)
     # per-tap small-signal loop gain at mid drive, uniform in [low, high] dB. Typical: rings are operated
     # within ~1-2 dB of threshold (Watt & Kostylev 2020)
     bias_db_low: float = -0.5
@@ -110,10 +110,10 @@ class RingParams:
 
     # --- noise, drift, ADC ---------------------------------------------------------------------------
     read_noise_V: float = 0.005  # detector noise per ADC read, white (pgt.sim.adc adds it with the converter's
-    # own noise); 20 log10(0.5 V / 5 mV) = 40 dB SNR, mid of 30-50 dB (RING_MODEL)
+    # own noise); 20 log10(0.5 V / 5 mV) = 40 dB SNR, mid of 30-50 dB (docs/ring-model.md)
     gain_noise_rel: float = 0.005  # multiplicative noise per query (typical amplifier gain jitter, 0.5 %)
-    drift_rel_per_min: float = 0.003  # random walk of G0: RMS 0.3 %/min (RING_MODEL: 0.1-1 %/min)
-    settle_s: float = 1e-3  # device seconds per forward row: coil and ring settle in 0.1-10 ms (RING_MODEL)
+    drift_rel_per_min: float = 0.003  # random walk of G0: RMS 0.3 %/min (docs/ring-model.md: 0.1-1 %/min)
+    settle_s: float = 1e-3  # device seconds per forward row: coil and ring settle in 0.1-10 ms (docs/ring-model.md)
 
     # --- level B: virtual-node round-trip map (see pgt.sim.ring_memory) ------------------------------
     # Envelope units: |a|^2 = 1 is the amplifier's saturation power. The five marked (*) were tuned together
@@ -131,7 +131,7 @@ class RingParams:
     b_input_scale: float = 0.8  # (*) amplitude of the injected masked input, in envelope units
     b_input_bias: float = 0.5  # carrier injected with the input, so the square-law readout sees it linearly
     b_amp_noise: float = 0.003  # amplifier noise per node per round trip (envelope units; ~40-50 dB SNR)
-    b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units; ~40 dB SNR, RING_MODEL.md)
+    b_read_noise: float = 0.003  # detector noise on |a|^2 (envelope units; ~40 dB SNR, docs/ring-model.md)
     b_volts_per_unit: float = 2.0  # detector volts per unit |a|^2 in forward(): the amplifier's largest
     # output, |a|^2 = g^2/4 ~ 0.23 at the peak of g s/(1+|s|^2), reads ~0.45 V, inside the detector's
     # square-law range like level A's outputs (kappa, v_sat above)
@@ -458,6 +458,23 @@ class Ring:
         self.clock_s += arr.shape[0] * self.settle_s
         return out
 
+    def state(self) -> dict[str, Any]:
+        """What evolves (noise generator, clock, drift, hysteresis, level-B nodes) as plain data and arrays."""
+        out = {"noise_rng": dict(self._noise_rng.bit_generator.state), "clock_s": self.clock_s,
+               "drift_db": self._drift_db.copy(), "on": self._on.copy()}
+        if self._b is not None:
+            out["nodes"] = self._b.state.copy()
+        return out
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned, on a ring built with the same parameters, seed and level."""
+        self._noise_rng.bit_generator.state = state["noise_rng"]
+        self.clock_s = float(state["clock_s"])
+        self._drift_db = np.array(state["drift_db"])
+        self._on = np.array(state["on"], dtype=bool)
+        if self._b is not None:
+            self._b.state = np.array(state["nodes"])
+
     def reset(self) -> None:
         """Back to the initial state (clock, drift, hysteresis, level-B state); the noise stream continues."""
         self.clock_s = 0.0
@@ -518,6 +535,12 @@ class RingReservoir:
         self.queries += n
         self.device_seconds += n * self.ring.settle_s
         return y
+
+    def state(self) -> dict[str, Any]:
+        return self.ring.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.ring.load_state(state)
 
     def vjp(self, x: np.ndarray, grad_y: np.ndarray) -> np.ndarray:
         """Return d<grad_y, forward(x)>/dx, shape (n, n_inputs); not a query."""

@@ -33,3 +33,23 @@ def test_unknown_command_is_a_one_line_error() -> None:
 
 def test_no_command_prints_help() -> None:
     assert main([]) == 2
+
+
+def test_packaging_needs_no_scikit_learn_and_keeps_one_version() -> None:
+    from pathlib import Path
+
+    import tomllib
+
+    from pgt.tasks import digits
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    deps = " ".join(project["project"]["dependencies"]).lower()
+    assert "scikit-learn" not in deps and "scipy" not in deps
+    assert "version" in project["project"]["dynamic"]  # the version lives in pgt.__version__ only
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "pgt.__version__"}
+    for package, patterns in project["tool"]["setuptools"]["package-data"].items():
+        folder = root / project["tool"]["setuptools"]["package-dir"][package]
+        assert all(list(folder.glob(p)) for p in patterns), (package, patterns)  # every entry matches a file
+    x, y = digits()
+    assert x.shape == (1797, 64) and sorted(set(y.tolist())) == list(range(10)) and 0 <= x.min() <= x.max() <= 1

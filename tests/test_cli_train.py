@@ -24,12 +24,13 @@ def test_train_writes_metrics_checkpoint_and_plot(tmp_path: Path, capsys: pytest
     (run_dir,) = tmp_path.iterdir()
     assert run_dir.name.startswith("digits-mlp-surrogate-s0-")
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines] == [0, 10, 20]
-    assert lines[-1]["queries"] > lines[-1]["training_queries"] > 20 * 32
-    assert (run_dir / "checkpoint.pkl").exists() and (run_dir / "accuracy.png").stat().st_size > 1000
+    assert [r["step"] for r in lines] == [0, 10, 20, 20]  # three validations, then the test
+    assert lines[-1]["test_step"] == lines[-1]["best_step"] and lines[-1]["test_acc"] is not None
+    assert lines[-1]["queries"] > lines[-1]["training_queries"] == 20 * 32 * 8  # 8 rows per sample (2 drives)
+    assert (run_dir / "checkpoint.json").exists() and (run_dir / "accuracy.png").stat().st_size > 1000
     assert json.loads((run_dir / "config.json").read_text())["config"]["seed"] == 0
-    assert "queries" in captured.err and "device" in captured.err  # progress lines on stderr
-    assert "best test accuracy" in captured.out
+    assert "queries" in captured.err and "sim://" in captured.err  # progress lines on stderr
+    assert "test accuracy at the best-validation step" in captured.out
 
     # Resuming a finished run changes nothing.
     before = (run_dir / "metrics.jsonl").read_bytes()
@@ -46,7 +47,7 @@ def test_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     _one_line_error(capsys, ["train", "--resume", str(tmp_path / "missing")], "no checkpoint")
     _one_line_error(capsys, ["train", "--task", "majority", "--d-model", "30", "--heads", "4"], "multiple of")
     _one_line_error(capsys, ["train", "--hidden", "3x"], "--hidden")
-    _one_line_error(capsys, ["train", "-E", "colour=red", "--out", str(tmp_path)], "bad option for the surrogate")
+    _one_line_error(capsys, ["train", "-E", "colour=red", "--out", str(tmp_path)], "unknown option 'colour'")
     _one_line_error(capsys, ["train", "-E", "sigma"], "KEY=VALUE")
     _one_line_error(capsys, ["train", "--optimizer", "lbfgs", "--steps", "1", "--out", str(tmp_path)],
                     "unknown optimizer")
@@ -74,6 +75,128 @@ def test_resume_reopens_the_recorded_device_url(tmp_path: Path, capsys: pytest.C
     cfg = TrainConfig(steps=20, eval_every=5, checkpoint_every=10)
     with pytest.raises(KeyboardInterrupt):
         Trainer(client.RingClient.open("sim://?seed=0"), cfg, out_dir=tmp_path, on_eval=killer).run()
-    assert main(["train", "--resume", str(tmp_path), "--quiet"]) == 0  # reopens sim://?seed=0 by itself
+    assert main(["train", "--resume", str(tmp_path)]) == 0  # reopens sim://?seed=0 by itself
+    assert "resumed from step 15" in capsys.readouterr().err
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [0, 5, 10, 15, 20]
+    assert steps == [0, 5, 10, 15, 20, 20]
+
+
+@pytest.fixture()
+def no_device(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every way `pgt train` opens a device records the call and fails instead."""
+    import pgt.trainer
+
+    opened: list[str] = []
+
+    def refuse(*args: object, **kw: object) -> None:
+        opened.append(repr(args))
+        raise AssertionError("a device was opened")
+
+    monkeypatch.setattr(pgt.trainer, "open_device", refuse)
+    monkeypatch.setattr(pgt.trainer, "default_device", refuse)
+    return opened
+
+
+BAD = [
+    (["--seed", "-1"], "--seed must be an integer >= 0"),
+    (["--batch-size", "100000"], "--batch-size must be between 1 and 1258"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--out", "/proc/nope"], "--out /proc/nope"),
+    (["--device", "sim://?model=Z"], "bad value for model"),
+    (["--device", "sim://?colour=red"], "unknown simulator option 'colour'"),
+    (["-E", "sigma=abc"], "unknown option 'sigma' for the surrogate"),
+    (["-E", "sigma=0.1"], "valid -E keys for surrogate: refit_every"),
+    (["--estimator", "node", "-E", "sigma=abc"], "want number>0"),
+    (["--estimator", "node", "-E", "sigma=nan"], "want number>0"),
+    (["--estimator", "node", "-E", "sigma=-1"], "want number>0"),
+    (["--estimator", "node", "-E", "dist=foo"], "rademacher|gaussian"),
+    (["-E", "features=-1"], "bad option features=-1"),
+    (["--lr", "-0.1"], "--lr must be a finite number > 0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0"),
+    (["--lr", "inf"], "--lr must be a finite number > 0"),
+    (["--clip", "-1"], "--clip must be a finite number > 0"),
+    (["--clip", "nan"], "--clip must be a finite number > 0"),
+    (["--eval-every", "0"], "--eval-every"),
+    (["--schedule", "warp"], "unknown schedule"),
+    (["--ring-seed", "-2"], "--ring-seed"),
+    (["--heads", "2"], "--d-model and --heads set up the transformer"),
+    (["--task", "majority", "--hidden", "8"], "--hidden sets up the mlp"),
+    (["--steps", "-1"], "--steps must be an integer >= 0"),
+    (["--device", "sim://", "--noise-free"], "put them in the URL"),
+    (["--estimator", "param", "-E", "params=[]"], "bad option params=[]"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_invocations_fail_before_any_device_query(
+    argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_device: list[str],
+) -> None:
+    out = [] if "--out" in argv else ["--out", str(tmp_path)]
+    assert main(["train", *argv, *out]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) <= 2 and "Traceback" not in err and needle in err, err
+    assert no_device == []
+
+
+def test_resume_refuses_flags_that_would_change_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--steps", "4", "--eval-every", "2", "--val-size", "8", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    capsys.readouterr()
+    argv = ["train", "--resume", str(run_dir), "--steps", "710", "--lr", "5", "--estimator", "node"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--estimator, --lr would change it" in err, err
+    assert main(["train", "--resume", str(run_dir), "--steps", "2"]) == 1
+    assert "already at step 4" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), "--steps", "6", "--quiet"]) == 0
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps[:5] == [0, 2, 4, 4, 6]  # (then a test record if the best-validation step moved)
+
+
+def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_without_losing_a_step(tmp_path: Path) -> None:
+    """A real SIGINT to a real `pgt train` process; the resumed run ends exactly as an uninterrupted one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "pgt.cli", "train", "--steps", "300", "--eval-every", "10", "--val-size", "8",
+            "--checkpoint-every", "1000", "--seed", "2", "--estimator", "node"]
+    proc = subprocess.Popen([*argv, "--out", str(tmp_path / "a")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list((tmp_path / "a").glob("*/metrics.jsonl"))
+            if found and len(found[0].read_text().splitlines()) >= 3:  # past step 20, mid-run
+                metrics = found[0]
+                break
+            time.sleep(0.05)
+        assert metrics is not None and proc.poll() is None, "the run did not get going"
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    run_dir = metrics.parent
+    stopped = json.loads((run_dir / "checkpoint.json").read_text())["state"]["step"]
+    last_logged = json.loads(metrics.read_text().splitlines()[-1])["step"]
+    assert 20 <= last_logged <= stopped < 300  # the checkpoint is the last completed step, not step 0
+    assert f"resume with: pgt train --resume {run_dir}" in err and "Traceback" not in err
+    assert f"stopping after step {stopped} " in err  # the notice named the step the checkpoint holds
+
+    resumed = subprocess.run([sys.executable, "-m", "pgt.cli", "train", "--resume", str(run_dir)],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from step {stopped}" in resumed.stderr
+    full = subprocess.run([*argv, "--out", str(tmp_path / "b"), "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    assert full.returncode == 0, full.stderr
+    (full_metrics,) = (tmp_path / "b").glob("*/metrics.jsonl")
+    assert metrics.read_bytes() == full_metrics.read_bytes()  # no step lost, none repeated, bit-identical

@@ -391,10 +391,10 @@ def test_stm_and_pc_near_the_real_ring() -> None:
 def test_dense_ring_dense_trains_on_digits_through_the_exact_vjp() -> None:
     """The trainer's network shape: 64 -> 16 tanh -> drive (mA) -> ring -> 32 -> 10, trained by backprop
     through ``vjp``. It must learn (measured: 96-98 % test accuracy after 12 epochs)."""
-    from sklearn.datasets import load_digits
+    from pgt.tasks import digits
 
-    xs, ys = load_digits(return_X_y=True)
-    xs = xs / 16.0 - 0.5
+    xs, ys = digits()
+    xs = xs - 0.5
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(ys))
     tr, te = idx[:1400], idx[1400:]

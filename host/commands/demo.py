@@ -27,14 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def board_ring(seed: int, noise_free: bool, k: int = 2, m: int = 3) -> Any:
-    """The ring model of a board with ``k`` drives and ``m`` taps (default: the rp2 board's 2 and 3)."""
-    from pgt.sim.ring import Ring, RingParams
-
-    params = RingParams(n_inputs=k, n_outputs=m)
-    return Ring(params.noise_free() if noise_free else params, seed=seed)
-
-
 def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], None]]:
     """The device the PGT runs train through, and what to call when the run is over.
 
@@ -48,14 +40,10 @@ def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], No
         client = RingClient.open(url)
         return client, client.close
     from pgt.device_files import file_hashes
-    from pgt.firmware.core import Core
-    from pgt.sim.device import monotonic_ms
-    from pgt.sim.hal import SimHAL
+    from pgt.sim.device import make_core
     from pgt.sim.serve import PtyServer
 
-    core = Core(SimHAL(board_ring(seed, noise_free=False)), monotonic_ms, max_frame=1 << 17,
-                files=file_hashes())
-    server = PtyServer(core)
+    server = PtyServer(make_core(seed=seed, files=file_hashes()))  # the default board: rp2, 2 drives, 3 taps
     path = server.start()
     try:
         client = RingClient.open(path)
@@ -70,12 +58,12 @@ def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], No
     return client, close
 
 
-def reference_device(seed: int, k: int, m: int) -> Any:
-    """The backprop reference's device: the noise-free model of the same ring (same seed, same shape),
-    in process (it needs the exact vjp)."""
-    from pgt.sim.ring import RingReservoir
+def reference_device(seed: int, shape: tuple[int, int] | None) -> Any:
+    """The backprop reference's device: the noise-free model of the same ring (same seed; the default board,
+    or a board of the given (k, m) shape), in process (it needs the exact vjp)."""
+    from pgt.sim.ring import make_ring_reservoir
 
-    return RingReservoir(board_ring(seed, noise_free=True, k=k, m=m))
+    return make_ring_reservoir(seed=seed, noise_free=True, channels=shape)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,20 +72,22 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pgt.errors import UserError
+    from pgt.estimators import ESTIMATORS
     from pgt.plots import accuracy_vs_queries
     from pgt.trainer import Result, TrainConfig, Trainer
 
     names = [e for e in args.estimators.split(",") if e]
-    if any(e not in ("surrogate", "node", "param") for e in names):
-        raise UserError(f"--estimators takes surrogate, node and/or param, got {args.estimators!r}")
+    pgt_estimators = [e for e in ESTIMATORS if e != "backprop"]
+    if not names or any(e not in pgt_estimators for e in names):
+        raise UserError(f"--estimators takes {', '.join(pgt_estimators)} (comma-separated), got {args.estimators!r}")
     out = Path(args.out) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     results: dict[str, tuple[Result, float, str]] = {}
     shape: tuple[int, int, int] | None = None  # k, m, slots of the PGT device
     for est in [*names, "backprop"]:
         noise_free = est == "backprop"
         if noise_free:
-            k, m = (2, 3) if shape is None else shape[:2]
-            device, close = reference_device(args.seed, k, m), (lambda: None)
+            same = None if args.device is None or shape is None else (shape[0], shape[1])
+            device, close = reference_device(args.seed, same), (lambda: None)
         else:
             device, close = make_device(args.seed, args.device)
         cfg = TrainConfig(task="digits", model="mlp", estimator=est, steps=args.steps, eval_every=20,
@@ -121,18 +111,18 @@ def run(args: argparse.Namespace) -> int:
     ref = results["backprop"][0]
     print(f"digits, dense net 64-{slots * k}-[ring {slots * k}->{slots * m}: a {k}-drive, {m}-tap board, {slots} "
           f"rows per sample]-10, {args.steps} steps of 32 samples, seed {args.seed}")
-    print(f"{'estimator':<10} {'device':<17} {'test acc':>8} {'vs BP':>7} {'train queries':>14} "
-          f"{'eval queries':>13} {'device s':>9} {'wall s':>7}")
+    print(f"{'estimator':<10} {'device':<17} {'test acc':>8} {'vs BP':>7} {'all queries':>12} "
+          f"{'train queries':>14} {'eval queries':>13} {'device s':>9} {'wall s':>7}")
     for est, (r, wall, where) in results.items():
-        diff = 100 * (r.best_test_acc - ref.best_test_acc)
-        print(f"{est:<10} {where:<17} {100 * r.best_test_acc:7.1f}% {diff:+6.1f}  {r.training_queries:>13,} "
-              f"{r.queries - r.training_queries:>13,} {r.device_seconds:>9.1f} {wall:>7.1f}")
+        diff = 100 * ((r.best_test_acc or 0.0) - (ref.best_test_acc or 0.0))
+        print(f"{est:<10} {where:<17} {100 * (r.best_test_acc or 0.0):7.1f}% {diff:+6.1f}  {r.queries:>11,} "
+              f"{r.training_queries:>13,} {r.eval_queries:>13,} {r.device_seconds:>9.1f} {wall:>7.1f}")
     png = accuracy_vs_queries({e: r.history for e, (r, _, _) in results.items()}, out / "accuracy.png",
                               title="digits: accuracy vs device queries")
     if names:
-        best = max(names, key=lambda e: results[e][0].best_test_acc)
-        diff = 100 * (results[best][0].best_test_acc - ref.best_test_acc)
+        best = max(names, key=lambda e: results[e][0].best_test_acc or 0.0)
+        diff = 100 * ((results[best][0].best_test_acc or 0.0) - (ref.best_test_acc or 0.0))
         verdict = "within" if diff >= -2.0 else "NOT within"
         print(f"best PGT estimator: {best}, {verdict} 2 points of the backprop reference ({diff:+.1f} points)")
-    print(f"test accuracy at the best validation step; plot {png}")
+    print(f"test accuracy at the best-validation step; plot {png}")
     return 0

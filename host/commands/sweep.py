@@ -165,8 +165,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result))
     best = result.best()
     if best is not None:
-        print(f"best: {best.trial.name}: validation {100 * best.metrics['best_val_acc']:.1f}%, "
-              f"test {100 * best.metrics['best_test_acc']:.1f}%")
+        test = best.metrics.get("best_test_acc")
+        print(f"best: {best.trial.name}: validation {100 * best.metrics['best_val_acc']:.1f}%, test accuracy at "
+              f"the best-validation step {'-' if test is None else format(100 * test, '.1f') + '%'}")
     print(f"sweep {result.dir}: {result.dir / 'sweep.csv'}, {result.dir / 'accuracy.png'}")
     if result.interrupted:
         print(f"pgt sweep: interrupted; continue with pgt sweep --resume {result.dir}", file=sys.stderr)

@@ -1,0 +1,99 @@
+"""Checking ``-E key=value`` estimator options before anything touches a device.
+
+The valid keys of an estimator are its constructor's keyword arguments (:data:`pgt.estimators.ESTIMATORS`);
+each known key has a range below, any other is checked against the type of its default. :func:`check` returns
+the options converted (e.g. a single ``params`` prefix to a list) or raises a UserError of one line naming the
+valid keys and ranges for that estimator.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .errors import UserError
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+Rule = tuple[str, Callable[[Any], bool]]
+RULES: dict[str, Rule] = {
+    "directions": ("int>=1", lambda v: _int(v) and v >= 1),
+    "two_sided": ("true|false", lambda v: isinstance(v, bool)),
+    "dist": ("rademacher|gaussian", lambda v: v in ("rademacher", "gaussian")),
+    "sigma": ("number>0", lambda v: _number(v) and v > 0),
+    "snr": ("number>0", lambda v: _number(v) and v > 0),
+    "sigma_range": ("[lo,hi] with 0<lo<hi", lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+                    and all(_number(x) for x in v) and 0 < v[0] < v[1]),
+    "params": ("all, a parameter-name prefix or [prefixes]", lambda v: v == "all" or (
+        isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) and x for x in v))),
+    "order": ("auto|blocks|interleaved", lambda v: v in ("auto", "blocks", "interleaved")),
+    "zero_tolerance": ("number in (0,1]", lambda v: _number(v) and 0 < v <= 1),
+    "repeats": ("int>=3", lambda v: _int(v) and v >= 3),
+    "window": ("int>=1", lambda v: _int(v) and v >= 1),
+    "refit_every": ("int>=1", lambda v: _int(v) and v >= 1),
+    "buffer": ("int>=1", lambda v: _int(v) and v >= 1),
+    "features": ("int>=1", lambda v: _int(v) and v >= 1),
+    "ridge": ("number>=0", lambda v: _number(v) and v >= 0),
+    "width": ("number>0", lambda v: _number(v) and v > 0),
+}
+
+
+def _default_rule(default: Any) -> Rule:
+    if isinstance(default, bool):
+        return RULES["two_sided"]
+    if isinstance(default, int):
+        return ("int", _int)
+    if isinstance(default, float):
+        return ("finite number", _number)
+    if isinstance(default, str):
+        return ("text", lambda v: isinstance(v, str))
+    return ("JSON value", lambda v: True)
+
+
+def rules_for(cls: type) -> dict[str, tuple[str, Callable[[Any], bool], bool]]:
+    """key -> (range text, check, None allowed) for the keyword arguments of ``cls``'s constructor."""
+    out = {}
+    for name, p in inspect.signature(cls).parameters.items():
+        if name == "seed" or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        text, ok = RULES.get(name) or _default_rule(p.default)
+        out[name] = (text, ok, p.default is None)
+    return out
+
+
+def describe(name: str, cls: type) -> str:
+    """The valid keys and ranges of estimator ``name``, on one line."""
+    parts = [f"{k}={text}{' or null (default)' if none_ok else ''}" for k, (text, _, none_ok) in rules_for(cls).items()]
+    return f"valid -E keys for {name}: {', '.join(parts) if parts else 'none'}"
+
+
+def check(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Validate the options of estimator ``name``; returns them converted. UserError on any bad key/value."""
+    from .estimators import ESTIMATORS
+
+    try:
+        cls = ESTIMATORS[name]
+    except KeyError:
+        raise UserError(f"unknown estimator {name!r} (choose from {', '.join(ESTIMATORS)})") from None
+    rules = rules_for(cls)
+    out = {}
+    for key, value in options.items():
+        if key not in rules:
+            raise UserError(f"unknown option {key!r} for the {name} estimator; {describe(name, cls)}")
+        if key == "params" and isinstance(value, str) and value != "all":
+            value = [value]
+        text, ok, none_ok = rules[key]
+        if not ((value is None and none_ok) or (value is not None and ok(value))):
+            raise UserError(f"bad option {key}={value!r} for the {name} estimator (want {text}); "
+                            f"{describe(name, cls)}")
+        out[key] = value
+    return out
