@@ -330,7 +330,8 @@ def _train(trial: Trial, run_dir: Path, resume: bool, events: queue.Queue[Any]) 
         for end in ends:
             target = end
             result = trainer.run(steps=end)
-            rec = _metrics(trainer.history[-1]) | pid | {"resumed_from": resumed_from}
+            last = [r for r in trainer.history if r["val_acc"] is not None][-1]  # (the test record comes after)
+            rec = _metrics(last) | pid | {"resumed_from": resumed_from}
             if end == ends[-1]:
                 _close(device)
                 device = None
