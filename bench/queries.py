@@ -58,11 +58,11 @@ QUICK = {
 
 
 def make_ring(kind: str, seed: int, noise_free: bool) -> Any:
-    """The simulated ring of a section: the default rp2 board's shape (2 -> 3) or the wide 16 -> 32 ring."""
-    from pgt.sim.ring import Ring, RingParams, RingReservoir
+    """The simulated device of a section: the default rp2 board (2 drives -> 3 taps) or the named "wide" board
+    (16 -> 32, external DAC/ADC chips); noisy through the firmware's Core, or its noise-free ring for backprop."""
+    from pgt.sim.ring import make_ring_reservoir
 
-    params = RingParams(n_inputs=2, n_outputs=3) if kind == "board" else RingParams()
-    return RingReservoir(Ring(params.noise_free() if noise_free else params, seed=seed))
+    return make_ring_reservoir(seed=seed, noise_free=noise_free, board=None if kind == "board" else "wide")
 
 
 def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:

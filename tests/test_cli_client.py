@@ -97,3 +97,98 @@ def test_probe_writes_a_csv_and_plots(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_probe_refuses_too_few_points(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert pgt_main(["probe", SIM, "--out", str(tmp_path), "--points", "1"]) == 1
     assert "--points must be at least 2" in capsys.readouterr().err
+
+
+class FakeRepl:
+    """A pty that answers like MicroPython's friendly REPL (banner and prompt on Ctrl-B, ``sys.platform`` =
+    ``platform``), or not at all (``platform`` None: a dead port)."""
+
+    def __init__(self, platform: str | None) -> None:
+        import os
+        import threading
+        import tty
+
+        self.master, slave = os.openpty()
+        tty.setraw(slave)
+        self.port = os.ttyname(slave)
+        self._slave = slave
+        self.platform = platform
+        self.heard = b""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import os
+        import select
+
+        while not self._stop.is_set():
+            if not select.select([self.master], [], [], 0.05)[0]:
+                continue
+            data = os.read(self.master, 1024)
+            self.heard += data
+            if self.platform is None:
+                continue
+            if b"\x02" in data:
+                os.write(self.master, b"\r\nMicroPython v1.27.0 on 2026-01-01; fake\r\n>>> ")
+            if b"pgt-platform" in data and data.endswith(b"\r"):
+                os.write(self.master, data[:-1] + b"\r\npgt-platform " + self.platform.encode() + b"\r\n>>> ")
+
+    def close(self) -> None:
+        import os
+
+        self._stop.set()
+        self._thread.join()
+        os.close(self.master)
+        os.close(self._slave)
+
+
+def test_flash_checks_the_port_before_mpremote(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path) -> None:
+    import subprocess
+
+    def no_mpremote(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("mpremote must not run")
+
+    monkeypatch.setattr(subprocess, "run", no_mpremote)
+    assert pgt_main(["flash", str(tmp_path / "ttyACM9")]) == 1
+    assert capsys.readouterr().err.strip() == f"pgt flash: error: no such port: {tmp_path / 'ttyACM9'} " \
+                                              "(`pgt devices` lists the serial ports)"
+    dead = FakeRepl(None)  # a port where nothing answers: fails after the 3 s REPL check, not mpremote's 120 s
+    try:
+        assert pgt_main(["flash", dead.port, "--board", "rp2"]) == 1
+    finally:
+        dead.close()
+    captured = capsys.readouterr()
+    assert "checking" in captured.out and "up to 3 s" in captured.out  # progress first
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "no MicroPython REPL answered in 3 s (heard nothing)" in err[0]
+    assert dead.heard.startswith(b"\r\x03\x03")  # it did try: Ctrl-C, then Ctrl-B
+    unknown = FakeRepl("linux")  # MicroPython, but not a board pgt knows
+    try:
+        assert pgt_main(["flash", unknown.port]) == 1
+        assert "sys.platform is 'linux'): pass --board rp2 or --board esp32" in capsys.readouterr().err
+    finally:
+        unknown.close()
+    from pgt import flash
+
+    monkeypatch.setattr(flash, "open_serial", no_mpremote)  # a bad config is reported before the port is opened
+    assert pgt_main(["flash", "/dev/null", "--config", str(tmp_path / "none.json")]) == 1
+    assert "none.json: No such file or directory" in capsys.readouterr().err
+    monkeypatch.undo()
+    esp = FakeRepl("esp32")
+    try:
+        assert pgt_main(["flash", esp.port, "--board", "rp2"]) == 1
+        assert "is an esp32 board (sys.platform), not rp2: pass --board esp32" in capsys.readouterr().err
+    finally:
+        esp.close()
+
+
+def test_flash_detects_the_board_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgt import flash
+
+    board = FakeRepl("rp2")
+    try:
+        assert flash.check_board(board.port, None, say=lambda s: None) == "rp2"
+    finally:
+        board.close()

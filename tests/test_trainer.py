@@ -29,9 +29,10 @@ def test_short_run_improves_accuracy_and_counts_every_row() -> None:
     assert result.history[-1]["test_step"] == result.best_step  # the test set once, on the best iterate
     assert result.queries == res.queries  # nothing goes to the device uncounted
     c = tr.counters
-    assert c.train == 60 * 32
+    slots = tr.physical.slots  # device rows per sample (the rp2-shaped board: 8)
+    assert c.train == 60 * 32 * slots
     assert c.calibration >= tr.physical.probe_queries(256) + tr.estimator.calibration.queries  # (+ averaging tries)
-    assert c.eval == 4 * 64 + len(tr.task.y_test)  # 4 validation subsamples, one test pass
+    assert c.eval == (4 * 64 + len(tr.task.y_test)) * slots  # 4 validation subsamples, one test pass
     assert result.queries == result.calibration_queries + result.training_queries + result.eval_queries
     assert result.device_seconds == pytest.approx(res.device_seconds)
 

@@ -27,14 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def board_ring(seed: int, noise_free: bool, k: int = 2, m: int = 3) -> Any:
-    """The ring model of a board with ``k`` drives and ``m`` taps (default: the rp2 board's 2 and 3)."""
-    from pgt.sim.ring import Ring, RingParams
-
-    params = RingParams(n_inputs=k, n_outputs=m)
-    return Ring(params.noise_free() if noise_free else params, seed=seed)
-
-
 def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], None]]:
     """The device the PGT runs train through, and what to call when the run is over.
 
@@ -48,14 +40,10 @@ def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], No
         client = RingClient.open(url)
         return client, client.close
     from pgt.device_files import file_hashes
-    from pgt.firmware.core import Core
-    from pgt.sim.device import monotonic_ms
-    from pgt.sim.hal import SimHAL
+    from pgt.sim.device import make_core
     from pgt.sim.serve import PtyServer
 
-    core = Core(SimHAL(board_ring(seed, noise_free=False)), monotonic_ms, max_frame=1 << 17,
-                files=file_hashes())
-    server = PtyServer(core)
+    server = PtyServer(make_core(seed=seed, files=file_hashes()))  # the default board: rp2, 2 drives, 3 taps
     path = server.start()
     try:
         client = RingClient.open(path)
@@ -70,12 +58,12 @@ def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], No
     return client, close
 
 
-def reference_device(seed: int, k: int, m: int) -> Any:
-    """The backprop reference's device: the noise-free model of the same ring (same seed, same shape),
-    in process (it needs the exact vjp)."""
-    from pgt.sim.ring import RingReservoir
+def reference_device(seed: int, shape: tuple[int, int] | None) -> Any:
+    """The backprop reference's device: the noise-free model of the same ring (same seed; the default board,
+    or a board of the given (k, m) shape), in process (it needs the exact vjp)."""
+    from pgt.sim.ring import make_ring_reservoir
 
-    return RingReservoir(board_ring(seed, noise_free=True, k=k, m=m))
+    return make_ring_reservoir(seed=seed, noise_free=True, channels=shape)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     for est in [*names, "backprop"]:
         noise_free = est == "backprop"
         if noise_free:
-            k, m = (2, 3) if shape is None else shape[:2]
-            device, close = reference_device(args.seed, k, m), (lambda: None)
+            same = None if args.device is None or shape is None else (shape[0], shape[1])
+            device, close = reference_device(args.seed, same), (lambda: None)
         else:
             device, close = make_device(args.seed, args.device)
         cfg = TrainConfig(task="digits", model="mlp", estimator=est, steps=args.steps, eval_every=20,
