@@ -14,20 +14,23 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from pgt.firmware.settings import DEFAULT_N_AVG
 
-from pgt.firmware.settings import DEFAULT_N_AVG  # noqa: E402
-
-from .adc import ADC  # noqa: E402
-from .boards import board_config, ring_params  # noqa: E402
-from .ring import Ring  # noqa: E402
-from .ring_memory import memory_figures  # noqa: E402
+from .adc import ADC
+from .boards import board_config, ring_params
+from .ring import Ring
+from .ring_memory import memory_figures
 
 __all__ = ["characterize"]
+
+
+def _subplots(*args: Any, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
+    """A figure and its axes through matplotlib's Figure API (no pyplot: a notebook's backend is left alone)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kw)
 
 
 def _transfer(ring: Ring, out: Path, n_points: int = 101) -> dict[str, float]:
@@ -36,7 +39,7 @@ def _transfer(ring: Ring, out: Path, n_points: int = 101) -> dict[str, float]:
     mid = (ring.drive_low + ring.drive_high) / 2.0
     cols = int(np.ceil(np.sqrt(k)))
     rows = int(np.ceil(k / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), sharey=True, squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), sharey=True, squeeze=False)
     spans = []
     for c in range(k):
         sweep = np.linspace(ring.drive_low[c], ring.drive_high[c], n_points)
@@ -54,7 +57,6 @@ def _transfer(ring: Ring, out: Path, n_points: int = 101) -> dict[str, float]:
     fig.supylabel("detector output (V), all taps")
     fig.tight_layout()
     fig.savefig(out / "transfer.png", dpi=90)
-    plt.close(fig)
     return {"transfer_max_swing_V": float(max(spans))}
 
 
@@ -80,7 +82,7 @@ def _threshold(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
     g = ring.loop_gain(x)[:, best]
     up = ring.forward(x)[:, best]
     down = ring.forward(x[::-1])[::-1, best]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = _subplots(1, 2, figsize=(9, 3.5))
     g_th, band = ring.params.threshold_gain, max(ring.params.hysteresis_band, 0.01)
     near = np.abs(g - g_th) < 4 * band
     for ax, sel, title in ((axes[0], slice(None), "threshold"), (axes[1], near, "hysteresis (zoom)")):
@@ -93,7 +95,6 @@ def _threshold(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(out / "threshold.png", dpi=90)
-    plt.close(fig)
     return {"threshold_tap": float(best), "hysteresis_loop_area_V": _area(np.abs(down - up), g)}
 
 
@@ -105,7 +106,7 @@ def _modes(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
     x = np.clip(mid + t[:, None] * ring.coil_axis(tap), ring.drive_low, ring.drive_high)
     h = ring.coil_field(x)[:, tap]
     v = ring.forward(x)[:, tap]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = _subplots(figsize=(6, 3.5))
     ax.plot(h, v, lw=0.8)
     ax.set_xlabel("coil field (ring-mode spacings)")
     ax.set_ylabel(f"tap {tap} output (V)")
@@ -115,7 +116,6 @@ def _modes(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
     ax.set_title("mode selection by the coil field")
     fig.tight_layout()
     fig.savefig(out / "modes.png", dpi=90)
-    plt.close(fig)
     hops = int(np.count_nonzero(np.diff(np.round(h))))
     return {"mode_hops_in_coil_sweep": float(hops)}
 
@@ -139,14 +139,13 @@ def _noise(reader: _Reader, out: Path, n: int = 2000) -> dict[str, float]:
     v = reader.forward(np.tile(mid, (n, 1)))
     tap = int(np.argmax(v.mean(axis=0)))
     dev = v[:, tap] - v[:, tap].mean()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _subplots(figsize=(5, 3.5))
     ax.hist(dev * 1e3, bins=50)
     ax.set_xlabel(f"tap {tap} reading - mean (mV), {n} repeats of one drive, n_avg {reader.n_avg}")
     ax.set_ylabel("count")
     ax.set_title(f"noise: std {dev.std() * 1e3:.2f} mV at {v[:, tap].mean():.3f} V")
     fig.tight_layout()
     fig.savefig(out / "noise.png", dpi=90)
-    plt.close(fig)
     return {"noise_std_V": float(dev.std()), "noise_mean_V": float(v[:, tap].mean())}
 
 
@@ -166,14 +165,13 @@ def _drift(reader: _Reader, out: Path, minutes: float = 10.0, reads: int = 20, e
     m = np.asarray(means)
     active = m[0] > ring.params.v_offset + 0.05
     rel = m[:, active] / m[0, active] - 1.0 if active.any() else np.zeros((len(t), 1))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _subplots(figsize=(5, 3.5))
     ax.plot(t, 100.0 * rel, lw=0.7)
     ax.set_xlabel("simulated device time (min)")
     ax.set_ylabel("output change (%), active taps")
     ax.set_title("drift at a fixed drive")
     fig.tight_layout()
     fig.savefig(out / "drift.png", dpi=90)
-    plt.close(fig)
     # Slow component: mean of the last minute minus mean of the first minute (per-read noise averages out).
     k = max(int(60.0 / every_s), 1)
     change = rel[-k:].mean(axis=0) - rel[:k].mean(axis=0)

@@ -43,17 +43,18 @@ def write_csv(path: Path, drive: Any, channel: Any, volts: Any) -> None:
 
 
 def plot(out: Path, drive: Any, channel: Any, volts: Any, title: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
+
+    def subplots(*args: Any, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
+        fig = Figure(figsize=figsize)  # the Figure API: no pyplot, no backend switch
+        return fig, fig.subplots(*args, **kw)
 
     k = int(channel.max()) + 1
     written = []
     cols = int(np.ceil(np.sqrt(k)))
     rows = int(np.ceil(k / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False, sharey=True)
+    fig, axes = subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False, sharey=True)
     for j in range(k):
         sel = channel == j
         ax = axes[j // cols][j % cols]
@@ -68,9 +69,8 @@ def plot(out: Path, drive: Any, channel: Any, volts: Any, title: str) -> list[Pa
     fig.tight_layout()
     path = out / "transfer_curves.png"
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     written.append(path)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     ax.set_ylim(float(volts.min()), float(volts.max()))
     ax.set_ylabel("output (V), one line per sample channel")
     lines = ax.plot(drive[channel == 0, 0], volts[channel == 0], lw=1.0)
@@ -87,7 +87,6 @@ def plot(out: Path, drive: Any, channel: Any, volts: Any, title: str) -> list[Pa
         path = out / f"transfer_ch{j:02d}.png"
         fig.savefig(path, dpi=80)
         written.append(path)
-    plt.close(fig)
     return written
 
 
