@@ -160,6 +160,7 @@ def _retrying(port: str, *args: str) -> str:
 
 
 UID = "import machine, binascii; print(binascii.hexlify(machine.unique_id()).decode())"
+PLATFORM = "import sys; print(sys.platform)"
 
 
 def test_the_virtual_board_keeps_its_filesystem_and_identity_and_resets_like_a_pico(port: str, tmp_path: Path
@@ -185,6 +186,10 @@ def test_the_virtual_board_keeps_its_filesystem_and_identity_and_resets_like_a_p
         assert size == 352 * 4096 and used + avail == size and 0 < used < size and df[1].split()[-1] == "/"
     with _board(fs) as port:  # the same flash after a restart: same files, same board
         assert _retrying(port, "exec", UID).strip() == uid
+        assert mpremote(port, "resume", "exec", PLATFORM).strip() == "rp2"  # as a Pico says
+        from pgt import flash
+
+        assert flash.check_board(port, None, say=lambda s: None) == "rp2"  # so `pgt flash PORT` needs no --board
         assert "main.py" in mpremote(port, "resume", "fs", "ls", ":")
     other = mpremote(module_board, "exec", UID).strip()  # the module's board: another instance, another id
     with _board(uid="00112233445566ff") as port:
