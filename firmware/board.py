@@ -9,11 +9,12 @@ Keys (all boards):
   board            "rp2" or "esp32"
   name             free text reported by ``hello`` (default: the board type and the DAC kind)
   dac              "pwm" (rp2: PWM through an RC filter), "mcp4922" (rp2/esp32: SPI DAC), "builtin" (esp32)
+  adc              "builtin" (the board's ADC pins) or "mcp3208" (an external 8-channel 12-bit SPI ADC)
   drive_pins       GPIO per drive channel (PWM/DAC outputs; with an MCP4922 its channels 0/1); k = len(...)
-  adc_pins         GPIO per sample channel (ADC inputs); m = len(adc_pins)
+  adc_pins         GPIO per sample channel (ADC inputs; with an MCP3208 its channels 0..7); m = len(adc_pins)
   dac_bits         bits of a drive code (codes 0 .. 2**dac_bits - 1)
-  adc_bits         scale of a sample code: 16 (machine.ADC.read_u16), whatever the converter's resolution
-  adc_res_bits     the converter's own resolution (12 on rp2 and esp32): read_u16 steps are 2**(16-res) wide
+  adc_bits         the converter's own resolution (12 on rp2 and esp32), reported by hello for information:
+                   sample codes are always on the 16-bit scale of machine.ADC.read_u16
   adc_enob         effective bits of one ADC read (noise and non-linearity included); the simulator's ADC
                    model reads it, the firmware does not
   zero_code        per drive channel: the code that means zero current (applied on boot, stop, watchdog)
@@ -29,6 +30,7 @@ Keys (all boards):
   settle_min_us    lower bound on the settle time between setting the drive and sampling
 Keys (rp2, dac "pwm"):      pwm_freq (Hz)
 Keys (dac "mcp4922"):      spi_id, spi_baud, sck_pin, mosi_pin, cs_pin, ldac_pin (-1: tied low)
+Keys (adc "mcp3208"):      adc_spi_id, adc_spi_baud, adc_sck_pin, adc_mosi_pin, adc_miso_pin, adc_cs_pin
 Keys (esp32):              adc_atten ("0db", "2.5db", "6db", "11db")
 Keys (watchdog in REPL):   timer_id (the machine.Timer that keeps feeding the watchdog after the loop exits)
 
@@ -49,10 +51,16 @@ COMMON = {
     "settle_min_us": 0,
     "adc_V_offset": 0.0,
     "dac_mA_offset": 0.0,
+    "adc": "builtin",
+    "adc_spi_baud": 1000000,  # MCP3208: 1 MHz is within its limit at 2.7 V (2 MHz at 5 V)
 }
 
+# An MCP3208's own figures (used when adc is "mcp3208" and the config does not give them): 12 bits over its
+# VREF (wired to 3.3 V), about 11 effective bits (assumed from its +-1 LSB INL/DNL; datasheet DS21298).
+MCP3208 = {"adc_bits": 12, "adc_enob": 11.0, "adc_V_per_code": 3.3 / 65535}
+
 # Defaults per board type. Drive codes are DAC codes of ``dac_bits``; ADC codes are always on the 16-bit
-# scale of machine.ADC.read_u16 (adc_bits 16), whatever the converter's own resolution.
+# scale of machine.ADC.read_u16, whatever the converter's own resolution (adc_bits).
 DEFAULTS = {
     "rp2": {
         "dac": "pwm",
@@ -62,8 +70,7 @@ DEFAULTS = {
         "pwm_freq": 30000,  # 125 MHz / 30 kHz = 4166 counts per period: a little over 12 bits
         "dac_mA_per_code": 100.0 / 4095,  # 3.3 V full scale into a 33 ohm sense resistor -> 100 mA
         "adc_V_per_code": 3.3 / 65535,
-        "adc_bits": 16,
-        "adc_res_bits": 12,
+        "adc_bits": 12,
         "adc_enob": 8.7,  # RP2040 datasheet, ADC section: ENOB 8.7 (the DNL spikes of erratum E11 included)
         "spi_id": 0,
         "spi_baud": 10000000,
@@ -71,6 +78,11 @@ DEFAULTS = {
         "mosi_pin": 19,
         "cs_pin": 17,
         "ldac_pin": -1,
+        "adc_spi_id": 1,  # SPI1: GP10 SCK, GP11 TX (to the MCP3208's DIN), GP12 RX (from DOUT), GP13 CS
+        "adc_sck_pin": 10,
+        "adc_mosi_pin": 11,
+        "adc_miso_pin": 12,
+        "adc_cs_pin": 13,
         "timer_id": -1,
         "max_frame": 16384,
     },
@@ -82,8 +94,7 @@ DEFAULTS = {
         "dac_mA_per_code": 100.0 / 255,
         "adc_atten": "11db",  # about 0.15 .. 2.45 V usable span (3.3 V nominal); see docs/hardware.md
         "adc_V_per_code": 2.45 / 65535,
-        "adc_bits": 16,
-        "adc_res_bits": 12,
+        "adc_bits": 12,
         "adc_enob": 9.0,  # assumed: an unfiltered ESP32 ADC1 read scatters by several raw LSB (Espressif docs)
         "spi_id": 1,
         "spi_baud": 10000000,
@@ -91,6 +102,11 @@ DEFAULTS = {
         "mosi_pin": 13,
         "cs_pin": 15,
         "ldac_pin": -1,
+        "adc_spi_id": 2,  # VSPI: SCK 18, MOSI 23, MISO 19, CS 5
+        "adc_sck_pin": 18,
+        "adc_mosi_pin": 23,
+        "adc_miso_pin": 19,
+        "adc_cs_pin": 5,
         "timer_id": 0,
     },
 }
@@ -132,7 +148,8 @@ def resolve(given, platform=None):
         raise ValueError("unknown board %r (set \"board\" to one of %s in %s)"
                          % (kind, ", ".join(sorted(DEFAULTS)), CONFIG_FILE))
     cfg = {}  # type: dict
-    for src in (COMMON, DEFAULTS[kind], given):
+    ext_adc = MCP3208 if given.get("adc") == "mcp3208" else {}
+    for src in (COMMON, DEFAULTS[kind], ext_adc, given):
         for key in src:
             cfg[key] = src[key]
     cfg["board"] = kind
@@ -141,6 +158,8 @@ def resolve(given, platform=None):
             cfg["dac_bits"] = 12
         if "drive_pins" not in given:
             cfg["drive_pins"] = [0, 1]
+    if cfg["adc"] == "mcp3208" and "adc_pins" not in given:  # adc "pins" are the MCP3208's channels
+        cfg["adc_pins"] = [0, 1, 2, 3, 4, 5, 6, 7]
     k = len(cfg["drive_pins"])
     full = (1 << cfg["dac_bits"]) - 1
     if "zero_code" not in given:
@@ -150,7 +169,7 @@ def resolve(given, platform=None):
     if "limit_hi" not in given:
         cfg["limit_hi"] = [int(full * SAFE_FRACTION_DEFAULT)] * k
     if "name" not in given:
-        cfg["name"] = kind + "-" + cfg["dac"]
+        cfg["name"] = kind + "-" + cfg["dac"] + ("-" + cfg["adc"] if cfg["adc"] != "builtin" else "")
     return cfg
 
 
@@ -165,6 +184,13 @@ def check(cfg):
         raise ValueError("only the esp32 has a built-in DAC")
     if cfg["dac"] == "pwm" and cfg["board"] != "rp2":
         raise ValueError("dac pwm is implemented for rp2 only")
+    if cfg["adc"] not in ("builtin", "mcp3208"):
+        raise ValueError("adc must be builtin or mcp3208, not %r" % cfg["adc"])
+    if cfg["adc"] == "mcp3208":
+        chans = cfg["adc_pins"]
+        for ch in chans:
+            if ch not in (0, 1, 2, 3, 4, 5, 6, 7) or chans.count(ch) > 1:
+                raise ValueError("with an MCP3208, adc_pins are its channels 0..7, each at most once")
     if cfg["dac"] == "mcp4922":
         for ch in cfg["drive_pins"]:
             if ch not in (0, 1):
@@ -179,8 +205,8 @@ def check(cfg):
     for j in range(k):
         if not cfg["limit_lo"][j] <= cfg["zero_code"][j] <= cfg["limit_hi"][j]:
             raise ValueError("channel %d: zero_code must lie within limit_lo..limit_hi" % j)
-    if not 1 <= cfg["adc_res_bits"] <= 16 or not 0 < cfg["adc_enob"] <= cfg["adc_res_bits"]:
-        raise ValueError("need adc_res_bits 1..16 and adc_enob in 0..adc_res_bits")
+    if not 1 <= cfg["adc_bits"] <= 16 or not 0 < cfg["adc_enob"] <= cfg["adc_bits"]:
+        raise ValueError("need adc_bits 1..16 and adc_enob in 0..adc_bits")
     if cfg["board"] == "rp2" and cfg["wdt_ms"] > RP2040_WDT_MAX_MS:
         raise ValueError("wdt_ms above the RP2040's maximum of %d" % RP2040_WDT_MAX_MS)
     if cfg["poll_ms"] < 1 or cfg["frame_timeout_ms"] < cfg["poll_ms"]:

@@ -1,7 +1,9 @@
 """What the rp2 and esp32 HALs share: the block loop (drive, settle, oversample, pack) and the hello info.
 
-A board HAL subclasses ``BoardHAL`` and provides ``_setup(machine)``, which creates the outputs (already at
-their zero codes) and the ADC objects, and ``_write(j, code)``, which sets drive channel j. The block loop in
+A board HAL subclasses ``BoardHAL`` and provides ``_setup()``, which creates the outputs (already at their
+zero codes), ``_setup_adcs()``, which creates the board's own ADC inputs (``adc: "builtin"``), and
+``_write(j, code)``, which sets drive channel j. With ``adc: "mcp3208"`` the inputs are the channels of an
+external MCP3208 on SPI instead (``MCP3208`` below), on any board. The block loop in
 ``apply_and_sample`` allocates nothing per sample: the ADC read functions are bound once, averages are small
 ints, and the samples go into a preallocated bytearray as little-endian uint16 (two byte stores each).
 
@@ -42,12 +44,19 @@ class BoardHAL(HAL):
         self.adcs = []  # type: list
         self._setup()  # outputs exist from here on, already at their zero codes
         self.zero()
+        if cfg["adc"] == "mcp3208":
+            self.adcs = MCP3208(cfg).channels(cfg["adc_pins"])
+        else:
+            self._setup_adcs()
         self._reads = [adc.read_u16 for adc in self.adcs]
         self.uid = _uid()
 
     # -- subclass hooks -------------------------------------------------------------------------------------
 
     def _setup(self):
+        raise NotImplementedError
+
+    def _setup_adcs(self):
         raise NotImplementedError
 
     def _write(self, j, code):
@@ -122,3 +131,36 @@ class MCP4922:
         cs.value(0)
         self.spi.write(buf)
         cs.value(1)
+
+
+class MCP3208:
+    """Microchip MCP3208: eight 12-bit single-ended inputs over SPI (mode 0, at most 2 MHz at 5 V, 1 MHz at
+    2.7 V). A read sends the start bit, SGL=1 and the channel (D2 D1 D0) in three bytes and gets the 12-bit
+    result in the last 12 bits back; ``read_u16`` reports it on the 16-bit scale as ``machine.ADC.read_u16``
+    does on an rp2 (``c << 4 | c >> 8``). No allocation per read: each channel owns its two 3-byte buffers.
+    """
+
+    def __init__(self, cfg):
+        self.cs = machine.Pin(cfg["adc_cs_pin"], machine.Pin.OUT, value=1)
+        self.spi = machine.SPI(cfg["adc_spi_id"], baudrate=cfg["adc_spi_baud"], polarity=0, phase=0,
+                               sck=machine.Pin(cfg["adc_sck_pin"]), mosi=machine.Pin(cfg["adc_mosi_pin"]),
+                               miso=machine.Pin(cfg["adc_miso_pin"]))
+
+    def channels(self, chans):
+        return [_MCP3208Channel(self.spi, self.cs, ch) for ch in chans]
+
+
+class _MCP3208Channel:
+    def __init__(self, spi, cs, ch):
+        self.tx = bytearray((0x06 | (ch >> 2), (ch & 3) << 6, 0))
+        self.rx = bytearray(3)
+        self._xfer = spi.write_readinto
+        self._cs = cs.value
+
+    def read_u16(self):
+        self._cs(0)
+        self._xfer(self.tx, self.rx)
+        self._cs(1)
+        rx = self.rx
+        c = ((rx[1] & 0x0F) << 8) | rx[2]
+        return (c << 4) | (c >> 8)

@@ -7,7 +7,8 @@ Sample: ``machine.ADC`` on ADC1 pins (ADC2 cannot be used while Wi-Fi is on) wit
 config (``adc_atten``: 0db ~0-0.95 V, 2.5db ~0-1.25 V, 6db ~0-1.75 V, 11db ~0.15-2.45 V usable), read with
 ``read_u16`` (12-bit converter on the 16-bit scale) and averaged ``n_avg`` times. The ESP32's ADC is
 non-linear near both ends of each range; ``read_uv`` is calibrated but slow, so the HAL reports raw codes and
-the host calibrates (docs/hardware.md).
+the host calibrates (docs/hardware.md). With ``adc: "mcp3208"`` the samples come from an external MCP3208 on
+SPI instead (up to 8 taps; ``hal_common.MCP3208``).
 """
 
 import machine
@@ -30,6 +31,9 @@ class ESP32HAL(BoardHAL):
                 dac.write(self.zero_code[j])
                 self.dacs.append(dac)
             self._dac_writes = [d.write for d in self.dacs]
+
+    def _setup_adcs(self):
+        cfg = self.cfg
         atten = getattr(machine.ADC, ATTEN[cfg["adc_atten"]])
         for pin in cfg["adc_pins"]:
             adc = machine.ADC(machine.Pin(pin))

@@ -10,7 +10,8 @@ The RP2040 ADC has about 8.7 effective bits, and differential non-linearity spik
 1536, 2560 and 3584 (erratum RP2040-E11): those codes are several LSB wide. Averaging divides the random
 noise by about sqrt(n_avg) (n_avg 4 -> ~9.7 bits, 16 -> ~10.7 bits) but not the DNL spikes, which are a
 fixed property of the transfer curve: near those four levels the host sees a step of a few raw LSB
-(about 0.1 % of full scale). docs/hardware.md says what to do about it.
+(about 0.1 % of full scale). docs/hardware.md says what to do about it. With ``adc: "mcp3208"`` the samples
+come from an external MCP3208 on SPI instead (up to 8 taps; ``hal_common.MCP3208``).
 """
 
 import machine
@@ -36,6 +37,9 @@ class RP2HAL(BoardHAL):
                 pwm.duty_u16(self._duty(self.zero_code[j]))
                 self.pwms.append(pwm)
             self._duties = [p.duty_u16 for p in self.pwms]
+
+    def _setup_adcs(self):
+        cfg = self.cfg
         for pin in cfg["adc_pins"]:
             self.adcs.append(machine.ADC(machine.Pin(pin)))
 

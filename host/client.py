@@ -92,6 +92,8 @@ class RingClient:
         request: RequestFn = lambda msg: link.request(msg, timeout=timeout)  # noqa: E731
         if hasattr(link, "revive_repl"):
             link.revive_repl = 1  # a board left at its REPL (by mpremote, say) gets one soft reset into main.py
+            if getattr(link, "log", None) is None:
+                link.log = self.log  # (the link says when it soft-resets the board)
         self._hello = self._handshake(request)
         link.on_reconnect = self._after_reconnect
         if hasattr(link, "revive_repl"):

@@ -76,6 +76,9 @@ class Estimator:
         """Device rows a step sends per row of the batch (baseline and perturbed copies)."""
         return 1
 
+    def check(self, model: HybridModel, x: Array) -> None:
+        """Refuse (UserError) options that do not fit ``model`` (``x``: a sample input), before any query."""
+
     def observe(self, u: Array, y: Array) -> None:
         """Device data gathered elsewhere (probe batches, evaluations): drives (mA) and volts."""
 
@@ -135,6 +138,22 @@ class Backprop(Estimator):
 ORDERS = ("auto", "interleaved", "blocks")
 
 
+def _number(name: str, value: Any, low: float, high: float = np.inf, integer: bool = False,
+            strict: bool = True) -> Any:
+    """``value`` as a finite number (int if ``integer``) above ``low`` (or at it if not ``strict``), at most
+    ``high``; a UserError naming the option and its range otherwise."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    v = float(value) if ok else float("nan")
+    ok = ok and np.isfinite(v) and (v > low if strict else v >= low) and v <= high
+    if ok and integer:
+        ok = v.is_integer()
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bound = f"{'>' if strict else '>='} {low:g}" + ("" if high == np.inf else f" and <= {high:g}")
+        raise UserError(f"{name} must be {kind} {bound}, got {value!r}")
+    return int(v) if integer else v
+
+
 class _Perturbative(Estimator):
     """What the perturbative estimators share: K directions, one- or two-sided, their law, size and row order.
 
@@ -150,19 +169,20 @@ class _Perturbative(Estimator):
         sigma: float | None, snr: float, sigma_range: tuple[float, float], order: str,
     ) -> None:
         super().__init__(seed)
-        if directions < 1:
-            raise UserError("directions must be at least 1")
+        directions = _number("directions", directions, 1, integer=True, strict=False)
+        if not isinstance(two_sided, bool):
+            raise UserError(f"two_sided must be true or false, got {two_sided!r}")
         if dist not in ("rademacher", "gaussian"):
             raise UserError(f"unknown perturbation distribution {dist!r} (rademacher or gaussian)")
         if order not in ORDERS:
             raise UserError(f"unknown row order {order!r} (choose from {', '.join(ORDERS)})")
-        lo, hi = (float(v) for v in sigma_range)
-        if not (0.0 < lo <= hi and np.isfinite(hi)):
-            raise UserError(f"sigma_range must be two finite sizes 0 < low <= high, got {sigma_range}")
-        if sigma is not None and not (np.isfinite(sigma) and sigma > 0.0):
-            raise UserError(f"sigma must be a positive finite number, got {sigma}")
-        if not (np.isfinite(snr) and snr > 0.0):
-            raise UserError(f"snr must be a positive finite number, got {snr}")
+        if not (isinstance(sigma_range, (tuple, list)) and len(sigma_range) == 2):
+            raise UserError(f"sigma_range must be two sizes (low, high), got {sigma_range!r}")
+        lo = _number("sigma_range low", sigma_range[0], 0.0)
+        hi = _number("sigma_range high", sigma_range[1], lo, strict=False)
+        if sigma is not None:
+            sigma = _number("sigma", sigma, 0.0)
+        snr = _number("snr", snr, 0.0)
         self.directions = directions
         self.two_sided = two_sided
         self.dist = dist
@@ -250,7 +270,7 @@ class NodePGT(_Perturbative):
         sigma_range: tuple[float, float] = (1e-3, 0.3), order: str = "auto", zero_tolerance: float = 0.75,
     ) -> None:
         super().__init__(seed, directions, two_sided, dist, sigma, snr, sigma_range, order)
-        self.zero_tolerance = zero_tolerance
+        self.zero_tolerance = _number("zero_tolerance", zero_tolerance, 0.0, 1.0)
         self._snr_ms: list[float] = []
 
     def state(self) -> dict[str, Any]:
@@ -493,11 +513,9 @@ class ParameterPGT(_Perturbative):
         if not (params is None or params == "all" or (isinstance(params, tuple) and params
                                                          and all(isinstance(p, str) for p in params))):
             raise UserError(f"params must be 'all' or a list of parameter-name prefixes, got {params!r}")
-        if repeats < 3 or window < 1:
-            raise UserError("repeats must be at least 3 and window at least 1")
         self.subset = params
-        self.repeats = repeats
-        self.window = window
+        self.repeats = _number("repeats", repeats, 3, integer=True, strict=False)
+        self.window = _number("window", window, 1, integer=True, strict=False)
         self.loss_noise: float | None = None
         self._diffs: list[float] = []
         self._dirs: list[dict[str, Array]] = []
@@ -519,6 +537,9 @@ class ParameterPGT(_Perturbative):
         super().load_state(state)
         self.loss_noise, self._diffs = state["loss_noise"], list(state["diffs"])
 
+    def check(self, model: HybridModel, x: Array) -> None:
+        self._names(model, x)
+
     def _names(self, model: HybridModel, x: Array) -> list[str]:
         """The perturbed parameters (see the class docstring)."""
         if self.subset == "all":
@@ -529,7 +550,9 @@ class ParameterPGT(_Perturbative):
         else:
             names = [n for n in model.params if n.startswith(tuple(self.subset))]
         if not names:
-            raise UserError(f"no parameter matches {self.subset}")
+            groups = sorted({n.split(".")[0] for n in model.params})
+            raise UserError(f"params={','.join(self.subset or ())!r} matches no parameter of the model "
+                            f"(its groups: {', '.join(groups)}; or 'all')")
         return names
 
     def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:

@@ -1,6 +1,10 @@
 """Flash the pgt firmware to a MicroPython board with ``mpremote``, then check it with a hello handshake.
 
 Steps (``plan`` builds them; ``--dry-run`` prints them):
+0. ``check_board``: the port exists ("no such port" otherwise), a MicroPython REPL answers on it within
+   seconds (Ctrl-C, Ctrl-B: a dead port fails here, not after mpremote's long timeout), and its
+   ``sys.platform`` names the board type when neither ``--board`` nor the config does ("pass --board" when it
+   cannot be told);
 1. stage the on-device tree (``pgt.device_files.lay_out_board``: ``pgt/…``, ``/main.py``, ``/board.json``) in
    a temporary directory, optionally precompiling ``pgt/**.py`` to ``.mpy`` with ``mpy-cross``;
 2. ``mpremote connect PORT resume fs rm -r :pgt`` (old files, possibly of the other format), then
@@ -116,6 +120,67 @@ def plan(port: str, board: str | None = None, config_file: Path | None = None, m
     return Plan(port, stage, cfg, files, commands)
 
 
+def open_serial(port: str, timeout: float = 0.1) -> Any:
+    """The port opened with pyserial; UserError "no such port" when it does not exist."""
+    import os
+
+    import serial
+
+    if "://" not in port and not os.path.exists(port):
+        raise UserError(f"no such port: {port} (`pgt devices` lists the serial ports)")
+    try:
+        return serial.serial_for_url(port, timeout=timeout)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise DeviceError(f"cannot open {port}: {exc}") from None
+
+
+PLATFORM_PROBE = b"import sys; print('pgt-platform', sys.platform)\r"
+
+
+def read_until(ser: Any, marker: bytes, seconds: float) -> bytes:
+    """Bytes from ``ser`` until ``marker`` arrives or ``seconds`` pass (whatever came)."""
+    heard = b""
+    deadline = time.monotonic() + seconds
+    while marker not in heard and time.monotonic() < deadline:
+        heard += ser.read(256)
+    return heard
+
+
+def check_board(port: str, board: str | None, say: Callable[[str], None] = print, wait: float = 3.0) -> str:
+    """Before mpremote: a MicroPython REPL answers on ``port`` (Ctrl-C leaves a running firmware, Ctrl-B gives
+    the friendly REPL) within ``wait`` seconds, and the board type is ``board`` or its ``sys.platform``.
+    Returns the board type; UserError / DeviceError with the reason otherwise."""
+    say(f"checking {port}: is a MicroPython REPL there? (up to {wait:.0f} s)")
+    ser = open_serial(port)
+    try:
+        ser.write(b"\r\x03\x03")
+        time.sleep(0.1)
+        ser.write(b"\r\x02")  # friendly REPL: banner and prompt
+        heard = read_until(ser, b">>> ", wait)
+        if b">>> " not in heard:
+            what = "nothing" if not heard else f"{len(heard)} bytes but no REPL prompt ({heard[-40:]!r})"
+            raise DeviceError(f"{port}: no MicroPython REPL answered in {wait:.0f} s (heard {what}); is a board "
+                              "with MicroPython on this port (`pgt devices`), and no other program using it?")
+        ser.reset_input_buffer()
+        ser.write(PLATFORM_PROBE)
+        heard = read_until(ser, b"\n>>> ", wait)
+    finally:
+        ser.close()
+    found = None
+    for line in heard.decode("ascii", "replace").splitlines():
+        if line.startswith("pgt-platform "):
+            found = line.split()[1]
+    if board is not None:
+        if found in BOARDS and found != board:
+            raise UserError(f"{port} is an {found} board (sys.platform), not {board}: pass --board {found}")
+        return board
+    if found not in BOARDS:
+        raise UserError(f"cannot tell the board type of {port} (sys.platform is {found or 'unknown'!r}): pass "
+                        f"--board {' or --board '.join(BOARDS)}")
+    say(f"{port}: MicroPython on {found}")
+    return found
+
+
 def _run(cmd: list[str], timeout: float, may_fail: bool = False) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -179,7 +244,7 @@ def verify(p: Plan, timeout: float = 15.0) -> dict[str, Any]:
 
 
 def flash(p: Plan, say: Callable[[str], None] = print, timeout: float = 120.0) -> dict[str, Any]:
-    """Copy, soft-reset, verify. Returns the hello info of the flashed board."""
+    """Copy, soft-reset, verify (after :func:`check_board`). Returns the hello info of the flashed board."""
     say(f"copying {len(p.files)} files to {p.port} with mpremote")
     _run(p.commands[0], timeout, may_fail=True)  # nothing to remove on a fresh board
     _run(p.commands[1], timeout)

@@ -3,8 +3,8 @@
 A sweep is an explicit list of :class:`Trial` s (a :class:`~pgt.trainer.TrainConfig` plus the device it runs on),
 made by :func:`expand` from a grid (or a random sample of one) over config fields and seeds. :func:`sweep` runs
 them as Ray Tune trials and returns one :class:`TrialResult` per trial, in the order given. A trial on the
-in-process simulator returns exactly what ``Trainer(make_ring_reservoir(ring_seed), config).run()`` returns
-in one process: it is the same code with the same seeds.
+in-process simulator returns exactly what ``Trainer(make_ring_reservoir(ring_seed, noise_free, board=board),
+config).run()`` returns in one process: it is the same code with the same seeds.
 
 - Every evaluation is reported to Tune. The trial runs its trainer in chunks that end where the trainer both
   evaluates and checkpoints (multiples of ``lcm(eval_every, checkpoint_every)``, and the last step), so no
@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .tasks import default_model
 from .trainer import TrainConfig, check_config
 
 RAY_HINT = "pgt sweep needs Ray Tune: pip install 'pgt[ray]'  (or: pip install 'ray[tune]>=2.44,<3')"
-TASK_MODELS = {"digits": "mlp", "digits-seq": "transformer", "majority": "transformer"}
 SPEC = "sweep.json"
 TUNE_DIR = "tune"
 RESULT_KEYS = ("best_val_acc", "best_test_acc", "final_val_acc", "best_step", "queries", "training_queries")
@@ -62,6 +62,8 @@ class Trial:
     rig: str | None = None
     varied: tuple[str, ...] = ()
     """Config fields that vary across the sweep (they name the trial and its group)."""
+    board: str | None = None
+    """Shape of the in-process simulated board (``make_ring_reservoir(board=...)``; None: the rp2 board)."""
 
     @property
     def group(self) -> str:
@@ -75,12 +77,13 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": dataclasses.asdict(self.config), "ring_seed": self.ring_seed,
-                "noise_free": self.noise_free, "url": self.url, "rig": self.rig, "varied": list(self.varied)}
+                "noise_free": self.noise_free, "url": self.url, "rig": self.rig, "varied": list(self.varied),
+                "board": self.board}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Trial:
         return cls(TrainConfig(**d["config"]), int(d["ring_seed"]), bool(d["noise_free"]), d.get("url"),
-                   d.get("rig"), tuple(d.get("varied", ())))
+                   d.get("rig"), tuple(d.get("varied", ())), d.get("board"))
 
 
 @dataclass
@@ -195,7 +198,7 @@ def expand(
         for seed in seed_list:
             fields = {**base, **point, "seed": seed}
             if "model" not in fields:
-                fields["model"] = TASK_MODELS.get(str(fields.get("task", "digits")), "mlp")
+                fields["model"] = default_model(str(fields.get("task", "digits")))
             cfg = TrainConfig(**fields)
             check_config(cfg)
             trials.append(Trial(cfg, seed if ring_seed is None else ring_seed,
@@ -267,7 +270,7 @@ def _open_device(trial: Trial) -> Any:
     if trial.url is None:
         from .sim.ring import make_ring_reservoir
 
-        return make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free)
+        return make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free, board=trial.board)
     from .client import RingClient
 
     return RingClient.open(trial.url)
@@ -311,37 +314,48 @@ def _train(trial: Trial, run_dir: Path, resume: bool, events: queue.Queue[Any]) 
 
     target = 0
     pid = {"pid": os.getpid()}
+    sent = [0]  # history records handed over so far
+    history: list[dict[str, Any]] = []
 
     def on_eval(rec: dict[str, Any]) -> None:
         if rec["step"] != target:  # a chunk's last evaluation goes with its checkpoint
             events.put((_metrics(rec) | pid, None))
+            sent[0] = len(history)
 
     t_open = time.time()
     device = None
     try:
         device = _open_device(trial)
         if resume:
-            trainer = Trainer.resume(run_dir, device if trial.url else None, on_eval=on_eval)
+            trainer = Trainer.resume(run_dir, device, on_eval=on_eval)
             resumed_from = trainer.step
         else:
-            trainer = Trainer(device, trial.config, out_dir=run_dir, on_eval=on_eval)
+            trainer = Trainer(device, trial.config, out_dir=run_dir, on_eval=on_eval, log=lambda line: None)
             resumed_from = -1
+        trainer.log = lambda line: None
+        history = trainer.history
+        sent[0] = len(history)
         ends = [s for s in chunk_ends(trial.config) if s > trainer.step] or [trainer.step]
         for end in ends:
             target = end
             result = trainer.run(steps=end)
-            rec = _metrics(trainer.history[-1]) | pid | {"resumed_from": resumed_from}
+            history = trainer.history
+            new = history[sent[0]:] or history[-1:]  # the chunk's last evaluation (at the end, and the test)
+            for rec in new[:-1]:
+                events.put((_metrics(rec) | pid, None))
+            sent[0] = len(history)
+            last = _metrics(new[-1]) | pid | {"resumed_from": resumed_from}
             if end == ends[-1]:
                 _close(device)
                 device = None
-                rec |= {k: getattr(result, k) for k in RESULT_KEYS} | {
+                last |= {k: getattr(result, k) for k in RESULT_KEYS} | {
                     "done": True, "rig_open_t": t_open, "rig_close_t": time.time()}
             snapshot = None
             if any(run_dir.glob("checkpoint*")):
                 snapshot = run_dir.with_name(f"snapshot-{end}")
                 shutil.rmtree(snapshot, ignore_errors=True)
                 shutil.copytree(run_dir, snapshot)
-            events.put((rec, snapshot))
+            events.put((last, snapshot))
     except BaseException as exc:
         events.put(exc)
     finally:
@@ -434,7 +448,7 @@ def _read_history(trial_dir: str | None) -> list[dict[str, Any]]:
     if not trial_dir:
         return []
     path = Path(trial_dir) / "result.json"
-    by_step: dict[int, dict[str, Any]] = {}
+    by_step: dict[tuple[int, bool], dict[str, Any]] = {}
     try:
         lines = path.read_text().splitlines()
     except OSError:
@@ -444,8 +458,8 @@ def _read_history(trial_dir: str | None) -> list[dict[str, Any]]:
             rec = json.loads(line)
         except ValueError:
             continue
-        if "val_acc" in rec and "step" in rec:
-            by_step[int(rec["step"])] = {k: v for k, v in rec.items() if k not in _TUNE_KEYS}
+        if "val_acc" in rec and "step" in rec:  # (an evaluation, or the final test: one of each per step)
+            by_step[(int(rec["step"]), "test_step" in rec)] = {k: v for k, v in rec.items() if k not in _TUNE_KEYS}
     return [by_step[s] for s in sorted(by_step)]
 
 
@@ -525,15 +539,16 @@ def sweep(
         if max_failures < 0 or cpus_per_trial <= 0:
             raise UserError("max_failures must be >= 0 and cpus_per_trial > 0")
         todo = assign_rigs(todo, rigs) if rigs else todo
-        sweep_dir = _new_dir(out, name)
         doc = {"trials": [t.to_dict() for t in todo], "rigs": rigs, "asha": asha, "grace": grace,
                "max_failures": max_failures, "cpus_per_trial": cpus_per_trial}
-        (sweep_dir / SPEC).write_text(json.dumps(doc, indent=1) + "\n")
     ray = _import_ray()
     from ray import tune
 
     started = _start_ray(ray, rigs, address, num_cpus)
     try:
+        if resume is None:
+            sweep_dir = _new_dir(out, name)
+            (sweep_dir / SPEC).write_text(json.dumps(doc, indent=1) + "\n")
         cbs = _progress_callback(len(todo), say, callbacks)
         trainable = tune.with_resources(run_trial, trial_resources)
         storage = str(sweep_dir.resolve())

@@ -245,6 +245,7 @@ class Trainer:
         self.model: HybridModel = build_model(cfg.model, self.task.info, self.physical, init_rng,
                                               **cfg.model_options)
         self.estimator: Estimator = make_estimator(cfg.estimator, est_rng, **cfg.estimator_options)
+        self.estimator.check(self.model, self.task.x_train[:1])
         if self.estimator.needs_vjp and not getattr(reservoir, "exact_vjp", hasattr(reservoir, "vjp")):
             raise UserError("the backprop estimator needs a reservoir with an exact vjp (a noise-free simulator)")
         n_val = len(self.task.y_val)
@@ -437,7 +438,7 @@ class Trainer:
         completed step too."""
         cfg = self.config
         target = cfg.steps if steps is None else steps
-        with _deferred_interrupt(lambda: f"step {self.step + 1}") as stop:
+        with _deferred_interrupt(lambda: f"step {self.step + 1 if self._busy else self.step}") as stop:
             try:
                 if not self.calibrated:
                     self.calibrate()
@@ -584,11 +585,17 @@ def recorded_device(info: dict[str, Any], config: TrainConfig) -> Reservoir:
     url = info.get("url")
     if url:
         return open_device(str(url))
-    if info.get("kind") == "sim-ring":  # the in-process ring model (the backprop reference)
-        from pgt.sim.ring import make_ring_reservoir
+    seed, level = int(info.get("seed", 0)), str(info.get("level", "A"))
+    if info.get("kind") == "sim-ring" and "params" in info:  # the noise-free reference ring, in process
+        from pgt.sim.ring import Ring, RingParams, RingReservoir
 
-        return make_ring_reservoir(seed=int(info.get("seed", 0)), level=str(info.get("level", "A")),
-                                   noise_free=bool(info.get("noise_free", False)))
+        volts = (float(info["volts_low"]), float(info["volts_high"]))
+        return RingReservoir(Ring(RingParams(**info["params"]), seed=seed, level=level), volts=volts)
+    if info.get("kind") == "sim-device" and "board_config" in info:  # the simulated board, in process
+        from pgt.sim.device import SimDevice, make_core
+
+        return SimDevice(make_core(seed=seed, level=level, noise_free=bool(info.get("noise_free")),
+                                   config=dict(info["board_config"])))
     raise UserError("this run's device has no URL to reopen: give the device to resume on (--device URL)")
 
 

@@ -1,7 +1,7 @@
 """The simulated ADC: the only place where read noise and quantisation are modelled.
 
 A board's ADC (``pgt.firmware.board`` config: ``adc_V_offset``, ``adc_V_per_code`` on the 16-bit
-``read_u16`` scale, the converter's ``adc_res_bits`` and its ``adc_enob``) reads the ring's detector volts.
+``read_u16`` scale, the converter's resolution ``adc_bits`` and its ``adc_enob``) reads the ring's detector volts.
 Each single read adds white noise and rounds to the converter's grid, then reports the code on the 16-bit
 scale as MicroPython's ``read_u16`` does on an RP2040 (``c << 4 | c >> 8`` for 12 bits). The noise per
 read is the detector's own read noise (``RingParams.read_noise_V``) and the converter's, from its effective
@@ -31,7 +31,7 @@ class ADC:
     def __init__(self, cfg: dict[str, Any], read_noise_V: float = 0.0, noise_free: bool = False) -> None:
         self.v_offset = float(cfg["adc_V_offset"])
         self.v_per_code = float(cfg["adc_V_per_code"])  # per code of the 16-bit scale
-        self.bits = int(cfg["adc_res_bits"])
+        self.bits = int(cfg["adc_bits"])
         self.full = (1 << self.bits) - 1
         self.span_V = U16_MAX * self.v_per_code
         self.lsb_V = self.span_V / self.full

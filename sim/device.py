@@ -96,7 +96,14 @@ class SimDevice:
         return {"kind": "sim-device", "board": self.hello["board"], "uid": self.hello["uid"],
                 "level": hal.ring.level, "seed": hal.ring.seed, "n_inputs": self.n_inputs,
                 "n_outputs": self.n_outputs, "noise_free": hal.ring.params.is_noise_free, "exact_vjp": False,
-                "volts_low": hal.adc.volts_low, "volts_high": hal.adc.volts_high}
+                "volts_low": hal.adc.volts_low, "volts_high": hal.adc.volts_high, "board_config": dict(hal.cfg)}
+
+    def state(self) -> dict[str, Any]:
+        """The simulated board's evolving state (noise generators, drift, ...), for checkpoints."""
+        return dict(self.core.hal.state())
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.core.hal.load_state(state)
 
     def configure(self, **fields: Any) -> dict[str, Any]:
         """Send a ``config`` request (settle_us, n_avg, timeout_ms, drive_lo, drive_hi); its reply."""

@@ -131,6 +131,9 @@ def friendly(g):
         elif c == 3:
             line = bytearray()
             _out.write(b"\r\nKeyboardInterrupt\r\n>>> ")
+        elif c == 2:  # Ctrl-B: the banner again, as a board prints it
+            line = bytearray()
+            _out.write(b"\r\n" + BANNER + b">>> ")
         elif c == 4 and not line:
             _out.write(b"\r\nMPY: soft reboot\r\n")
             raise SystemExit(3) from None

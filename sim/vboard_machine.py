@@ -1,6 +1,7 @@
 """The ``machine`` module of the virtual board (MicroPython code: runs inside the VM, not on the host).
 
-Output writes (PWM duty, DAC, SPI words for an MCP4922) and ADC reads travel to the host as 6-byte messages
+Output writes (PWM duty, DAC, SPI words for an MCP4922) and ADC reads (``ADC.read_u16``, or an MCP3208's
+conversions over ``SPI.write_readinto``, keyed by its channel) travel to the host as 6-byte messages
 on stderr (``0xA5, op, pin, seq, value uint16 LE``); the host answers an ADC read (op ``R``) by writing
 ``seq, count, reps`` and ``reps`` rounds of one reading of every ADC pin created so far (op ``A``, in that
 order; uint16 LE each) at the start of the file /vb/adc, which the guest polls until the sequence number
@@ -154,6 +155,18 @@ class SPI:
 
     def write(self, buf):
         _send(83, buf[0], buf[1])  # "S": the host decodes MCP4922 words
+
+    def write_readinto(self, tx, rx):
+        """An MCP3208 conversion of channel ``ch`` (tx: start bit, SGL, D2 | D1 D0 | -): the ring's reading of
+        the tap wired to that channel, as 12 bits in the last 12 bits of rx."""
+        ch = ((tx[0] & 1) << 2) | (tx[1] >> 6)
+        if ch not in _PINS:
+            _PINS.append(ch)
+            _send(65, ch, 0)  # "A": the host adds the channel to the readings it reports
+        v = _read(ch) >> 4
+        rx[0] = 0xFF
+        rx[1] = 0xE0 | (v >> 8)
+        rx[2] = v & 0xFF
 
 
 class WDT:

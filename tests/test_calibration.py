@@ -75,7 +75,7 @@ def test_noise_free_quantised_device_gets_a_perturbation_above_its_resolution() 
 
 
 def test_noise_free_ring_with_an_8_bit_adc_does_not_collapse() -> None:
-    device = SimDevice(make_core(seed=1, noise_free=True, board="wide", config={"adc_res_bits": 8, "adc_enob": 8}))
+    device = SimDevice(make_core(seed=1, noise_free=True, board="wide", config={"adc_bits": 8, "adc_enob": 8}))
     model, batch = setup(device, make_ring_reservoir(seed=1, noise_free=True, board="wide").vjp)
     est = NodePGT(2, directions=4)
     cal = est.calibrate(model, batch)

@@ -26,7 +26,7 @@ def test_train_writes_metrics_checkpoint_and_plot(tmp_path: Path, capsys: pytest
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [0, 10, 20, 20]  # three validations, then the test
     assert lines[-1]["test_step"] == lines[-1]["best_step"] and lines[-1]["test_acc"] is not None
-    assert lines[-1]["queries"] > lines[-1]["training_queries"] == 20 * 32 * 8  # 8 slots on the rp2-shaped board
+    assert lines[-1]["queries"] > lines[-1]["training_queries"] == 20 * 32 * 8  # 8 rows per sample (2 drives)
     assert (run_dir / "checkpoint.json").exists() and (run_dir / "accuracy.png").stat().st_size > 1000
     assert json.loads((run_dir / "config.json").read_text())["config"]["seed"] == 0
     assert "queries" in captured.err and "sim://" in captured.err  # progress lines on stderr
@@ -189,6 +189,7 @@ def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_without_losing_a_step(tm
     last_logged = json.loads(metrics.read_text().splitlines()[-1])["step"]
     assert 20 <= last_logged <= stopped < 300  # the checkpoint is the last completed step, not step 0
     assert f"resume with: pgt train --resume {run_dir}" in err and "Traceback" not in err
+    assert f"stopping after step {stopped} " in err  # the notice named the step the checkpoint holds
 
     resumed = subprocess.run([sys.executable, "-m", "pgt.cli", "train", "--resume", str(run_dir)],
                              capture_output=True, text=True, timeout=300)

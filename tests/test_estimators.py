@@ -252,7 +252,7 @@ def test_parameter_pgt_gives_the_layers_after_the_device_their_exact_gradient(pa
     assert q == 2 * est.directions * len(batch[1]) * model.physical.slots
     np.testing.assert_allclose(flat(ge, "back"), flat(g, "back"), rtol=1e-3, atol=1e-6)
     assert np.any(flat(ge, "front") != 0.0)
-    _, avg = averaged(est, model, batch, 200, "front")  # 800 directions, d = 234: cos ~ 1 / sqrt(1.29)
+    _, avg = averaged(est, model, batch, 200, "front")  # 800 directions
     assert cosine(avg, flat(g, "front")) > 0.8
 
 
@@ -261,6 +261,40 @@ def test_parameter_pgt_all_parameter_variant_estimates_everything_from_differenc
     g = exact(model, batch)
     est = ParameterPGT(6, sigma=1e-4, params="all")
     _, ge, _ = est.estimate(model, batch)
-    # One direction per step: the layers after the device are estimated, not exact.
+    # A few directions per step: the layers after the device are estimated, not exact.
     assert cosine(flat(ge, "back"), flat(g, "back")) < 0.9
     assert est.config()["params"] == "all"
+
+
+@pytest.mark.parametrize("name, options, words", [
+    ("node", {"sigma": -1.0}, "sigma must be a number > 0"),
+    ("node", {"sigma": float("nan")}, "sigma must be"),
+    ("node", {"sigma": "abc"}, "sigma must be"),
+    ("node", {"directions": 0}, "directions must be an integer >= 1"),
+    ("node", {"directions": 1.5}, "directions must be an integer"),
+    ("node", {"dist": "foo"}, "unknown perturbation distribution"),
+    ("node", {"order": "random"}, "unknown row order"),
+    ("node", {"sigma_range": (0.2, 0.1)}, "sigma_range high"),
+    ("node", {"zero_tolerance": 2.0}, "zero_tolerance"),
+    ("node", {"two_sided": "yes"}, "two_sided"),
+    ("param", {"params": 3}, "params must be"),
+    ("param", {"repeats": 2}, "repeats must be an integer >= 3"),
+    ("param", {"snr": float("inf")}, "snr must be"),
+    ("param", {"bogus": 1}, "bad option for the param estimator"),
+])
+def test_bad_estimator_options_are_refused_before_any_query(name: str, options: dict[str, Any], words: str) -> None:
+    from pgt.errors import UserError
+    from pgt.estimators import make_estimator
+
+    with pytest.raises(UserError, match=words):
+        make_estimator(name, 0, **options)
+
+
+def test_param_refuses_unknown_parameter_groups_before_any_query() -> None:
+    from pgt.errors import UserError
+    from pgt.trainer import TrainConfig, Trainer
+
+    res = ToyReservoir()
+    with pytest.raises(UserError, match="matches no parameter of the model .its groups: back, front"):
+        Trainer(res, TrainConfig(estimator="param", estimator_options={"params": "nope"}))
+    assert res.queries == 0

@@ -219,3 +219,31 @@ def test_a_real_ctrl_c_stops_the_firmware_and_the_link_revives_it(flashed_board:
         assert c.device_resets >= 1
         assert c.link.request({"op": "hello"})["n_avg"] == 3  # the configuration was replayed
         assert c.status()["requests"] < before  # on a fresh board: its counters started again
+
+
+def test_a_board_left_at_its_repl_is_restarted_by_the_handshake_and_by_pgt_reset(
+    flashed_board: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """mpremote leaves a board at its REPL (raw, after ``mpremote exec``; friendly, after ``mpremote reset``):
+    the client's handshake soft-resets it into main.py once and says so; ``pgt reset PORT`` does it on demand."""
+    import serial
+
+    from pgt.cli import main as pgt_main
+
+    with serial.serial_for_url(flashed_board, timeout=5) as ser:
+        ser.write(b"\r\x03\x03\x01")  # stop the firmware, enter the raw REPL
+        assert ser.read_until(b"raw REPL; CTRL-B to exit\r\n>").endswith(b">")
+    logs: list[str] = []
+    with RingClient.open(flashed_board, timeout=1.0, log=logs.append) as c:
+        assert c.run(np.array([[10.0, 20.0]])).shape == (1, 3)
+        assert c.link.counters()["repl_revivals"] == 1
+        boot = c.boot_id
+        assert c.status()["boot"] == boot and 0 <= boot < 1 << 32
+    assert len(logs) == 1 and "was at its MicroPython REPL (raw)" in logs[0]
+    with serial.serial_for_url(flashed_board, timeout=5) as ser:
+        ser.write(b"\r\x03")  # the friendly REPL
+        assert ser.read_until(b">>> ").endswith(b">>> ")
+    assert pgt_main(["reset", flashed_board, "--timeout", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "the board was at its MicroPython REPL" in out and "pgt firmware answers: board rp2" in out
+    assert "boot id" in out and f"boot id {boot:08x}" not in out  # the real firmware chose a new one

@@ -72,6 +72,8 @@ def blocks(mpvm: MicroPythonVM) -> list[Any]:
         "block({'board': 'esp32'}, [10, 20, 255, 0], 2, 5, 4)",
         "block({'board': 'esp32', 'dac': 'mcp4922'}, [10, 4095], 1, 5, 2)",
         "block({'board': 'rp2', 'settle_min_us': 30}, [1, 2], 1, 5, 2)",
+        "block({'board': 'rp2', 'adc': 'mcp3208', 'adc_pins': [0, 5, 7]}, [100, 200, 4095, 0], 2, 50, 4)",
+        "block({'board': 'esp32', 'adc': 'mcp3208', 'adc_pins': [7]}, [10, 20], 1, 5, 1)",
     ])
 
 
@@ -104,11 +106,12 @@ def test_block_writes_and_settle_calls(blocks: list[Any]) -> None:
 
 def test_no_allocation_per_sample(mpvm: MicroPythonVM) -> None:
     """A block's heap use does not grow with its size: nothing is allocated per vector or per read."""
-    rp2, esp32 = vm_calls(mpvm, [
+    rp2, esp32, mcp3208 = vm_calls(mpvm, [
         "block_allocation({'board': 'rp2', 'max_batch': 256}, 4, 256, 4)",
         "block_allocation({'board': 'esp32', 'max_batch': 256}, 4, 256, 4)",
+        "block_allocation({'board': 'rp2', 'max_batch': 256, 'adc': 'mcp3208'}, 4, 256, 4)",
     ])
-    for small, large, small2, large2 in (rp2, esp32):
+    for small, large, small2, large2 in (rp2, esp32, mcp3208):
         assert large == small and large2 == small2, (small, large, small2, large2)
         assert large2 < 256  # a few small objects per block (the returned memoryview), not 256 * (k + m * 4)
 
@@ -119,6 +122,36 @@ def test_esp32_dac_and_mcp4922(blocks: list[Any]) -> None:
     spi = blocks[4]["writes"]
     assert [w for w in spi if w[0] == "spi"] == [["spi", 0, 0x3000 | 10], ["spi", 1, 0x8000 | 0x3000 | 4095]]
     assert ["pin", 15, 0] in spi and ["pin", 15, 1] in spi  # chip select toggled around each word
+
+
+def test_an_external_mcp3208_reads_up_to_eight_taps(blocks: list[Any]) -> None:
+    rp2, esp32 = blocks[6], blocks[7]
+    duties = [[1600, 3200], [65535, 0]]
+    expected = [(c << 4) | (c >> 8) for d in duties for g in (0.5, 0.25, 0.125) for c in [_model(d, g) >> 4]]
+    assert rp2["samples"] == expected  # 4 reads average the zero-mean dither away; 12 bits on the u16 scale
+    xfers = [w for w in rp2["writes"] if w[0] == "mcp3208"]
+    assert len(xfers) == 2 * 3 * 4
+    # start bit, single-ended, channel in D2 D1 D0: 0x06 | D2, D1 D0 << 6, 0
+    assert xfers[:5] == [["mcp3208", 0, [0x06, 0x00, 0]]] * 4 + [["mcp3208", 5, [0x07, 0x40, 0]]]
+    assert xfers[-1] == ["mcp3208", 7, [0x07, 0xC0, 0]]
+    cs = [w for w in rp2["writes"] if w[0] == "pin" and w[1] == 13]
+    assert cs == [["pin", 13, 0], ["pin", 13, 1]] * 24  # chip select low around every conversion
+    assert sorted(rp2["reads"]) == ["('mcp3208', 0)", "('mcp3208', 5)", "('mcp3208', 7)"]  # no built-in ADC
+    c = (_model([10 * 257, 20 * 257], 0.125) >> 4) - 2  # a single read keeps the dither
+    assert esp32["samples"] == [(c << 4) | (c >> 8)]
+
+
+def test_mcp3208_board_configs() -> None:
+    cfg = board.check(board.resolve({"board": "rp2", "adc": "mcp3208"}))
+    assert cfg["adc_pins"] == list(range(8)) and cfg["name"] == "rp2-pwm-mcp3208"
+    assert (cfg["adc_bits"], cfg["adc_V_per_code"]) == (12, 3.3 / 65535)
+    assert (cfg["adc_spi_id"], cfg["adc_sck_pin"], cfg["adc_mosi_pin"], cfg["adc_miso_pin"], cfg["adc_cs_pin"]) \
+        == (1, 10, 11, 12, 13)
+    assert board.check(board.resolve({"board": "esp32", "adc": "mcp3208"}))["adc_spi_id"] == 2
+    for bad, why in (({"adc_pins": [0, 8]}, "channels 0..7"), ({"adc_pins": [1, 1]}, "channels 0..7"),
+                     ({"adc": "ads1115"}, "adc must be builtin or mcp3208")):
+        with pytest.raises(ValueError, match=why):
+            board.check(board.resolve({"board": "rp2", "adc": "mcp3208", **bad}))
 
 
 @pytest.fixture(scope="module")
@@ -180,17 +213,20 @@ JUNK = {
 
 
 @pytest.fixture(scope="module")
-def floods(mpvm: MicroPythonVM) -> dict[str, Any]:
+def floods(mpvm: MicroPythonVM) -> list[Any]:
     cfg = {"board": "rp2"}
-    # one VM per flood: the WASI VM's heap does not survive several floods' worth of garbage collection
-    return {name: vm_calls(mpvm, ["flood(%r, %s, 20, 1500)" % (cfg, junk)])[0] for name, junk in JUNK.items()}
+    return vm_calls(mpvm, [
+        "flood(%r, [%s], 20, 1500)" % (cfg, JUNK["garbage"]),  # the hardest: no frame ever ends
+        "flood(%r, [%s], 20, 1500)" % (cfg, ", ".join(JUNK.values())),  # every kind of junk in turn
+    ])
 
 
-@pytest.mark.parametrize("junk", list(JUNK))
-def test_junk_cannot_hold_off_the_watchdog(floods: dict[str, Any], junk: str) -> None:
-    """config(timeout_ms=100), a run of non-zero codes, then junk every 20 ms for 1.5 s: the drive is zero
-    within timeout_ms + poll_ms (100 + 50 ms on the loop's clock) of the run, and status says so."""
-    f = floods[junk]
+@pytest.mark.parametrize("which", [0, 1], ids=["garbage", "every_kind"])
+def test_junk_cannot_hold_off_the_watchdog(floods: list[Any], which: int) -> None:
+    """config(timeout_ms=100), a run of non-zero codes, then junk every 20 ms for 1.5 s — garbage bytes, or
+    in turn garbage, a bad-CRC frame, an unknown op, an ill-typed run and a request without seq: the drive
+    is zero within timeout_ms + poll_ms (100 + 50 ms on the loop's clock) of the run, and status says so."""
+    f = floods[which]
     assert f["replies"][:2] == ["config", "run"]
     assert f["zeroed"] and 100 < f["zeroed"][0] <= 150, f["zeroed"]
     assert f["status"]["op"] == "status" and f["status"]["driving"] is False

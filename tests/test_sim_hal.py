@@ -43,7 +43,7 @@ def test_info_is_the_board_configs() -> None:
     info = hal.info()
     rp2 = fw_board.resolve({"board": "rp2"})
     assert info["board"] == "sim-rp2-pwm" and int(info["uid"], 16) >= 0
-    assert (info["k"], info["m"], info["dac_bits"], info["adc_bits"]) == (2, 3, 12, 16)
+    assert (info["k"], info["m"], info["dac_bits"], info["adc_bits"]) == (2, 3, 12, 12)
     assert info["limit_lo"] == rp2["limit_lo"] == [0, 0] and info["limit_hi"] == rp2["limit_hi"] == [2047, 2047]
     assert info["dac_mA_per_code"] == rp2["dac_mA_per_code"] and info["adc_V_per_code"] == rp2["adc_V_per_code"]
     assert info["dac_mA_offset"] + 2047 * info["dac_mA_per_code"] == pytest.approx(ring.drive_high[0])

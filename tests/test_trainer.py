@@ -14,14 +14,13 @@ from test_estimators import ToyReservoir
 import pgt.trainer as trainer_mod
 from pgt.errors import DeviceError, UserError
 from pgt.reservoir import from_callable
-from pgt.trainer import TrainConfig, Trainer, crossing, default_device, fit
+from pgt.trainer import TrainConfig, Trainer, crossing, default_device, fit, open_device
 
 ring = pytest.importorskip("pgt.sim.ring")
 
 
 def test_short_run_improves_accuracy_and_counts_every_row() -> None:
-    res = default_device("surrogate", seed=0)  # the simulated board through the firmware Core, in process
-    assert res.info["url"].startswith("sim://")
+    res = open_device("sim://?seed=0&board=wide")  # the simulated board through the firmware Core, in process
     tr = Trainer(res, TrainConfig(estimator="surrogate", steps=60, eval_every=20, seed=1))
     result = tr.run()
     first, last = result.history[0], result.history[-2]
@@ -42,9 +41,10 @@ def test_default_evaluation_is_a_small_share_of_all_rows() -> None:
     tr = Trainer(ring.make_ring_reservoir(seed=0), TrainConfig(estimator="surrogate", seed=0))
     cfg = tr.config
     evals = cfg.steps // cfg.eval_every + 1
-    share = (evals * 64 + len(tr.task.y_test)) / (cfg.probe + 80 + cfg.steps * cfg.batch_size
-                                                  + evals * 64 + len(tr.task.y_test))
-    assert share <= 0.15, share  # the default plan, surrogate (the cheapest per step)
+    rows = tr.physical.slots * tr.model.rows_per_sample  # device rows per sample
+    evaluation = (evals * cfg.val_size + len(tr.task.y_test)) * rows  # type: ignore[operator]
+    training = cfg.steps * cfg.batch_size * rows  # (calibration left out: the share is an upper bound)
+    assert evaluation / (evaluation + training) <= 0.15  # the default plan, surrogate (the cheapest per step)
 
 
 def test_evaluation_rows_feed_the_surrogate() -> None:
@@ -97,14 +97,14 @@ def _run_dir_metrics(path: Path) -> bytes:
 @pytest.mark.parametrize("estimator", ["surrogate", "node", "param"])
 def test_resume_after_kill_is_bit_identical(tmp_path: Path, estimator: str) -> None:
     cfg = TrainConfig(estimator=estimator, steps=40, eval_every=5, checkpoint_every=10, seed=3, val_size=32)
-    full = Trainer(default_device(estimator, 4), cfg, out_dir=tmp_path / "full").run()
+    full = Trainer(open_device("sim://?seed=4&board=wide"), cfg, out_dir=tmp_path / "full").run()
 
     def killer(rec: dict[str, Any]) -> None:
         if rec["step"] == 25:  # after the checkpoint at 20, with metrics written past it
             raise Kill
 
     with pytest.raises(Kill):
-        Trainer(default_device(estimator, 4), cfg, out_dir=tmp_path / "killed", on_eval=killer).run()
+        Trainer(open_device("sim://?seed=4&board=wide"), cfg, out_dir=tmp_path / "killed", on_eval=killer).run()
     assert json.loads(_run_dir_metrics(tmp_path / "killed").splitlines()[-1])["step"] == 25
     assert not list((tmp_path / "killed").glob("*.pkl"))
     resumed_trainer = Trainer.resume(tmp_path / "killed")  # reopens sim:// and restores the board's state
@@ -247,8 +247,28 @@ def test_resume_gives_the_device_its_averaging_back(tmp_path: Path) -> None:
 
 def test_the_test_set_is_used_once_at_the_end_of_the_run_not_of_each_chunk() -> None:
     tr = Trainer(ring.make_ring_reservoir(seed=0), TrainConfig(steps=6, eval_every=2, val_size=8))
-    assert tr.run(steps=3).best_test_acc is None and tr.counters.eval == 3 * 8 * tr.physical.slots  # steps 0, 2 and 3
+    rows = tr.physical.slots  # device rows per sample
+    assert tr.run(steps=3).best_test_acc is None and tr.counters.eval == 3 * 8 * rows  # steps 0, 2 and 3
     result = tr.run()
     tests = [r for r in result.history if r["test_acc"] is not None]
     assert result.best_test_acc is not None and len(tests) == 1 and tests[0]["test_step"] == result.best_step
-    assert tr.counters.eval == (5 * 8 + len(tr.task.y_test)) * tr.physical.slots
+    assert tr.counters.eval == (5 * 8 + len(tr.task.y_test)) * rows
+
+
+@pytest.mark.parametrize("noise_free", [False, True])
+def test_resume_rebuilds_an_in_process_simulator_given_as_an_object(tmp_path: Path, noise_free: bool) -> None:
+    """A run on make_ring_reservoir(...) (no URL) resumes without being handed the device, bit-identically."""
+    est = "backprop" if noise_free else "node"
+    cfg = TrainConfig(estimator=est, steps=6, eval_every=2, checkpoint_every=2, val_size=8, seed=1)
+    full = Trainer(ring.make_ring_reservoir(seed=2, noise_free=noise_free, board="wide"), cfg).run()
+
+    def killer(rec: dict[str, Any]) -> None:
+        if rec["step"] == 4:
+            raise Kill
+
+    with pytest.raises(Kill):
+        Trainer(ring.make_ring_reservoir(seed=2, noise_free=noise_free, board="wide"), cfg, out_dir=tmp_path,
+                on_eval=killer).run()
+    resumed = Trainer.resume(tmp_path)
+    assert resumed.step == 2 and resumed.reservoir.n_inputs == 16
+    assert resumed.run().history == full.history

@@ -1,4 +1,5 @@
-"""``pgt flash PORT``: copy the firmware to a MicroPython board with mpremote and verify it by a handshake."""
+"""``pgt flash PORT``: check that a MicroPython REPL answers on PORT (and which board it is), copy the firmware
+to it with mpremote and verify it by a handshake."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ HELP = "copy the pgt firmware to a MicroPython board (mpremote), soft-reset it a
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("port", help="serial port of the board (e.g. /dev/ttyACM0, COM5, or any pyserial URL)")
     p.add_argument("--board", choices=("rp2", "esp32"),
-                   help="board type written to board.json (default: the config's, else the board's sys.platform)")
+                   help="board type written to board.json (default: the config's, else detected from the "
+                        "board's sys.platform)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="board config (JSON: pins, calibration, safe limits; docs/hardware.md) copied as board.json")
     p.add_argument("--dry-run", action="store_true", help="stage the files and print the commands; touch nothing")
@@ -24,7 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pgt import flash
 
-    p = flash.plan(args.port, args.board, args.config, args.mpy)
+    board = flash.board_config(args.board, args.config).get("board")  # a bad config fails before the port
+    if not args.dry_run:  # a live MicroPython REPL, and the board type (detected when not given)
+        board = flash.check_board(args.port, board)
+    p = flash.plan(args.port, board, args.config, args.mpy)
     if args.dry_run:
         for rel, path in sorted(p.files.items()):
             print(f"{path.stat().st_size:7d}  {rel}")

@@ -5,15 +5,19 @@ from a small deterministic model of the ring: the reading of ADC pin p is ``BASE
 ``level`` is the sum of the current output levels on the 16-bit scale (PWM duty_u16, DAC codes scaled, MCP4922
 codes scaled), clipped to 0..65535, plus a dither pattern DITHER[i % len(DITHER)] (i counts the reads of that
 pin) whose mean is zero, so that averaging over a whole number of dither periods gives the model value
-exactly and a single read does not. ``reset()`` clears everything.
+exactly and a single read does not. An MCP3208 on a fake ``SPI`` answers a conversion of channel c with
+``model(("mcp3208", c)) >> 4`` (12 bits) plus DITHER12, logged as ``("mcp3208", c, tx bytes)``.
+``reset()`` clears everything.
 """
 
 LOG = []
 CHEAP = [False]  # True: PWM/ADC calls neither log nor model (for allocation measurements)
 WDT_FEEDS = [0]
 BASE = 1000
-GAIN = {26: 0.5, 27: 0.25, 28: 0.125, 34: 0.5, 35: 0.25}
+GAIN = {26: 0.5, 27: 0.25, 28: 0.125, 34: 0.5, 35: 0.25, ("mcp3208", 0): 0.5, ("mcp3208", 5): 0.25,
+        ("mcp3208", 7): 0.125}
 DITHER = [-24, 24, -8, 8]
+DITHER12 = [-2, 2, -1, 1]
 LEVELS = {}  # output pin -> level on the 16-bit scale
 READS = {}  # adc pin -> reads so far
 TIMERS = []
@@ -59,7 +63,8 @@ class Pin:
         if v is None:
             return self._v
         self._v = v
-        LOG.append(("pin", self.id, v))
+        if not CHEAP[0]:
+            LOG.append(("pin", self.id, v))
 
 
 class PWM:
@@ -132,6 +137,24 @@ class SPI:
     def __init__(self, id, baudrate=1000000, polarity=0, phase=0, sck=None, mosi=None, miso=None):
         self.id = id
         LOG.append(("spi_init", id, baudrate))
+
+    def write_readinto(self, tx, rx):
+        """An MCP3208 conversion: start bit and SGL in tx[0] (with D2), D1 D0 in the top of tx[1]."""
+        if not tx[0] & 0x04:
+            raise ValueError("no start bit")
+        ch = ((tx[0] & 1) << 2) | (tx[1] >> 6)
+        if CHEAP[0]:
+            v = BASE >> 4
+        else:
+            key = ("mcp3208", ch)
+            i = READS.get(key, 0)
+            READS[key] = i + 1
+            v = (model(key) >> 4) + DITHER12[i % len(DITHER12)]
+            v = 0 if v < 0 else 4095 if v > 4095 else v
+            LOG.append(("mcp3208", ch, [tx[0], tx[1], tx[2]] if tx[0] & 0x02 else "differential"))
+        rx[0] = 0xFF  # (the MCP3208 drives DOUT only from the null bit on: the rest is what the bus floats to)
+        rx[1] = 0xE0 | (v >> 8)
+        rx[2] = v & 0xFF
 
     def write(self, buf):
         word = (buf[0] << 8) | buf[1]

@@ -1,0 +1,84 @@
+"""``pgt reset PORT``: restart the pgt firmware on a board, whatever state it is in.
+
+A board can be at its MicroPython REPL — the friendly REPL, the raw REPL or raw-paste mode, as ``mpremote``
+leaves it — or running the serve loop. The command looks at what the port says to a Ctrl-C, sends the bytes
+that take any of these states to a soft reset (Ctrl-C, Ctrl-B, Ctrl-C, Ctrl-D: a soft reset at the friendly
+REPL runs ``main.py``, i.e. the firmware), then handshakes and says what it found and what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pgt.connection import Connection, Event
+    from pgt.link import Transport
+
+NAME = "reset"
+HELP = "restart the pgt firmware on a board left at its REPL (normal, raw, paste) or running: soft reset into main.py"
+
+LISTEN_S = 0.3  # how long to listen to the port after each poke
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", help="serial port (/dev/ttyACM0, COM3) or pyserial URL (socket://HOST:PORT)")
+    p.add_argument("--baud", type=int, default=115200, help="baud rate for USB-UART bridges (default 115200)")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for the firmware to answer after the reset (default 5)")
+
+
+def _listen(transport: Transport, conn: Connection, seconds: float) -> list[Event]:
+    """Feed ``conn`` what the port says for ``seconds``; return the events."""
+    events: list[Event] = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        data = transport.read_some(min(left, 0.05))
+        if data:
+            events += conn.receive(data)
+    return events
+
+
+def run(args: argparse.Namespace) -> int:
+    from pgt.client import RingClient
+    from pgt.connection import NORMAL, PASTE, RAW, Connection, RebootSign, restart_bytes
+    from pgt.errors import DeviceError, UserError
+    from pgt.link import open_port
+
+    if args.url.startswith("sim:"):
+        raise UserError("sim:// runs inside each pgt command: there is no board to reset")
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be positive, got {args.timeout:g}")
+    if args.baud <= 0:
+        raise UserError(f"--baud must be positive, got {args.baud}")
+    transport = open_port(args.url, args.baud)
+    conn = Connection()
+    try:
+        print(f"{args.url}: sending Ctrl-C to see what the board is doing ...", flush=True)
+        transport.write(b"\x03")
+        _listen(transport, conn, LISTEN_S)
+        state = conn.repl_state
+        found = {NORMAL: "at its MicroPython REPL", RAW: "at its raw REPL", PASTE: "in raw-paste mode"}.get(
+            state or "", "showing no REPL prompt (raw REPL, raw-paste mode, or a busy program)")
+        if state == NORMAL and b"MicroPython" in conn.recent:  # a banner: a program (main.py) ended
+            found = "running a program, now stopped at its MicroPython REPL"
+        print(f"{args.url}: the board was {found}; soft reset into main.py (Ctrl-C, Ctrl-B, Ctrl-C, Ctrl-D) ...",
+              flush=True)
+        conn = Connection()
+        transport.write(restart_bytes(state))
+        events = _listen(transport, conn, LISTEN_S)
+    finally:
+        transport.close()
+    rebooted = any(isinstance(e, RebootSign) for e in events)
+    try:
+        client = RingClient.open(args.url, timeout=1.0, baudrate=args.baud,
+                                 retries=max(1, int(args.timeout)), reconnect_timeout=args.timeout)
+    except DeviceError as exc:
+        raise DeviceError(f"after the soft reset{' (MicroPython rebooted)' if rebooted else ''} the pgt firmware "
+                          f"did not answer: {exc}") from exc
+    with client:
+        info = client.info
+    print(f"{args.url}: pgt firmware answers: board {info['board']} (uid {info['uid']}), firmware {info['fw']}, "
+          f"boot id {info['boot']:08x}")
+    return 0
