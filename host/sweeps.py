@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .tasks import default_model
 from .trainer import TrainConfig, check_config
 
 RAY_HINT = "pgt sweep needs Ray Tune: pip install 'pgt[ray]'  (or: pip install 'ray[tune]>=2.44,<3')"
-TASK_MODELS = {"digits": "mlp", "digits-seq": "transformer", "majority": "transformer"}
 SPEC = "sweep.json"
 TUNE_DIR = "tune"
 RESULT_KEYS = ("best_val_acc", "best_test_acc", "final_val_acc", "best_step", "queries", "calibration_queries",
@@ -199,7 +199,7 @@ def expand(
         for seed in seed_list:
             fields = {**base, **point, "seed": seed}
             if "model" not in fields:
-                fields["model"] = TASK_MODELS.get(str(fields.get("task", "digits")), "mlp")
+                fields["model"] = default_model(str(fields.get("task", "digits")))
             cfg = TrainConfig(**fields)
             check_config(cfg)
             trials.append(Trial(cfg, seed if ring_seed is None else ring_seed,

@@ -73,16 +73,30 @@ def _majority_task() -> Task:
     return _split("majority", x, y, {"kind": "sequence", "seq_len": t, "vocab": vocab, "n_classes": 4})
 
 
-TASKS: dict[str, Callable[[], Task]] = {
-    "digits": _digits_task, "digits-seq": _digits_seq_task, "majority": _majority_task,
+@dataclass(frozen=True)
+class TaskSpec:
+    load: Callable[[], Task]
+    model: str
+    """The model that fits the task's inputs: ``mlp`` (vectors) or ``transformer`` (sequences)."""
+
+
+TASKS: dict[str, TaskSpec] = {
+    "digits": TaskSpec(_digits_task, "mlp"),
+    "digits-seq": TaskSpec(_digits_seq_task, "transformer"),
+    "majority": TaskSpec(_majority_task, "transformer"),
 }
-"""The task registry: name -> loader."""
+"""The task registry: name -> loader and default model."""
+
+
+def default_model(name: str) -> str:
+    """The model a task uses unless told otherwise (``mlp`` for an unknown name: its check comes later)."""
+    return TASKS[name].model if name in TASKS else "mlp"
 
 
 def load_task(name: str) -> Task:
     """Load a task by name (see :data:`TASKS`)."""
     try:
-        loader = TASKS[name]
+        spec = TASKS[name]
     except KeyError:
         raise UserError(f"unknown task {name!r} (choose from {', '.join(TASKS)})") from None
-    return loader()
+    return spec.load()

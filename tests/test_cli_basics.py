@@ -53,3 +53,21 @@ def test_packaging_needs_no_scikit_learn_and_keeps_one_version() -> None:
         assert all(list(folder.glob(p)) for p in patterns), (package, patterns)  # every entry matches a file
     x, y = digits()
     assert x.shape == (1797, 64) and sorted(set(y.tolist())) == list(range(10)) and 0 <= x.min() <= x.max() <= 1
+
+
+def test_plotting_never_touches_pyplot_or_the_backend(tmp_path: object) -> None:
+    """A notebook user's matplotlib backend stays as it was: pgt draws through the Figure API only."""
+    code = (
+        "import sys, matplotlib\n"
+        "def refuse(*a, **k): raise AssertionError('matplotlib.use called')\n"
+        "matplotlib.use = refuse\n"
+        "import pgt.plots, pgt.sim.characterize, pgt.commands.probe, pgt.sweeps\n"
+        f"pgt.plots.accuracy_vs_queries({{'x': [{{'queries': 10, 'val_acc': 0.5, 'test_acc': None}}]}}, "
+        f"{str(tmp_path)!r} + '/a.png')\n"
+        "import numpy as np, pathlib\n"
+        "d = np.tile(np.linspace(0, 1, 5)[:, None], (2, 2)); c = np.repeat([0, 1], 5); v = np.ones((10, 3))\n"
+        f"pgt.commands.probe.plot(pathlib.Path({str(tmp_path)!r}), d, c, v, 'probe')\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

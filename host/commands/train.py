@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     # Defaults are None here and come from TrainConfig, so --resume can tell which flags were given.
     p.add_argument("--task", help=f"one of {', '.join(TASKS)} (default: {d.task})")
-    p.add_argument("--model", help="mlp or transformer (default: mlp for digits, else transformer)")
+    p.add_argument("--model", help="mlp or transformer (default: the task's: mlp for digits, else transformer)")
     p.add_argument("--estimator", help=f"one of {', '.join(ESTIMATORS)} (default: {d.estimator})")
     p.add_argument("-E", "--estimator-option", action="append", default=[], metavar="KEY=VALUE",
                    help="estimator option, repeatable, e.g. -E directions=4 (node, param), -E sigma=0.05 (node, "
@@ -90,11 +90,12 @@ def _estimator_options(items: list[str]) -> dict[str, Any]:
 def _new_config(args: argparse.Namespace) -> Any:
     """The run's TrainConfig from the flags, checked in full (no device touched)."""
     from pgt.errors import UserError
+    from pgt.tasks import default_model
     from pgt.trainer import TrainConfig, check_config
 
     d = TrainConfig()
     task = args.task or d.task
-    model = args.model or ("mlp" if task == "digits" else "transformer")
+    model = args.model or default_model(task)
     if model == "mlp" and (args.d_model is not None or args.heads is not None):
         raise UserError("--d-model and --heads set up the transformer; the mlp takes --hidden")
     if model != "mlp" and args.hidden is not None:
