@@ -98,16 +98,18 @@ class Core:
             err = m.validate(req)
             if err is not None:
                 return self._error(seq, err[0], err[1], op if isinstance(op, str) else None)  # (not cached)
-            self.last_valid_ms = self.clock()  # a valid request feeds the host-silence watchdog
+            self.last_valid_ms = self.clock()  # a valid request feeds the host-silence watchdog ...
             if op not in _CACHED:
-                return self._dispatch(op, seq, req)  # hello, status, ping: answered afresh, resent or not
-            key = (seq, crc32(payload))  # a resend is the same request byte for byte
-            if key == self._last_key:
-                self.counts["duplicates"] += 1
-                return self._last_reply
-            reply = self._dispatch(op, seq, req)
-            self._last_key = key
-            self._last_reply = reply
+                reply = self._dispatch(op, seq, req)  # hello, status, ping: answered afresh, resent or not
+            else:
+                key = (seq, crc32(payload))  # a resend is the same request byte for byte
+                if key == self._last_key:
+                    self.counts["duplicates"] += 1
+                    return self._last_reply
+                reply = self._dispatch(op, seq, req)
+                self._last_key = key
+                self._last_reply = reply
+            self.last_valid_ms = self.clock()  # ... and silence counts from its reply (a long run is no silence)
             return reply
         except Exception as e:  # nothing may escape: zero the drive, tell the host
             self.stop_drive()

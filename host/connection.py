@@ -105,13 +105,16 @@ class RebootSign:
 Event = Reply | StaleReply | OrphanError | DroppedFrame | Echo | Undecodable | ReplSeen | RebootSign
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Outgoing:
-    """A request ready to go: its seq, its payload and the whole frame."""
+    """A request ready to go: its seq, its payload and the whole frame; how often it was sent (``tries``) and
+    how many soft resets of a board at its REPL it has cost (``revivals``)."""
 
     seq: int
     payload: bytes
     frame: bytes
+    tries: int = 0
+    revivals: int = 0
 
 
 class Connection:
@@ -123,8 +126,6 @@ class Connection:
         self.seq = random.SystemRandom().randrange(1 << 32) if seq is None else seq & 0xFFFFFFFF
         self.pending: Outgoing | None = None
         self.answered = False
-        self.tries = 0
-        self.revivals = 0
         self.repl_state: str | None = None
         """The REPL state seen since the last good frame, or None."""
         self.recent = bytearray()
@@ -144,14 +145,22 @@ class Connection:
 
     def expect(self, out: Outgoing) -> None:
         """``out`` is the request in flight now (again, after a nested request such as a reconnect's
-        handshake). Counts a try."""
-        if self.pending is not out:
-            self.pending = out
-            self.tries = 0
-            self.revivals = 0
+        handshake, which keeps its count of tries). Counts a try."""
+        if out.tries == 0:
             self.orphan_error = None
+        self.pending = out
         self.answered = False
-        self.tries += 1
+        out.tries += 1
+
+    @property
+    def tries(self) -> int:
+        """How often the request in flight has been sent (0 if none is)."""
+        return self.pending.tries if self.pending is not None else 0
+
+    @property
+    def revivals(self) -> int:
+        """Soft resets the request in flight has cost (0 if none is in flight)."""
+        return self.pending.revivals if self.pending is not None else 0
 
     def done(self) -> None:
         """No request is in flight."""

@@ -76,6 +76,9 @@ class Estimator:
         """Device rows a step sends per row of the batch (baseline and perturbed copies)."""
         return 1
 
+    def check(self, model: HybridModel, x: Array) -> None:
+        """Refuse (UserError) options that do not fit ``model`` (``x``: a sample input), before any query."""
+
     def observe(self, u: Array, y: Array) -> None:
         """Device data gathered elsewhere (probe batches, evaluations): drives (mA) and volts."""
 
@@ -534,6 +537,9 @@ class ParameterPGT(_Perturbative):
         super().load_state(state)
         self.loss_noise, self._diffs = state["loss_noise"], list(state["diffs"])
 
+    def check(self, model: HybridModel, x: Array) -> None:
+        self._names(model, x)
+
     def _names(self, model: HybridModel, x: Array) -> list[str]:
         """The perturbed parameters (see the class docstring)."""
         if self.subset == "all":
@@ -544,7 +550,9 @@ class ParameterPGT(_Perturbative):
         else:
             names = [n for n in model.params if n.startswith(tuple(self.subset))]
         if not names:
-            raise UserError(f"no parameter matches {self.subset}")
+            groups = sorted({n.split(".")[0] for n in model.params})
+            raise UserError(f"params={','.join(self.subset or ())!r} matches no parameter of the model "
+                            f"(its groups: {', '.join(groups)}; or 'all')")
         return names
 
     def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:

@@ -361,7 +361,7 @@ class SerialLink:
                     conn.expect(out)
                     self._reply = None
                     drops = self._drop_events
-                if conn.tries > 1:
+                if out.tries > 1:
                     self._c.retries += 1
                 if not self._send(out.frame):
                     continue  # the port broke while writing: reconnect, then send again
@@ -392,11 +392,11 @@ class SerialLink:
                 if action == REVIVE:
                     self._revive()
                     boot_until = time.monotonic() + self.reconnect_timeout
-                    conn.tries -= 1  # (the resend after a revival is not a retry of its own)
+                    out.tries -= 1  # (the resend after a revival is not a retry of its own)
                 elif action == GIVE_UP:
-                    raise NoReplyError(self._silence(str(msg.get("op")), out.seq, conn.tries, timeout))
+                    raise NoReplyError(self._silence(str(msg.get("op")), out.seq, out.tries, timeout))
                 elif booting:
-                    conn.tries -= 1
+                    out.tries -= 1
         finally:
             with self._cond:
                 conn.done()
@@ -413,7 +413,8 @@ class SerialLink:
             transport.write(data)
         except Exception:  # noqa: BLE001 - the port broke: the next send notices and reconnects
             return
-        self.conn.revivals += 1
+        if self.conn.pending is not None:
+            self.conn.pending.revivals += 1
         self._c.repl_revivals += 1
         self._c.bytes_out += len(data)
         if self.log is not None:

@@ -3,8 +3,8 @@
 A sweep is an explicit list of :class:`Trial` s (a :class:`~pgt.trainer.TrainConfig` plus the device it runs on),
 made by :func:`expand` from a grid (or a random sample of one) over config fields and seeds. :func:`sweep` runs
 them as Ray Tune trials and returns one :class:`TrialResult` per trial, in the order given. A trial on the
-in-process simulator returns exactly what ``Trainer(make_ring_reservoir(ring_seed), config).run()`` returns
-in one process: it is the same code with the same seeds.
+in-process simulator returns exactly what ``Trainer(make_ring_reservoir(ring_seed, noise_free, board=board),
+config).run()`` returns in one process: it is the same code with the same seeds.
 
 - Every evaluation is reported to Tune. The trial runs its trainer in chunks that end where the trainer both
   evaluates and checkpoints (multiples of ``lcm(eval_every, checkpoint_every)``, and the last step), so no
@@ -14,7 +14,7 @@ in one process: it is the same code with the same seeds.
 - Rigs (``{"name": url}``) are Ray custom resources ``rig:<name>`` of capacity 1: trials are assigned to rigs
   round-robin, each holds its rig's resource while it runs, so no two trials ever use one rig. Simulator
   trials need CPUs only. A device error fails only its trial; its message goes into the results.
-- Optional ASHA early stopping on validation accuracy. Ctrl-C stops the sweep with Tune's state saved;
+- Optional ASHA early stopping on the best validation accuracy so far. Ctrl-C stops the sweep with Tune's state saved;
   ``sweep(resume=dir)`` continues it.
 
 Ray is an optional dependency (``pip install 'pgt[ray]'``); it is imported only when a sweep runs.
@@ -62,6 +62,8 @@ class Trial:
     rig: str | None = None
     varied: tuple[str, ...] = ()
     """Config fields that vary across the sweep (they name the trial and its group)."""
+    board: str | None = None
+    """Shape of the in-process simulated board (``make_ring_reservoir(board=...)``; None: the rp2 board)."""
 
     @property
     def group(self) -> str:
@@ -75,12 +77,13 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": dataclasses.asdict(self.config), "ring_seed": self.ring_seed,
-                "noise_free": self.noise_free, "url": self.url, "rig": self.rig, "varied": list(self.varied)}
+                "noise_free": self.noise_free, "url": self.url, "rig": self.rig, "varied": list(self.varied),
+                "board": self.board}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Trial:
         return cls(TrainConfig(**d["config"]), int(d["ring_seed"]), bool(d["noise_free"]), d.get("url"),
-                   d.get("rig"), tuple(d.get("varied", ())))
+                   d.get("rig"), tuple(d.get("varied", ())), d.get("board"))
 
 
 @dataclass
@@ -267,14 +270,15 @@ def _open_device(trial: Trial) -> Any:
     if trial.url is None:
         from .sim.ring import make_ring_reservoir
 
-        return make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free)
+        return make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free, board=trial.board)
     from .client import RingClient
 
     return RingClient.open(trial.url)
 
 
 def _metrics(rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in rec.items() if v is None or isinstance(v, (int, float, str, bool))}
+    """A metrics record as Tune takes it: scalars only, no None (the final test record has no ``val_acc``)."""
+    return {k: v for k, v in rec.items() if isinstance(v, (int, float, str, bool))}
 
 
 def run_trial(config: Mapping[str, Any]) -> None:
@@ -311,38 +315,48 @@ def _train(trial: Trial, run_dir: Path, resume: bool, events: queue.Queue[Any]) 
 
     target = 0
     pid = {"pid": os.getpid()}
+    sent = [0]  # history records handed over so far
+    history: list[dict[str, Any]] = []
 
     def on_eval(rec: dict[str, Any]) -> None:
         if rec["step"] != target:  # a chunk's last evaluation goes with its checkpoint
             events.put((_metrics(rec) | pid, None))
+            sent[0] = len(history)
 
     t_open = time.time()
     device = None
     try:
         device = _open_device(trial)
         if resume:
-            trainer = Trainer.resume(run_dir, device if trial.url else None, on_eval=on_eval)
+            trainer = Trainer.resume(run_dir, device, on_eval=on_eval)
             resumed_from = trainer.step
         else:
-            trainer = Trainer(device, trial.config, out_dir=run_dir, on_eval=on_eval)
+            trainer = Trainer(device, trial.config, out_dir=run_dir, on_eval=on_eval, log=lambda line: None)
             resumed_from = -1
+        trainer.log = lambda line: None
+        history = trainer.history
+        sent[0] = len(history)
         ends = [s for s in chunk_ends(trial.config) if s > trainer.step] or [trainer.step]
         for end in ends:
             target = end
             result = trainer.run(steps=end)
-            last = [r for r in trainer.history if r["val_acc"] is not None][-1]  # (the test record comes after)
-            rec = _metrics(last) | pid | {"resumed_from": resumed_from}
+            history = trainer.history
+            new = history[sent[0]:] or history[-1:]  # the chunk's last evaluation (at the end, and the test)
+            for rec in new[:-1]:
+                events.put((_metrics(rec) | pid, None))
+            sent[0] = len(history)
+            last = _metrics(new[-1]) | pid | {"resumed_from": resumed_from}
             if end == ends[-1]:
                 _close(device)
                 device = None
-                rec |= {k: getattr(result, k) for k in RESULT_KEYS} | {
-                    "done": True, "rig_open_t": t_open, "rig_close_t": time.time()}
+                last |= {k: getattr(result, k) for k in RESULT_KEYS} | {
+                    "finished": True, "rig_open_t": t_open, "rig_close_t": time.time()}
             snapshot = None
             if any(run_dir.glob("checkpoint*")):
                 snapshot = run_dir.with_name(f"snapshot-{end}")
                 shutil.rmtree(snapshot, ignore_errors=True)
                 shutil.copytree(run_dir, snapshot)
-            events.put((rec, snapshot))
+            events.put((last, snapshot))
     except BaseException as exc:
         events.put(exc)
     finally:
@@ -435,7 +449,7 @@ def _read_history(trial_dir: str | None) -> list[dict[str, Any]]:
     if not trial_dir:
         return []
     path = Path(trial_dir) / "result.json"
-    by_step: dict[int, dict[str, Any]] = {}
+    by_step: dict[tuple[int, bool], dict[str, Any]] = {}
     try:
         lines = path.read_text().splitlines()
     except OSError:
@@ -445,8 +459,9 @@ def _read_history(trial_dir: str | None) -> list[dict[str, Any]]:
             rec = json.loads(line)
         except ValueError:
             continue
-        if "val_acc" in rec and "step" in rec:
-            by_step[int(rec["step"])] = {k: v for k, v in rec.items() if k not in _TUNE_KEYS}
+        if "step" in rec and ("val_acc" in rec or "test_acc" in rec):  # an evaluation, or the final test
+            by_step[(int(rec["step"]), "test_step" in rec)] = {"val_acc": None, "test_acc": None} | {
+                k: v for k, v in rec.items() if k not in _TUNE_KEYS}
     return [by_step[s] for s in sorted(by_step)]
 
 
@@ -526,15 +541,16 @@ def sweep(
         if max_failures < 0 or cpus_per_trial <= 0:
             raise UserError("max_failures must be >= 0 and cpus_per_trial > 0")
         todo = assign_rigs(todo, rigs) if rigs else todo
-        sweep_dir = _new_dir(out, name)
         doc = {"trials": [t.to_dict() for t in todo], "rigs": rigs, "asha": asha, "grace": grace,
                "max_failures": max_failures, "cpus_per_trial": cpus_per_trial}
-        (sweep_dir / SPEC).write_text(json.dumps(doc, indent=1) + "\n")
     ray = _import_ray()
     from ray import tune
 
     started = _start_ray(ray, rigs, address, num_cpus)
     try:
+        if resume is None:
+            sweep_dir = _new_dir(out, name)
+            (sweep_dir / SPEC).write_text(json.dumps(doc, indent=1) + "\n")
         cbs = _progress_callback(len(todo), say, callbacks)
         trainable = tune.with_resources(run_trial, trial_resources)
         storage = str(sweep_dir.resolve())
@@ -548,8 +564,10 @@ def sweep(
 
                 max_t = max(t.config.steps for t in todo)
                 g = doc["grace"] or max(1, min(t.config.eval_every for t in todo))
-                scheduler = ASHAScheduler(time_attr="step", metric="val_acc", mode="max", max_t=max(max_t, 1),
-                                          grace_period=min(g, max(max_t, 1)))
+                # best validation accuracy so far: every record carries it (the final test record too)
+                scheduler = ASHAScheduler(time_attr="step", metric="best_val_acc", mode="max",
+                                          max_t=max(max_t, 1), grace_period=min(g, max(max_t, 1)),
+                                          stop_last_trials=False)
             tuner = tune.Tuner(
                 trainable, param_space={"spec": tune.grid_search(specs)},
                 # (a stopped trial's trainer thread stays parked in its worker: no actor reuse with ASHA)
@@ -586,7 +604,7 @@ def _collect(grid: Any, todo: Sequence[Trial], stopping: bool) -> list[TrialResu
         status = statuses.get(index, "TERMINATED")
         if r.error is not None or status == "ERROR":
             res = TrialResult(todo[index], "error", metrics, error=_error_text(r.error) or "failed")
-        elif metrics.get("done"):
+        elif metrics.get("finished"):
             res = TrialResult(todo[index], "done", metrics)
         else:
             stopped = stopping and status == "TERMINATED"  # by the scheduler; else by Ctrl-C

@@ -245,6 +245,7 @@ class Trainer:
         self.model: HybridModel = build_model(cfg.model, self.task.info, self.physical, init_rng,
                                               **cfg.model_options)
         self.estimator: Estimator = make_estimator(cfg.estimator, est_rng, **cfg.estimator_options)
+        self.estimator.check(self.model, self.task.x_train[:1])
         if self.estimator.needs_vjp and not getattr(reservoir, "exact_vjp", hasattr(reservoir, "vjp")):
             raise UserError("the backprop estimator needs a reservoir with an exact vjp (a noise-free simulator)")
         n_val = len(self.task.y_val)

@@ -135,9 +135,19 @@ def reply(op, seq, boot, fields=None):
     return out
 
 
+def printable(text, limit):
+    """``text`` cut to ``limit`` characters, each one that is not printable ASCII replaced by ``?``."""
+    text = text[:limit]
+    for ch in text:
+        if not " " <= ch <= "~":
+            return "".join([c if " " <= c <= "~" else "?" for c in text])
+    return text
+
+
 def error_reply(seq, boot, code, msg, req_op=None):
     """An ``error`` reply echoing ``seq`` (None when the request had no valid seq), with the boot id; ``msg``
-    and the echoed op are cut to MAX_MSG and MAX_ECHO characters, so an error reply stays under 256 bytes."""
+    and the echoed op are printable ASCII cut to MAX_MSG and MAX_ECHO characters, so an error reply's payload
+    is at most 198 bytes."""
     if req_op is not None:
-        req_op = req_op[:MAX_ECHO]
-    return {"op": ERROR, "seq": seq, "boot": boot, "code": code, "msg": msg[:MAX_MSG], "req": req_op}
+        req_op = printable(req_op, MAX_ECHO)
+    return {"op": ERROR, "seq": seq, "boot": boot, "code": code, "msg": printable(msg, MAX_MSG), "req": req_op}

@@ -3,7 +3,8 @@
 ``characterize(out_dir)`` writes ``transfer.png`` (drive -> output per channel), ``threshold.png`` (a gain
 sweep up then down: threshold and hysteresis loop), ``modes.png`` (a coil sweep: mode hops), ``noise.png``
 (one drive repeated), ``drift.png`` (one drive read over simulated minutes) and ``summary.txt`` (the
-figures, including STM and PC of level B with a ridge readout), and returns the figures as a dict. The ring is
+figures, including STM and PC of level B with a ridge readout), and returns the figures as a dict. Every panel
+has labelled axes; plots go through matplotlib's Figure API (no pyplot, no backend switch). The ring is
 the one the board config ``cfg`` drives (default: the rp2 board, 2 drives and 3 taps); the noise and drift
 panels read it through that board's ADC (:mod:`pgt.sim.adc`) averaging ``n_avg`` reads, as a run would.
 """
@@ -27,19 +28,16 @@ from .ring_memory import memory_figures
 __all__ = ["characterize"]
 
 
-def _subplots(*args: Any, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
-    """A figure and its axes through matplotlib's Figure API (no pyplot: a notebook's backend is left alone)."""
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kw)
-
-
 def _transfer(ring: Ring, out: Path, n_points: int = 101) -> dict[str, float]:
     """Sweep each channel over its range with the others at mid-range."""
     k = ring.n_inputs
     mid = (ring.drive_low + ring.drive_high) / 2.0
     cols = int(np.ceil(np.sqrt(k)))
     rows = int(np.ceil(k / cols))
-    fig, axes = _subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), sharey=True, squeeze=False)
+    m = ring.n_outputs
+    ncol = max(1, int(np.ceil(m / 8)))
+    fig = Figure(figsize=(3.2 * cols + 0.8 * ncol, 2.6 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False)
     spans = []
     for c in range(k):
         sweep = np.linspace(ring.drive_low[c], ring.drive_high[c], n_points)
@@ -48,14 +46,15 @@ def _transfer(ring: Ring, out: Path, n_points: int = 101) -> dict[str, float]:
         v = ring.forward(x)
         spans.append(float(np.ptp(v, axis=0).max()))
         ax = axes[c // cols][c % cols]
-        ax.plot(sweep, v, lw=0.7)
+        ax.plot(sweep, v, lw=0.7, label=[f"tap {j}" for j in range(m)])
         ax.set_title(f"drive channel {c}", fontsize=8)
+        ax.set_xlabel(f"drive channel {c} (mA)", fontsize=7)
+        ax.set_ylabel("detector output (V)", fontsize=7)
         ax.tick_params(labelsize=7)
     for c in range(k, rows * cols):
         axes[c // cols][c % cols].axis("off")
-    fig.supxlabel("drive (mA), others at mid-range")
-    fig.supylabel("detector output (V), all taps")
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", ncol=ncol, fontsize=7)
+    fig.suptitle("transfer: one drive channel swept, the others at mid-range", fontsize=9)
     fig.savefig(out / "transfer.png", dpi=90)
     return {"transfer_max_swing_V": float(max(spans))}
 
@@ -82,7 +81,8 @@ def _threshold(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
     g = ring.loop_gain(x)[:, best]
     up = ring.forward(x)[:, best]
     down = ring.forward(x[::-1])[::-1, best]
-    fig, axes = _subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    axes = fig.subplots(1, 2)
     g_th, band = ring.params.threshold_gain, max(ring.params.hysteresis_band, 0.01)
     near = np.abs(g - g_th) < 4 * band
     for ax, sel, title in ((axes[0], slice(None), "threshold"), (axes[1], near, "hysteresis (zoom)")):
@@ -90,10 +90,9 @@ def _threshold(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
         ax.plot(g[sel], down[sel], ".-", ms=2, lw=0.8, label="gain down")
         ax.axvline(g_th, color="k", lw=0.5, ls=":")
         ax.set_xlabel("small-signal loop gain G0")
+        ax.set_ylabel(f"tap {best} output (V)")
         ax.set_title(title)
-    axes[0].set_ylabel(f"tap {best} output (V)")
-    axes[0].legend()
-    fig.tight_layout()
+        ax.legend()
     fig.savefig(out / "threshold.png", dpi=90)
     return {"threshold_tap": float(best), "hysteresis_loop_area_V": _area(np.abs(down - up), g)}
 
@@ -106,7 +105,8 @@ def _modes(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
     x = np.clip(mid + t[:, None] * ring.coil_axis(tap), ring.drive_low, ring.drive_high)
     h = ring.coil_field(x)[:, tap]
     v = ring.forward(x)[:, tap]
-    fig, ax = _subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.subplots()
     ax.plot(h, v, lw=0.8)
     ax.set_xlabel("coil field (ring-mode spacings)")
     ax.set_ylabel(f"tap {tap} output (V)")
@@ -114,7 +114,6 @@ def _modes(ring: Ring, out: Path, n_points: int = 801) -> dict[str, float]:
     twin.plot(h, np.round(h), color="0.6", lw=0.6, ls="--")
     twin.set_ylabel("oscillating mode index", color="0.4")
     ax.set_title("mode selection by the coil field")
-    fig.tight_layout()
     fig.savefig(out / "modes.png", dpi=90)
     hops = int(np.count_nonzero(np.diff(np.round(h))))
     return {"mode_hops_in_coil_sweep": float(hops)}
@@ -139,12 +138,12 @@ def _noise(reader: _Reader, out: Path, n: int = 2000) -> dict[str, float]:
     v = reader.forward(np.tile(mid, (n, 1)))
     tap = int(np.argmax(v.mean(axis=0)))
     dev = v[:, tap] - v[:, tap].mean()
-    fig, ax = _subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.subplots()
     ax.hist(dev * 1e3, bins=50)
     ax.set_xlabel(f"tap {tap} reading - mean (mV), {n} repeats of one drive, n_avg {reader.n_avg}")
     ax.set_ylabel("count")
     ax.set_title(f"noise: std {dev.std() * 1e3:.2f} mV at {v[:, tap].mean():.3f} V")
-    fig.tight_layout()
     fig.savefig(out / "noise.png", dpi=90)
     return {"noise_std_V": float(dev.std()), "noise_mean_V": float(v[:, tap].mean())}
 
@@ -165,12 +164,12 @@ def _drift(reader: _Reader, out: Path, minutes: float = 10.0, reads: int = 20, e
     m = np.asarray(means)
     active = m[0] > ring.params.v_offset + 0.05
     rel = m[:, active] / m[0, active] - 1.0 if active.any() else np.zeros((len(t), 1))
-    fig, ax = _subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.subplots()
     ax.plot(t, 100.0 * rel, lw=0.7)
     ax.set_xlabel("simulated device time (min)")
     ax.set_ylabel("output change (%), active taps")
     ax.set_title("drift at a fixed drive")
-    fig.tight_layout()
     fig.savefig(out / "drift.png", dpi=90)
     # Slow component: mean of the last minute minus mean of the first minute (per-read noise averages out).
     k = max(int(60.0 / every_s), 1)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
+from pgt.sim.boards import board_config
 from pgt.sim.characterize import characterize
 from pgt.sim.ring import RingParams
 
@@ -34,3 +37,26 @@ def test_characterize_level_b(tmp_path: Path) -> None:
     figs = characterize(tmp_path, seed=0, level="B")
     assert (tmp_path / "transfer.png").exists() and (tmp_path / "summary.txt").exists()
     assert figs["level"] == "B" and "level_b_stm" in figs
+
+
+def test_every_panel_has_labelled_axes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    saved: list[tuple[str, Any]] = []
+    real = Figure.savefig
+
+    def record(self: Any, path: Any, *args: Any, **kwargs: Any) -> None:
+        saved.append((Path(path).name, self))
+        real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    characterize(tmp_path, seed=2, cfg=board_config("wide"))
+    assert sorted(name for name, _ in saved) == ["drift.png", "modes.png", "noise.png", "threshold.png",
+                                                 "transfer.png"]
+    for name, fig in saved:
+        for ax in fig.axes:
+            if ax.axison:
+                assert ax.get_xlabel() or ax.get_shared_x_axes().get_siblings(ax) != [ax], (name, ax)
+                assert ax.get_ylabel(), (name, ax.get_title())
+    transfer = dict(saved)["transfer.png"]
+    assert [t.get_text() for t in transfer.legends[0].get_texts()] == [f"tap {j}" for j in range(32)]

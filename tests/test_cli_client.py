@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from pgt.cli import main as pgt_main
@@ -54,7 +55,12 @@ def test_info_in_process_and_as_json(capsys: pytest.CaptureFixture[str]) -> None
     assert pgt_main(["info", SIM]) == 0
     out = capsys.readouterr().out
     assert "board        sim" in out and "16 drive in, 32 samples out" in out
-    assert "safe limits  codes 0..4095 = 0..100 mA" in out and "settle 1000 us" in out
+    lines = out.splitlines()
+    head = lines.index("  channel  safe limits (codes)  safe limits (mA)  drive range (codes)  drive range (mA)")
+    assert [line.split() for line in lines[head + 1:head + 17]] == [[str(j), "0..4095", "0..100", "0..4095",
+                                                                      "0..100"] for j in range(16)]
+    assert "settle 1000 us" in out
+    assert "host silence the drive goes to zero after 2000 ms without a valid request" in out
     assert pgt_main(["info", SIM, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["k"] == 16 and info["proto"] == 2 and info["limit_high_mA"][0] == pytest.approx(100.0)
@@ -92,6 +98,29 @@ def test_probe_writes_a_csv_and_plots(tmp_path: Path, capsys: pytest.CaptureFixt
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) == 17 and pngs[0] == "transfer_ch00.png" and "transfer_curves.png" in pngs
     assert (out / "transfer_curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the readings' true range, per output channel, as the CSV holds them
+    values = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    said = {line.split(":")[0].strip(): line.split(":")[1].split("V")[0].strip()
+            for line in captured.out.splitlines() if line.startswith("  v")}
+    assert said == {f"v{i}": f"{values[:, i].min():.4g}..{values[:, i].max():.4g}" for i in range(32)}
+    assert f"readings {values.min():.4g}..{values.max():.4g} V over all outputs" in captured.out
+
+
+def test_probe_plots_label_every_axis_and_name_every_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    figures: list[Any] = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    assert pgt_main(["probe", "sim://?noise_free=1", "--out", str(tmp_path), "--points", "3"]) == 0
+    assert len(figures) == 3  # the overview and one per drive channel (one figure redrawn)
+    overview = figures[0]
+    legend_texts = [t.get_text() for leg in overview.legends for t in leg.get_texts()]
+    assert legend_texts == ["v0", "v1", "v2"]
+    for ax in overview.axes:
+        assert ax.get_xlabel().endswith("(mA)") and ax.get_ylabel() == "reading (V)"
+    single = figures[1].axes[0]
+    assert [t.get_text() for t in single.get_legend().get_texts()] == ["v0", "v1", "v2"]
+    assert single.get_ylabel() == "reading (V)"
 
 
 def test_probe_refuses_too_few_points(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -192,3 +221,13 @@ def test_flash_detects_the_board_type(monkeypatch: pytest.MonkeyPatch) -> None:
         assert flash.check_board(board.port, None, say=lambda s: None) == "rp2"
     finally:
         board.close()
+
+
+def test_info_shows_each_channels_limits_and_configured_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    config = tmp_path / "board.json"
+    config.write_text('{"limit_lo": [100, 0], "limit_hi": [1000, 3000], "zero_code": [100, 0]}')
+    assert pgt_main(["info", f"sim://?config={config}"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")][1:]
+    assert rows == [["0", "100..1000", "2.442..24.42", "100..1000", "2.442..24.42"],
+                    ["1", "0..3000", "0..73.26", "0..3000", "0..73.26"]]

@@ -121,7 +121,8 @@ def test_decisions_after_silence_and_drops() -> None:
     conn.receive(b">>> ")
     assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == REVIVE
     assert after_silence(conn, retries=2, revivals=0) == GIVE_UP  # a REPL answers no frame: no use resending
-    conn.revivals = MAX_REVIVALS
+    assert conn.pending is not None
+    conn.pending.revivals = MAX_REVIVALS
     assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == GIVE_UP  # still a REPL after the restarts
     conn.repl_state = None
     assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == RESEND
@@ -151,3 +152,17 @@ def test_restart_leaves_paste_and_raw_mode_before_the_soft_reset() -> None:
     data = restart_bytes(PASTE)
     assert data == restart_bytes(RAW) == restart_bytes(None)
     assert data.index(b"\x03") < data.index(b"\x02") < data.rindex(b"\x03") < data.index(b"\x04") == len(data) - 1
+
+
+def test_a_nested_request_leaves_the_outer_one_its_count_of_tries() -> None:
+    conn = Connection(seq=1)
+    outer = conn.prepare({"op": "run"})
+    conn.expect(outer)
+    conn.expect(outer)
+    inner = conn.prepare({"op": "hello"})  # a reconnect's handshake, in the middle of the outer request
+    conn.expect(inner)
+    assert conn.receive(reply_frame(inner.seq)) == [Reply({"op": "hello", "seq": inner.seq, "boot": 7})]
+    conn.done()
+    conn.expect(outer)
+    assert conn.tries == 3 and conn.pending is outer
+    assert [type(e) for e in conn.receive(reply_frame(outer.seq, "run"))] == [Reply]

@@ -288,3 +288,13 @@ def test_bad_estimator_options_are_refused_before_any_query(name: str, options: 
 
     with pytest.raises(UserError, match=words):
         make_estimator(name, 0, **options)
+
+
+def test_param_refuses_unknown_parameter_groups_before_any_query() -> None:
+    from pgt.errors import UserError
+    from pgt.trainer import TrainConfig, Trainer
+
+    res = ToyReservoir()
+    with pytest.raises(UserError, match="matches no parameter of the model .its groups: back, front"):
+        Trainer(res, TrainConfig(estimator="param", estimator_options={"params": "nope"}))
+    assert res.queries == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from typing import Any
 
 NAME = "info"
@@ -14,7 +13,7 @@ HELP = "handshake with a device (serial port, socket:// or sim://) and print boa
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
     """The device URL and link options shared by the commands that open a device."""
     p.add_argument("url", help="serial port (/dev/ttyACM0, COM3), pyserial URL (socket://HOST:PORT) or "
-                               "sim://?seed=0&model=A&noise_free=1")
+                               "sim://?board=rp2&seed=0&noise_free=1")
     p.add_argument("--baud", type=int, default=115200, help="baud rate for USB-UART bridges (default 115200)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (default 2)")
 
@@ -30,18 +29,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the device description as JSON")
 
 
-def _span(values: Sequence[float], fmt: str = "{:g}") -> str:
-    """'v' when all equal, else 'min..max (per channel)'."""
-    vals = list(values)
-    if all(v == vals[0] for v in vals):
-        return fmt.format(vals[0])
-    return f"{fmt.format(min(vals))}..{fmt.format(max(vals))} (per channel)"
+def channel_table(info: dict[str, Any]) -> list[str]:
+    """One line per drive channel: its safe limits and its configured range, in DAC codes and in mA."""
+    rows = [("channel", "safe limits (codes)", "safe limits (mA)", "drive range (codes)", "drive range (mA)")]
+    for j in range(int(info["k"])):
+        rows.append((str(j), f"{info['limit_lo'][j]}..{info['limit_hi'][j]}",
+                     f"{info['limit_low_mA'][j]:.4g}..{info['limit_high_mA'][j]:.4g}",
+                     f"{info['drive_lo'][j]}..{info['drive_hi'][j]}",
+                     f"{info['drive_low_mA'][j]:.4g}..{info['drive_high_mA'][j]:.4g}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
 def describe(info: dict[str, Any]) -> list[str]:
     """The human-readable lines of ``pgt info``."""
-    lo_mA, hi_mA = info["drive_low_mA"], info["drive_high_mA"]
-    llo, lhi = info["limit_low_mA"], info["limit_high_mA"]
     return [
         f"device       {info['url']}",
         f"board        {info['board']} (uid {info['uid']})",
@@ -49,13 +50,12 @@ def describe(info: dict[str, Any]) -> list[str]:
         f"channels     {info['k']} drive in, {info['m']} samples out",
         f"DAC          {info['dac_bits']} bit, {info['dac_mA_per_code']:.6g} mA/code, "
         f"offset {info['dac_mA_offset']:g} mA",
-        f"ADC          {info['adc_bits']} bit, {info['adc_V_per_code']:.6g} V/code, "
-        f"offset {info['adc_V_offset']:g} V",
-        f"safe limits  codes {_span(info['limit_lo'])}..{_span(info['limit_hi'])} = "
-        f"{_span(llo, '{:.4g}')}..{_span(lhi, '{:.4g}')} mA",
-        f"drive range  codes {_span(info['drive_lo'])}..{_span(info['drive_hi'])} = "
-        f"{_span(lo_mA, '{:.4g}')}..{_span(hi_mA, '{:.4g}')} mA",
-        f"config       settle {info['settle_us']} us, n_avg {info['n_avg']}, watchdog {info['timeout_ms']} ms",
+        f"ADC          {info['adc_bits']} bit converter, samples on the 16-bit scale: "
+        f"{info['adc_V_per_code']:.6g} V/code, offset {info['adc_V_offset']:g} V",
+        "drive channels (every drive is clamped into its range; the range lies within the safe limits):",
+        *channel_table(info),
+        f"acquisition  settle {info['settle_us']} us, n_avg {info['n_avg']}",
+        f"host silence the drive goes to zero after {info['timeout_ms']} ms without a valid request",
         f"batch        up to {info['max_batch']} vectors per run, frames up to {info['max_frame']} bytes",
     ]
 

@@ -43,51 +43,66 @@ def write_csv(path: Path, drive: Any, channel: Any, volts: Any) -> None:
 
 
 def plot(out: Path, drive: Any, channel: Any, volts: Any, title: str) -> list[Path]:
+    """transfer_curves.png (every drive channel's sweep, one panel each) and transfer_chNN.png per channel; every
+    panel has labelled axes and a legend naming the output channels (v0.. as in the CSV)."""
     import numpy as np
     from matplotlib.figure import Figure
 
-    def subplots(*args: Any, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
-        fig = Figure(figsize=figsize)  # the Figure API: no pyplot, no backend switch
-        return fig, fig.subplots(*args, **kw)
-
     k = int(channel.max()) + 1
+    m = volts.shape[1]
+    labels = [f"v{i}" for i in range(m)]
+    ncol = max(1, int(np.ceil(m / 8)))
+    lo, hi = float(volts.min()), float(volts.max())
+    pad = 0.05 * (hi - lo) or 0.01
     written = []
     cols = int(np.ceil(np.sqrt(k)))
     rows = int(np.ceil(k / cols))
-    fig, axes = subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False, sharey=True)
+    fig = Figure(figsize=(3.4 * cols + 0.8 * ncol, 2.6 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     for j in range(k):
         sel = channel == j
         ax = axes[j // cols][j % cols]
-        ax.plot(drive[sel, j], volts[sel], lw=0.8)
+        ax.plot(drive[sel, j], volts[sel], lw=0.8, label=labels)
         ax.set_title(f"drive channel {j}", fontsize=9)
+        ax.set_xlabel(f"drive channel {j} (mA)", fontsize=8)
+        ax.set_ylabel("reading (V)", fontsize=8)
+        ax.set_ylim(lo - pad, hi + pad)
         ax.tick_params(labelsize=7)
     for j in range(k, rows * cols):
         axes[j // cols][j % cols].axis("off")
-    fig.supxlabel("drive (mA), other channels at mid-range")
-    fig.supylabel("output (V)")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), title="output", loc="outside right upper", ncol=ncol,
+               fontsize=7)
+    fig.suptitle(f"{title} (other drive channels at mid-range)", fontsize=10)
+    fig.set_layout_engine("constrained")
     path = out / "transfer_curves.png"
     fig.savefig(path, dpi=90)
     written.append(path)
-    fig, ax = subplots(figsize=(6, 4))
-    ax.set_ylim(float(volts.min()), float(volts.max()))
-    ax.set_ylabel("output (V), one line per sample channel")
-    lines = ax.plot(drive[channel == 0, 0], volts[channel == 0], lw=1.0)
-    ax.set_xlabel("drive channel 0 (mA)")
-    ax.set_title(f"{title}: channel 0", fontsize=10)
-    fig.tight_layout()
+    fig = Figure(figsize=(6 + 0.8 * ncol, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_ylabel("reading (V)")
+    lines = ax.plot(drive[channel == 0, 0], volts[channel == 0], lw=1.0, label=labels)
+    ax.legend(title="output", ncol=ncol, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     for j in range(k):  # one figure, new data per channel: much faster than a figure each
         sel = channel == j
         for line, column in zip(lines, volts[sel].T):
             line.set_data(drive[sel, j], column)
-        ax.set_xlim(float(drive[sel, j].min()), float(drive[sel, j].max()))
-        ax.set_xlabel(f"drive channel {j} (mA)")
+        ax.set_xlim(float(drive[sel, j].min()), float(drive[sel, j].max()) + 1e-9)
+        ax.set_xlabel(f"drive channel {j} (mA), other channels at mid-range")
         ax.set_title(f"{title}: channel {j}", fontsize=10)
         path = out / f"transfer_ch{j:02d}.png"
         fig.savefig(path, dpi=80)
         written.append(path)
     return written
+
+
+def reading_ranges(volts: Any) -> list[str]:
+    """The true range of the readings: overall, and per output channel (named as in the CSV and plots)."""
+    lines = [f"readings {volts.min():.4g}..{volts.max():.4g} V over all outputs; per output:"]
+    for i in range(volts.shape[1]):
+        col = volts[:, i]
+        lines.append(f"  v{i}: {col.min():.4g}..{col.max():.4g} V (span {col.max() - col.min():.3g} V)")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     write_csv(csv, drive, channel, volts)
     print(f"probe: plotting {client.n_inputs} channels", file=sys.stderr)
     pngs = plot(args.out, drive, channel, volts, f"{info['board']} ({args.url})")
-    span = volts.max(axis=0) - volts.min(axis=0)
     print(f"swept {client.n_inputs} channels x {args.points} points = {len(drive)} vectors in {blocks} block(s), "
-          f"{device_s:.3g} s of device time; outputs span {span.min():.3g}..{span.max():.3g} V")
+          f"{device_s:.3g} s of device time")
+    print("\n".join(reading_ranges(volts)))
     print(f"wrote {csv} and {len(pngs)} plots in {args.out}")
     return 0

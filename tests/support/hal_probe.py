@@ -156,14 +156,17 @@ def session(cfg_given, script, tail=b"", poll=False, idle=0, after=b""):
 
 
 def flood(cfg_given, junk, every_ms, for_ms, timeout_ms=100, poll_ms=50):
-    """config(timeout_ms), a run of non-zero codes, then ``junk`` every ``every_ms`` for ``for_ms``, then a
-    status request: what the watchdog did meanwhile (times on the fake clock, ms after the run)."""
+    """config(timeout_ms), a run of non-zero codes, then the items of ``junk`` in turn every ``every_ms`` for
+    ``for_ms``, then a status request: what the watchdog did meanwhile (times on the fake clock, ms after the
+    run)."""
     run = _req("run", 2, n=1, k=2, drive=b"\x00\x08\x00\x08")
     chunks = [(0, _req("config", 1, timeout_ms=timeout_ms) + run)]
     t = every_ms
+    i = 0
     while t < for_ms:
-        chunks.append((t, junk))
+        chunks.append((t, junk[i % len(junk)]))
         t += every_ms
+        i += 1
     chunks.append((for_ms, _req("status", 3)))
     out = run_line(cfg_given, chunks, for_ms + 10, poll_ms, 1000)
     out["status"] = out["replies"][-1]
