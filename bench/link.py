@@ -36,7 +36,7 @@ from pgt.faults import FaultPlan, faulty  # noqa: E402
 from pgt.sim.device import make_core  # noqa: E402
 from pgt.sim.serve import PtyServer, TcpServer  # noqa: E402
 
-SIM = "sim://?noise_free=1"
+SIM = "sim://?noise_free=1&board=wide"
 BLOCKS = (1, 16, 256)
 
 
