@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
     parser.add_argument("--estimator", default="surrogate", help="PGT estimator (default surrogate)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the board's ring and of the run (default 0)")
-    parser.add_argument("--eval-every", type=int, default=100, help="steps between evaluations (default 100)")
+    parser.add_argument("--eval-every", type=int, default=20, help="steps between evaluations (default 20)")
     args = parser.parse_args()
     if args.steps < 1 or args.eval_every < 1 or args.seed < 0:
         parser.error("--steps and --eval-every must be positive, --seed non-negative")

@@ -46,13 +46,13 @@ ESTIMATORS = ("backprop", "surrogate", "node", "param")
 PGT = tuple(e for e in ESTIMATORS if e != "backprop")
 # (steps, eval_every) per section and estimator; quick roughly halves the work.
 PLAN = {
-    "board": {"backprop": (400, 10), "surrogate": (400, 10), "node": (600, 10), "param": (1500, 50)},
-    "mlp": {"backprop": (400, 10), "surrogate": (400, 10), "node": (600, 10), "param": (1500, 50)},
+    "board": {"backprop": (400, 10), "surrogate": (400, 10), "node": (600, 10), "param": (1000, 50)},
+    "mlp": {"backprop": (400, 5), "surrogate": (400, 5), "node": (600, 5), "param": (1500, 50)},
     "transformer": {"backprop": (300, 15), "surrogate": (300, 15), "node": (300, 15), "param": (600, 30)},
 }
 QUICK = {
     "board": {"backprop": (200, 10), "surrogate": (200, 10), "node": (300, 10), "param": (600, 50)},
-    "mlp": {"backprop": (200, 10), "surrogate": (200, 10), "node": (300, 10), "param": (600, 50)},
+    "mlp": {"backprop": (200, 5), "surrogate": (200, 5), "node": (300, 5), "param": (600, 50)},
     "transformer": {"backprop": (150, 15), "surrogate": (150, 15), "node": (150, 15), "param": (150, 30)},
 }
 
@@ -114,6 +114,7 @@ def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
             "best_test_acc": round(mean([by[(est, s)]["best_test_acc"] for s in seeds]), 4),
             "final_val_acc": round(mean([by[(est, s)]["final_val_acc"] for s in seeds]), 4),
             "queries": round(mean([by[(est, s)]["queries"] for s in seeds])),
+            "wall_s": round(mean([by[(est, s)]["wall_s"] for s in seeds]), 1),
         }
         for pct in ("90", "95"):
             q, n_ok = reach[est][pct]
