@@ -14,7 +14,7 @@ config).run()`` returns in one process: it is the same code with the same seeds.
 - Rigs (``{"name": url}``) are Ray custom resources ``rig:<name>`` of capacity 1: trials are assigned to rigs
   round-robin, each holds its rig's resource while it runs, so no two trials ever use one rig. Simulator
   trials need CPUs only. A device error fails only its trial; its message goes into the results.
-- Optional ASHA early stopping on validation accuracy. Ctrl-C stops the sweep with Tune's state saved;
+- Optional ASHA early stopping on the best validation accuracy so far. Ctrl-C stops the sweep with Tune's state saved;
   ``sweep(resume=dir)`` continues it.
 
 Ray is an optional dependency (``pip install 'pgt[ray]'``); it is imported only when a sweep runs.
@@ -277,7 +277,8 @@ def _open_device(trial: Trial) -> Any:
 
 
 def _metrics(rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in rec.items() if v is None or isinstance(v, (int, float, str, bool))}
+    """A metrics record as Tune takes it: scalars only, no None (the final test record has no ``val_acc``)."""
+    return {k: v for k, v in rec.items() if isinstance(v, (int, float, str, bool))}
 
 
 def run_trial(config: Mapping[str, Any]) -> None:
@@ -349,7 +350,7 @@ def _train(trial: Trial, run_dir: Path, resume: bool, events: queue.Queue[Any]) 
                 _close(device)
                 device = None
                 last |= {k: getattr(result, k) for k in RESULT_KEYS} | {
-                    "done": True, "rig_open_t": t_open, "rig_close_t": time.time()}
+                    "finished": True, "rig_open_t": t_open, "rig_close_t": time.time()}
             snapshot = None
             if any(run_dir.glob("checkpoint*")):
                 snapshot = run_dir.with_name(f"snapshot-{end}")
@@ -458,8 +459,9 @@ def _read_history(trial_dir: str | None) -> list[dict[str, Any]]:
             rec = json.loads(line)
         except ValueError:
             continue
-        if "val_acc" in rec and "step" in rec:  # (an evaluation, or the final test: one of each per step)
-            by_step[(int(rec["step"]), "test_step" in rec)] = {k: v for k, v in rec.items() if k not in _TUNE_KEYS}
+        if "step" in rec and ("val_acc" in rec or "test_acc" in rec):  # an evaluation, or the final test
+            by_step[(int(rec["step"]), "test_step" in rec)] = {"val_acc": None, "test_acc": None} | {
+                k: v for k, v in rec.items() if k not in _TUNE_KEYS}
     return [by_step[s] for s in sorted(by_step)]
 
 
@@ -562,8 +564,10 @@ def sweep(
 
                 max_t = max(t.config.steps for t in todo)
                 g = doc["grace"] or max(1, min(t.config.eval_every for t in todo))
-                scheduler = ASHAScheduler(time_attr="step", metric="val_acc", mode="max", max_t=max(max_t, 1),
-                                          grace_period=min(g, max(max_t, 1)))
+                # best validation accuracy so far: every record carries it (the final test record too)
+                scheduler = ASHAScheduler(time_attr="step", metric="best_val_acc", mode="max",
+                                          max_t=max(max_t, 1), grace_period=min(g, max(max_t, 1)),
+                                          stop_last_trials=False)
             tuner = tune.Tuner(
                 trainable, param_space={"spec": tune.grid_search(specs)},
                 # (a stopped trial's trainer thread stays parked in its worker: no actor reuse with ASHA)
@@ -600,7 +604,7 @@ def _collect(grid: Any, todo: Sequence[Trial], stopping: bool) -> list[TrialResu
         status = statuses.get(index, "TERMINATED")
         if r.error is not None or status == "ERROR":
             res = TrialResult(todo[index], "error", metrics, error=_error_text(r.error) or "failed")
-        elif metrics.get("done"):
+        elif metrics.get("finished"):
             res = TrialResult(todo[index], "done", metrics)
         else:
             stopped = stopping and status == "TERMINATED"  # by the scheduler; else by Ctrl-C

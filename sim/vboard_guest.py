@@ -8,7 +8,8 @@ reset ends this VM with exit code 3 (friendly: the next boot runs main.py) or 4 
 host starts a fresh VM on the same filesystem: a soft reset clears the heap, as on a board.
 The host prepends ``BOOT_MODE = "main" | "raw"`` and ``UID = b"..."`` (this board's ``machine.unique_id()``).
 ``machine.reset()`` (``mpremote reset``) ends the VM like a soft reset from the friendly REPL: the next boot
-runs main.py, as after a real reset. ``os`` is ``vboard_os`` (sizes in ``ilistdir``, ``statvfs`` for ``df``).
+runs main.py, as after a real reset. ``os`` is ``vboard_os`` (sizes in ``ilistdir``, ``statvfs`` for ``df``),
+``sys`` is ``vboard_sys`` (``sys.platform`` is ``"rp2"``, as on a Pico).
 """
 
 import sys
@@ -18,11 +19,13 @@ sys.path.append("/lib")
 sys.path.insert(0, "/vb")
 import vboard_machine  # noqa: E402
 import vboard_os  # noqa: E402
+import vboard_sys  # noqa: E402
 
 sys.path.pop(0)
 sys.modules["machine"] = vboard_machine
 sys.modules["os"] = vboard_os
 sys.modules["vfs"] = vboard_os.vfs
+sys.modules["sys"] = vboard_sys  # (this ROM keeps the builtin as its own ``sys``)
 vboard_machine.UID[0] = globals().get("UID", b"\x76\x62\x6f\x61\x72\x64\x00\x01")
 
 _in = sys.stdin.buffer

@@ -43,6 +43,7 @@ from .ring import Ring
 ROM = Path(__file__).with_name("vboard_guest.py")
 MACHINE = Path(__file__).with_name("vboard_machine.py")
 OS = Path(__file__).with_name("vboard_os.py")
+SYS = Path(__file__).with_name("vboard_sys.py")
 EXIT_SOFT_RESET = 3
 EXIT_SOFT_RESET_RAW = 4
 EXIT_CRASH = -1
@@ -134,6 +135,7 @@ class VirtualBoard:
         self.vb = Path(tempfile.mkdtemp(prefix="pgt-vboard-io-"))
         shutil.copyfile(MACHINE, self.vb / "vboard_machine.py")
         shutil.copyfile(OS, self.vb / "vboard_os.py")
+        shutil.copyfile(SYS, self.vb / "vboard_sys.py")
         self.stdin_fifo = self.vb / "stdin0"
         self.stdin_w = -1
         self._stdin_lock = threading.Lock()

@@ -35,11 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settle", choices=("skip", "sleep"), default="skip",
                    help="skip (answer at once, default) or sleep through the simulated device time of a run")
     p.add_argument("--max-frame", type=int, default=1 << 17, metavar="BYTES",
-                   help="largest frame payload the device accepts and sends (default 131072: 2044 vectors a run)")
+                   help="largest frame payload the device accepts and sends (default 131072; a run holds up to "
+                        "4096 vectors)")
     p.add_argument("--characterize", metavar="OUT_DIR", default=None,
                    help="instead of serving: write plots and a summary of the ring model to OUT_DIR")
     p.add_argument("--board", nargs="?", const=VIRTUAL, default=None, metavar="TYPE",
-                   help="the board the simulated device mirrors: rp2 (default: 2 drives, 3 taps), esp32 or wide "
+                   help="the board the simulated device mirrors: rp2 (default: 2 drives, 3 taps), esp32 (2, 2) or wide "
                         "(16 drives, 32 taps); --board alone runs the virtual MicroPython board instead (the "
                         "real firmware in a MicroPython VM)")
     p.add_argument("--fs", metavar="DIR", default=None,

@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="join this Ray cluster (default: start Ray on this machine)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial holds (default 1)")
-    p.add_argument("--asha", action="store_true", help="stop poor trials early (ASHA on validation accuracy)")
+    p.add_argument("--asha", action="store_true",
+                   help="stop poor trials early (ASHA on the best validation accuracy so far)")
     p.add_argument("--grace", type=int, default=None, help="ASHA: steps before a trial may be stopped")
     p.add_argument("--max-failures", type=int, default=None,
                    help="restarts of a failed trial from its last checkpoint (default 2)")
