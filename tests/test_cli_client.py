@@ -254,3 +254,23 @@ def test_info_shows_each_channels_limits_and_configured_range(tmp_path: Path, ca
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")][1:]
     assert rows == [["0", "100..1000", "2.442..24.42", "100..1000", "2.442..24.42"],
                     ["1", "0..3000", "0..73.26", "0..3000", "0..73.26"]]
+
+
+def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from pgt import flash
+
+    typo = tmp_path / "board.json"
+    typo.write_text('{"board": "rp2", "limits_hi": [4095, 4095]}')  # limit_hi misspelt: would be ignored
+    assert pgt_main(["flash", "/dev/pgt-no-such-port", "--config", str(typo), "--dry-run"]) == 1
+    assert pgt_main(["sim", "--config", str(typo), "--tcp", "0"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(f"--config {typo}: unknown key(s) limits_hi" in line for line in err)
+    # every key docs/hardware.md's example uses is known
+    assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= flash.config_keys()
+
+
+def test_flash_refuses_the_in_process_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    assert pgt_main(["flash", "sim://?bogus=1", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "there is no board to flash" in err and "pgt sim --board" in err
