@@ -42,7 +42,7 @@ def same(a: Any, b: Any) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8, help="identical trials (default 8)")
-    parser.add_argument("--steps", type=int, default=10000, help="steps per trial (default 10000)")
+    parser.add_argument("--steps", type=int, default=2000, help="steps per trial (default 2000)")
     args = parser.parse_args()
 
     import ray

@@ -461,11 +461,6 @@ class SerialLink:
         with self._cond:
             return diagnose(self.conn)
 
-    def recent_bytes(self) -> bytes:
-        """The last bytes received (up to 512), for diagnostics."""
-        with self._cond:
-            return bytes(self.conn.recent)
-
     def counters(self) -> dict[str, Any]:
         """Requests (and replies), retries, timeouts, reconnects, dropped frames by reason, stale replies,
         bytes each way."""
@@ -513,7 +508,6 @@ class InProcessLink:
     def __init__(self, url: str = "sim://", core: Any = None) -> None:
         self.url = url
         self.on_reconnect: Callable[[RequestFn], None] | None = None
-        self.last_timeouts = 0
         self.core = core if core is not None else make_sim_core(url)
         self._seq = _new_seq()
         self._requests = 0
@@ -533,9 +527,6 @@ class InProcessLink:
         if not isinstance(out, dict):
             raise DeviceError("the simulated device replied with something that is not a map")
         return out
-
-    def take_reset_hint(self) -> bool:
-        return False
 
     def counters(self) -> dict[str, Any]:
         """Same keys as SerialLink's; bytes are what the frames would have been on a wire."""

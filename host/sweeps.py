@@ -45,7 +45,8 @@ from .trainer import TrainConfig, check_config
 RAY_HINT = "pgt sweep needs Ray Tune: pip install 'pgt[ray]'  (or: pip install 'ray[tune]>=2.44,<3')"
 SPEC = "sweep.json"
 TUNE_DIR = "tune"
-RESULT_KEYS = ("best_val_acc", "best_test_acc", "final_val_acc", "best_step", "queries", "training_queries")
+RESULT_KEYS = ("best_val_acc", "best_test_acc", "final_val_acc", "best_step", "queries", "calibration_queries",
+               "training_queries", "eval_queries", "device_seconds")
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,9 @@ def _train(trial: Trial, run_dir: Path, resume: bool, events: queue.Queue[Any]) 
             if end == ends[-1]:
                 _close(device)
                 device = None
+                ph = trainer.physical
                 last |= {k: getattr(result, k) for k in RESULT_KEYS} | {
+                    "k": ph.k, "m": ph.m, "slots": ph.slots, "wall_s": time.time() - t_open,
                     "finished": True, "rig_open_t": t_open, "rig_close_t": time.time()}
             snapshot = None
             if any(run_dir.glob("checkpoint*")):

@@ -9,6 +9,8 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -49,9 +51,8 @@ def test_sweep_equals_single_runs_with_the_same_seeds(local_ray, tmp_path):
         assert got.metrics["best_test_acc"] == want.best_test_acc
         assert got.metrics["final_val_acc"] == want.final_val_acc
         assert got.metrics["queries"] == want.queries
-        vals = [h for h in want.history if h["val_acc"] is not None]  # (then one test record at the end)
-        assert [(h["step"], h["val_acc"]) for h in got.history] == [(h["step"], h["val_acc"]) for h in vals]
-        assert [h["queries"] for h in got.history[:-1]] == [h["queries"] for h in vals[:-1]]
+        assert [(h["step"], h["val_acc"], h["test_acc"], h["queries"]) for h in got.history] == [
+            (h["step"], h["val_acc"], h["test_acc"], h["queries"]) for h in want.history]
     with open(tmp_path / "s" / "sweep.csv") as f:
         table = list(csv.DictReader(f))
     assert [(r["estimator"], r["seed"], r["status"]) for r in table] == [
@@ -100,8 +101,34 @@ def test_a_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
     assert got.metrics["resumed_from"] == 8  # restarted from the step-8 checkpoint, not from scratch
     assert got.metrics["pid"] != KillOnce.killed[0]
     assert got.metrics["queries"] == want.queries  # no step trained or evaluated twice
-    assert [(h["step"], h["val_acc"]) for h in got.history] == [
-        (h["step"], h["val_acc"]) for h in want.history if h["val_acc"] is not None]
+    assert [h["test_acc"] for h in got.history] == [h["test_acc"] for h in want.history]
+
+
+def test_ctrl_c_stops_the_sweep_cleanly_and_it_resumes(local_ray, tmp_path):
+    address = local_ray.get_runtime_context().gcs_address  # the command joins this test module's Ray
+    cmd = [sys.executable, "-m", "pgt.cli", "sweep", "--estimator", "node", "--seeds", "0-1", "--steps", "600",
+           "--set", "eval_every=20", "--set", "checkpoint_every=40", "--address", address, "--out", str(tmp_path),
+           "--name", "c"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the first evaluation after the first checkpoint
+            if ": step 60 " in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert f"interrupted; continue with pgt sweep --resume {tmp_path / 'c'}" in err
+    assert "unfinished" in out and "Traceback" not in err
+    result = sweep(resume=tmp_path / "c", progress=lambda line: None)
+    assert [r.status for r in result.trials] == ["done", "done"]
+    assert max(r.metrics["resumed_from"] for r in result.trials) >= 40  # from a checkpoint, not from scratch
+    for got in result.trials:
+        want = _single(got.trial)
+        assert got.metrics["queries"] == want.queries
+        assert [h["val_acc"] for h in got.history] == [h["val_acc"] for h in want.history]
 
 
 @pytest.mark.parametrize("argv, message", [
