@@ -13,9 +13,10 @@ Safety: the drive is zero on boot (the HAL creates its outputs at their zero cod
 the next bytes of a frame or of garbage, and every request — so no traffic that is not a valid request can
 hold it off. On a board the loop can also stop inside a read (a stdin read blocks until the whole chunk it asked
 for has come): there a soft timer takes over the decision (``guard_reads``). A hardware watchdog (``wdt_ms``,
-fed by the loop only) resets a board whose loop hangs — or stays blocked in a read — that long; once the loop
-has returned, the timer feeds it so the REPL stays usable (neither rp2 nor esp32 can stop a started watchdog;
-a soft reset stops the timer, and the next boot starts the loop again).
+fed by the loop and the HAL, never by the timer while serving) resets a board whose loop hangs — or stays
+blocked in a read — that long; once the loop has returned, the timer feeds it so the REPL stays usable (neither
+rp2 nor esp32 can stop a started watchdog; a soft reset stops the timer, and the next boot starts the loop
+again).
 """
 
 import struct
