@@ -1,9 +1,12 @@
 """Forward passes per second through ``RingClient``: over a pty and over TCP versus the in-process simulator;
 bytes on the wire per forward pass; and the training-sized workload under fault injection.
 
+All on the named wide simulated board (``board="wide"``: 16 drives, 32 taps), whose shape the client takes from
+``hello``.
+
 1. Throughput: the simulated board (noise-free level-A ring, settling skipped) served on a pty and on TCP
-   (``pgt.sim.serve``), and called in process (``sim://``); blocks of 1, 16 and 256 drive vectors (16 in, 32
-   out) for about ``--seconds`` each. Printed: forward passes/s, the ratio to in process, and bytes on the wire
+   (``pgt.sim.serve``), and called in process (``sim://``); blocks of 1, 16 and 256 drive vectors for about
+   ``--seconds`` each. Printed: forward passes/s, the ratio to in process, and bytes on the wire
    per forward pass (request + reply frames, from the link's counters).
 2. Training-sized workload: ``--forward`` (10^5) forward passes in blocks of ``--block`` (256) over the pty
    with fault injection on (by default 1 % of frames lost and 1 % corrupted each way, plus 0.5 % duplicated,
@@ -36,7 +39,8 @@ from pgt.faults import FaultPlan, faulty  # noqa: E402
 from pgt.sim.device import make_core  # noqa: E402
 from pgt.sim.serve import PtyServer, TcpServer  # noqa: E402
 
-SIM = "sim://?noise_free=1"
+BOARD = "wide"  # 16 drives, 32 taps: the width a training-sized workload needs
+SIM = f"sim://?noise_free=1&board={BOARD}"
 BLOCKS = (1, 16, 256)
 
 
@@ -47,7 +51,7 @@ def served(kind: str, **client_options: Any) -> Iterator[tuple[RingClient, Any]]
         with RingClient.open(SIM, **client_options) as c:
             yield c, None
         return
-    core = make_core(noise_free=True, board="wide")
+    core = make_core(noise_free=True, board=BOARD)
     srv: PtyServer | TcpServer = PtyServer(core) if kind == "pty" else TcpServer(core)
     with srv:
         addr = srv.start()
@@ -136,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.forward = 0.3, 20_000
     t0 = time.perf_counter()
 
-    print(f"throughput, noise-free simulated board, settling skipped ({os.cpu_count()} CPUs)")
+    with RingClient.open(SIM) as c:
+        shape = {"board": BOARD, "k": c.n_inputs, "m": c.n_outputs}
+    print(f"throughput, noise-free simulated {BOARD} board ({shape['k']} drives, {shape['m']} taps), settling skipped "
+          f"({os.cpu_count()} CPUs)")
     print(f"{'block':>6} {'transport':>9} {'fwd/s':>10} {'vs inproc':>9} {'wire B/fwd':>10}")
     tp: dict[str, dict[str, float]] = {}
     ratio: dict[str, dict[str, float]] = {}
@@ -165,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
           f"answered from its cache; faults injected {work['faults_injected']}")
     report = {
         "bench": "link",
+        "device": shape,
         "forward_per_s": tp,
         "ratio_vs_inproc": ratio,
         "wire_bytes_per_forward": wire,

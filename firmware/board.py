@@ -32,7 +32,8 @@ Keys (rp2, dac "pwm"):      pwm_freq (Hz)
 Keys (dac "mcp4922"):      spi_id, spi_baud, sck_pin, mosi_pin, cs_pin, ldac_pin (-1: tied low)
 Keys (adc "mcp3208"):      adc_spi_id, adc_spi_baud, adc_sck_pin, adc_mosi_pin, adc_miso_pin, adc_cs_pin
 Keys (esp32):              adc_atten ("0db", "2.5db", "6db", "11db")
-Keys (watchdog in REPL):   timer_id (the machine.Timer that keeps feeding the watchdog after the loop exits)
+Keys (timer):              timer_id (the machine.Timer that checks host silence while a stdin read blocks, and
+                            keeps feeding the watchdog after the loop exits)
 
 Runs on MicroPython (and CPython, for the tests and ``pgt flash --dry-run``).
 """

@@ -11,9 +11,12 @@ Safety: the drive is zero on boot (the HAL creates its outputs at their zero cod
 ``timeout_ms + poll_ms`` of the last valid request (docs/protocol.md section 4): the host-silence decision
 (``Core.poll``) runs on every pass of the loop — every idle wake-up (at least every ``poll_ms``), every wait for
 the next bytes of a frame or of garbage, and every request — so no traffic that is not a valid request can
-hold it off. A hardware watchdog (``wdt_ms``, fed at the same places) resets a board whose loop hangs; once the
-loop has returned, a timer keeps feeding it so the REPL stays usable (neither rp2 nor esp32 can stop a started
-watchdog; a soft reset stops the timer, and the next boot starts the loop again).
+hold it off. On a board the loop can also stop inside a read (a stdin read blocks until the whole chunk it asked
+for has come): there a soft timer takes over the decision (``guard_reads``). A hardware watchdog (``wdt_ms``,
+fed by the loop and the HAL, never by the timer while serving) resets a board whose loop hangs — or stays
+blocked in a read — that long; once the loop has returned, the timer feeds it so the REPL stays usable (neither
+rp2 nor esp32 can stop a started watchdog; a soft reset stops the timer, and the next boot starts the loop
+again).
 """
 
 import struct
@@ -200,17 +203,49 @@ def _ms_clock():
     return clock
 
 
-def _keep_feeding(machine, wdt, cfg):
+def guard_reads(core, read, timer, periodic):
+    """``read`` for ``serve``, with the host-silence decision kept on its clock while a read blocks.
+
+    MicroPython's ``sys.stdin.buffer.readinto`` returns only once the whole chunk has come, so a host that dies
+    inside a chunk stops the loop inside that read. The soft ``timer`` (``machine.Timer``; its callback is
+    scheduled, and the scheduler runs it from the event-poll hook in which the blocked read waits) runs
+    ``core.poll`` every ``poll_ms`` — only while a read is under way: the loop is then stopped inside that
+    read, so the callback and the loop never touch the Core at once (nor the clock, nor the HAL)."""
+    blocked = [False]
+
+    def guarded(mv):
+        blocked[0] = True
+        try:
+            return read(mv)
+        finally:
+            blocked[0] = False
+
+    def check(_t):
+        if blocked[0]:
+            try:
+                core.poll()
+            except Exception:  # noqa: BLE001 - never raise in a callback (the port would print on the data line)
+                pass
+
+    timer.init(period=core.poll_ms, mode=periodic, callback=check)
+    return guarded
+
+
+def _keep_feeding(timer, periodic, wdt, cfg):
+    """From now on the timer feeds the watchdog (the loop has returned: the REPL must stay usable)."""
+    timer.init(period=max(100, cfg["wdt_ms"] // 4), mode=periodic, callback=lambda _t: wdt.feed())
+
+
+def _timer(machine, cfg):
     try:
-        t = machine.Timer(cfg["timer_id"])
-        t.init(period=max(100, cfg["wdt_ms"] // 4), mode=machine.Timer.PERIODIC, callback=lambda _t: wdt.feed())
-        return t
-    except Exception:  # noqa: BLE001 - no timer: the watchdog resets the board, which restarts the loop
+        return machine.Timer(cfg["timer_id"])
+    except Exception:  # noqa: BLE001 - no timer: the hardware watchdog is the only backstop
         return None
 
 
-def main(config_path="board.json", stdin=None, stdout=None):
-    """Boot: load the config, zero the drive, start the watchdog, serve until exit/escape; return why."""
+def main(config_path="board.json", stdin=None, stdout=None, clock=None):
+    """Boot: load the config, zero the drive, start the watchdog, serve until exit/escape; return why.
+    (``stdin``, ``stdout`` and ``clock`` — milliseconds — are for tests; the board uses its own.)"""
     import machine
     import micropython
 
@@ -219,7 +254,9 @@ def main(config_path="board.json", stdin=None, stdout=None):
 
     cfg = board.load(config_path)
     hal = make_hal(cfg)  # outputs at zero from here on
-    core = Core(hal, _ms_clock(), cfg["max_frame"], file_hashes(), cfg["poll_ms"], cfg["frame_timeout_ms"])
+    if clock is None:
+        clock = _ms_clock()
+    core = Core(hal, clock, cfg["max_frame"], file_hashes(), cfg["poll_ms"], cfg["frame_timeout_ms"])
     wdt = None
     feed = None
     if cfg["wdt_ms"] > 0:
@@ -230,12 +267,17 @@ def main(config_path="board.json", stdin=None, stdout=None):
     if stdout is None:
         stdout = sys.stdout.buffer
     read, wait, write = stream_io(stdin, stdout)
+    timer = _timer(machine, cfg)
+    if timer is not None:
+        read = guard_reads(core, read, timer, machine.Timer.PERIODIC)
     micropython.kbd_intr(-1)
     try:
         why = serve(core, read, wait, write, feed)
     finally:
         micropython.kbd_intr(3)
         core.stop_drive()
-        if wdt is not None:
-            _keep_feeding(machine, wdt, cfg)
+        if timer is not None:
+            timer.deinit()
+            if wdt is not None:
+                _keep_feeding(timer, machine.Timer.PERIODIC, wdt, cfg)
     return why

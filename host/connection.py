@@ -5,8 +5,10 @@ A :class:`Connection` keeps the wire state — sequence numbers, the request in 
 what the port said besides frames (a MicroPython REPL and the state it is in, reboot banners, the last bytes
 heard). It never reads, writes, sleeps or looks at a clock: :class:`pgt.link.SerialLink` is the blocking loop
 around it. The decisions a link takes — resend, soft-reset a board that fell to its REPL, give up — are plain
-functions of the connection's state and of what the link observed (:func:`after_silence`, :func:`after_drop`),
-and what to say about a port that does not answer is :func:`diagnose`.
+functions of the connection's state and of what the link observed (:func:`after_wait` when a wait for a reply
+ended without it, :func:`after_break` when the port broke, :func:`after_failed_reconnect` when finding it again
+failed); what to say about a port that does not answer is :func:`diagnose`. Times are the link's (any monotonic
+clock in seconds, passed in as ``now``).
 
 The REPL states are the ones ``mpremote`` can leave a board in: the friendly REPL (``>>> ``), the raw REPL
 (``raw REPL; CTRL-B to exit``, then ``>``) and raw-paste mode (``R\\x01``). :func:`restart_bytes` takes a board
@@ -107,14 +109,17 @@ Event = Reply | StaleReply | OrphanError | DroppedFrame | Echo | Undecodable | R
 
 @dataclass(eq=False)
 class Outgoing:
-    """A request ready to go: its seq, its payload and the whole frame; how often it was sent (``tries``) and
-    how many soft resets of a board at its REPL it has cost (``revivals``)."""
+    """A request ready to go: its seq, its payload and the whole frame; how often it was sent (``tries``), how
+    many soft resets of a board at its REPL (``revivals``) and reconnections (``reconnects``) it has cost, and
+    until when a board soft-reset for it is booting (``boot_until``, on the link's clock)."""
 
     seq: int
     payload: bytes
     frame: bytes
     tries: int = 0
     revivals: int = 0
+    reconnects: int = 0
+    boot_until: float = 0.0
 
 
 class Connection:
@@ -133,6 +138,9 @@ class Connection:
         self.stale = 0
         self.undecodable = 0
         self.orphan_error: str | None = None
+        self._dropped_before: dict[str, int] = {}
+        self._garbage_before = 0
+        self._frames_before = 0
 
     # -- requests -----------------------------------------------------------------------------------------
 
@@ -168,6 +176,27 @@ class Connection:
         self.answered = False
 
     # -- bytes in -----------------------------------------------------------------------------------------
+
+    def new_stream(self) -> None:
+        """The bytes start afresh (the port was reopened): a fresh frame decoder; what the old one counted stays
+        in :meth:`frame_counts`."""
+        dec = self.decoder
+        for reason, n in dec.dropped.items():
+            self._dropped_before[reason] = self._dropped_before.get(reason, 0) + n
+        self._garbage_before += dec.garbage_bytes
+        self._frames_before += dec.frames
+        self.decoder = decoder.Decoder(dec.max_payload)
+
+    def frame_counts(self) -> dict[str, Any]:
+        """Over every stream so far: good frames (``frames_in``), dropped frames by reason (``dropped``),
+        ``garbage_bytes``; and replies that were stale, echoes of our own requests, undecodable payloads."""
+        dec = self.decoder
+        dropped = dict(self._dropped_before)
+        for reason, n in dec.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        return {"dropped": dropped, "garbage_bytes": self._garbage_before + dec.garbage_bytes,
+                "frames_in": self._frames_before + dec.frames, "stale_replies": self.stale, "echoes": self.echoes,
+                "undecodable": self.undecodable}
 
     def receive(self, data: bytes) -> list[Event]:
         """Events for the bytes just received (in order: signs of the byte stream first, then frames)."""
@@ -219,7 +248,10 @@ class Connection:
 
 # -- decisions ----------------------------------------------------------------------------------------------
 
-RESEND, REVIVE, GIVE_UP = "resend", "revive", "give_up"
+RESEND, REVIVE, GIVE_UP, RECONNECT, RETRY, STOP = "resend", "revive", "give_up", "reconnect", "retry", "stop"
+BROKEN, DROPPED, SILENCE = "broken", "dropped", "silence"
+"""What ended a wait for a reply without it: the port broke, a frame was dropped (it may have been the reply),
+the timeout ran out."""
 
 
 def after_silence(conn: Connection, retries: int, revivals: int, booting: bool = False) -> str:
@@ -237,6 +269,43 @@ def after_silence(conn: Connection, retries: int, revivals: int, booting: bool =
 def after_drop(conn: Connection, retries: int) -> bool:
     """A frame was dropped while a reply was awaited: resend at once (it may have been the reply)?"""
     return conn.tries <= retries
+
+
+def after_wait(conn: Connection, ended: str, retries: int, revivals: int, now: float, boot_s: float) -> str:
+    """What to do when the wait for the reply to the request in flight ended without it (``ended``: BROKEN,
+    DROPPED or SILENCE): RECONNECT, RESEND, REVIVE (soft-reset the board at its REPL into main.py, then resend)
+    or GIVE_UP (:func:`after_silence`). Keeps the request's counts: a soft reset costs a revival and no try, and
+    the resends while the board boots (``boot_s`` from the soft reset) cost no try either."""
+    out = conn.pending
+    if out is None or ended == BROKEN:
+        return RECONNECT
+    if ended == DROPPED:
+        return RESEND
+    booting = now < out.boot_until and conn.repl_state is None  # (a REPL again: no boot)
+    action = after_silence(conn, retries, revivals, booting)
+    if action == REVIVE:
+        out.revivals += 1
+        out.boot_until = now + boot_s
+    if action == REVIVE or (action == RESEND and booting):
+        out.tries -= 1
+    return action
+
+
+def after_break(out: Outgoing, retries: int) -> str:
+    """The port broke (or is gone) while ``out`` is to be sent: RECONNECT, or GIVE_UP once it has broken more
+    than ``retries`` + 1 times for this request (it keeps disappearing)."""
+    out.reconnects += 1
+    return RECONNECT if out.reconnects <= retries + 1 else GIVE_UP
+
+
+def after_failed_reconnect(no_reply: bool, opened: bool, broken: bool, now: float, deadline: float) -> str:
+    """An attempt to reconnect failed: the port could not be opened (``opened`` False), or it was opened and
+    the owner's handshake failed — with no reply (``no_reply``: the board is not serving yet), because the port
+    broke again (``broken``), or because the owner refused what it found (e.g. another board). RETRY until
+    ``deadline``, then GIVE_UP; a refusal is final (STOP: the owner's error stands)."""
+    if opened and not no_reply and not broken:
+        return STOP
+    return RETRY if now <= deadline else GIVE_UP
 
 
 # -- what the port said ---------------------------------------------------------------------------------------

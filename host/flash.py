@@ -49,20 +49,38 @@ class Plan:
         return {rel: hashlib.sha256(p.read_bytes()).hexdigest() for rel, p in self.files.items()}
 
 
+def config_keys() -> set[str]:
+    """Every key a board.json may hold: the keys ``firmware/board.py`` gives a default or derives."""
+    from pgt.firmware import board as fwboard
+
+    keys = set(fwboard.COMMON) | set(fwboard.MCP3208) | {"board", "name", "zero_code", "limit_lo", "limit_hi"}
+    for defaults in fwboard.DEFAULTS.values():
+        keys |= set(defaults)
+    return keys
+
+
+def read_config(path: Path, option: str = "--config") -> dict[str, Any]:
+    """The JSON object in the board config file ``path``; UserError if it is unreadable, not a JSON object or
+    holds a key the firmware does not know (a misspelt key would otherwise be ignored silently)."""
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"{option} {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{option} {path}: not JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{option} {path}: expected a JSON object")
+    unknown = sorted(set(cfg) - config_keys())
+    if unknown:
+        raise UserError(f"{option} {path}: unknown key(s) {', '.join(unknown)} (docs/hardware.md lists the keys)")
+    return cfg
+
+
 def board_config(board: str | None, config_file: Path | None) -> dict[str, Any]:
     """The board.json to write: the file's keys, with ``board`` set from ``--board`` if given; validated."""
     from pgt.firmware import board as fwboard
 
-    cfg: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            cfg = json.loads(Path(config_file).read_text())
-        except OSError as exc:
-            raise UserError(f"--config {config_file}: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--config {config_file}: not JSON: {exc}") from None
-        if not isinstance(cfg, dict):
-            raise UserError(f"--config {config_file}: expected a JSON object")
+    cfg: dict[str, Any] = read_config(config_file) if config_file is not None else {}
     if board is not None:
         if cfg.get("board") not in (None, board):
             raise UserError(f"--board {board} contradicts \"board\": {cfg['board']!r} in {config_file}")

@@ -34,18 +34,24 @@ from typing import Any, Protocol
 import msgpack
 
 from pgt.connection import (
+    BROKEN,
+    DROPPED,
     GIVE_UP,
     REVIVE,
+    SILENCE,
+    STOP,
     Connection,
     DroppedFrame,
     Reply,
+    after_break,
     after_drop,
-    after_silence,
+    after_failed_reconnect,
+    after_wait,
     diagnose,
     restart_bytes,
 )
 from pgt.errors import DeviceError, UserError
-from pgt.protocol import decoder, framing
+from pgt.protocol import framing
 
 RequestFn = Callable[[Mapping[str, Any]], dict]
 """What ``on_reconnect`` receives: a request function usable while the link reconnects."""
@@ -203,7 +209,6 @@ class SerialLink:
         self.timeout = timeout
         self.retries = retries
         self.reconnect_timeout = reconnect_timeout
-        self.max_payload = max_payload
         self.fast_retry = fast_retry
         self.log = log
         self.revive_repl = 0
@@ -218,9 +223,6 @@ class SerialLink:
         self._cond = threading.Condition()
         self.conn = Connection(max_payload)
         self._c = _Counters()
-        self._dropped_before: dict[str, int] = {}
-        self._garbage_before = 0
-        self._frames_before = 0
         self._reply: dict | None = None
         self._drop_events = 0
         self._broken: BaseException | None = None
@@ -241,7 +243,7 @@ class SerialLink:
             self._generation += 1
             self._transport = transport
             self._broken = None
-            self.conn.decoder = decoder.Decoder(self.max_payload)
+            self.conn.new_stream()
             generation = self._generation
         self._reader = threading.Thread(target=self._read_loop, args=(transport, generation),
                                         name=f"pgt-link-reader {url}", daemon=True)
@@ -251,12 +253,7 @@ class SerialLink:
         with self._cond:
             self._generation += 1  # the old reader's news no longer counts
             transport, self._transport = self._transport, None
-            dec = self.conn.decoder
-            for reason, n in dec.dropped.items():
-                self._dropped_before[reason] = self._dropped_before.get(reason, 0) + n
-            self._garbage_before += dec.garbage_bytes
-            self._frames_before += dec.frames
-            self.conn.decoder = decoder.Decoder(self.max_payload)
+            self.conn.new_stream()
         reader, self._reader = self._reader, None
         if transport is not None:
             try:
@@ -270,11 +267,10 @@ class SerialLink:
         """Find the port again (same URL, or same USB serial number), reopen it and let the owner handshake.
 
         A board that comes back may not serve at once (its port appears before main.py runs): the handshake
-        is tried again, on a fresh connection, until ``reconnect_timeout``. The handshake's requests go through
-        :meth:`request` (the lock is re-entrant), without reconnecting themselves."""
+        is tried again, on a fresh connection, until ``reconnect_timeout`` (:func:`after_failed_reconnect`).
+        The handshake's requests go through :meth:`request` (the lock is re-entrant), without reconnecting."""
         self._disconnect()
         deadline = time.monotonic() + self.reconnect_timeout
-        last: BaseException = cause
         while True:
             url = self.url
             if self.usb_serial:
@@ -285,18 +281,17 @@ class SerialLink:
                 if self.on_reconnect is not None:
                     self.on_reconnect(lambda msg: self.request(msg, reconnect=False))
                 return
-            except NoReplyError as exc:  # reopened, but not serving yet
-                last = exc
-                self._disconnect()
             except DeviceError as exc:
-                last = exc
-                if self._transport is not None:
-                    if self._broken_now() is None:
-                        raise  # the owner refused what it found (e.g. another board): no retry
-                    self._disconnect()  # the port broke again during the handshake
-            if time.monotonic() > deadline:
-                raise DeviceError(f"lost {self.url} ({cause}) and could not reconnect within "
-                                  f"{self.reconnect_timeout:g} s: {last}") from cause
+                opened = self._transport is not None
+                action = after_failed_reconnect(isinstance(exc, NoReplyError), opened,
+                                                self._broken_now() is not None, time.monotonic(), deadline)
+                if action == STOP:
+                    raise
+                if opened:
+                    self._disconnect()
+                if action == GIVE_UP:
+                    raise DeviceError(f"lost {self.url} ({cause}) and could not reconnect within "
+                                      f"{self.reconnect_timeout:g} s: {exc}") from cause
             time.sleep(0.1)
 
     # -- the reader thread --------------------------------------------------------------------------------
@@ -347,14 +342,11 @@ class SerialLink:
         with self._cond:
             out = conn.prepare(msg)
         self._c.requests += 1
-        reconnects = 0
-        boot_until = 0.0  # after a soft reset, resends until then (reconnect_timeout) do not use up retries
         try:
             while True:
                 if self._broken_now() is not None or self._transport is None:
-                    reconnects += 1
-                    if reconnects > retries + 1:
-                        raise DeviceError(f"{self.url} keeps disappearing: gave up after {reconnects - 1} "
+                    if after_break(out, retries) == GIVE_UP:
+                        raise DeviceError(f"{self.url} keeps disappearing: gave up after {out.reconnects - 1} "
                                           "reconnects")
                     self._recover(reconnect)  # (its handshake is a nested request: expect ours again after)
                 with self._cond:
@@ -365,42 +357,40 @@ class SerialLink:
                     self._c.retries += 1
                 if not self._send(out.frame):
                     continue  # the port broke while writing: reconnect, then send again
-                deadline = time.monotonic() + timeout
+                got = self._wait(timeout, drops, retries)
+                if isinstance(got, dict):
+                    self._c.replies += 1
+                    return got
+                self._c.fast_retries += got == DROPPED
+                self._c.timeouts += got == SILENCE
                 with self._cond:
-                    while True:
-                        if self._reply is not None:
-                            self._c.replies += 1
-                            return self._reply
-                        if self._broken is not None:
-                            break
-                        if (self.fast_retry and self._drop_events != drops and after_drop(conn, retries)):
-                            break
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._cond.wait(left)
-                    broken = self._broken is not None
-                    fast = not broken and self._drop_events != drops and time.monotonic() < deadline
-                if broken:
-                    continue  # reconnect at the top, then resend
-                if fast:
-                    self._c.fast_retries += 1
-                    continue
-                self._c.timeouts += 1
-                booting = time.monotonic() < boot_until and conn.repl_state is None  # (a REPL again: no boot)
-                action = after_silence(conn, retries, self.revive_repl, booting)
+                    action = after_wait(conn, got, retries, self.revive_repl, time.monotonic(),
+                                        self.reconnect_timeout)
                 if action == REVIVE:
                     self._revive()
-                    boot_until = time.monotonic() + self.reconnect_timeout
-                    out.tries -= 1  # (the resend after a revival is not a retry of its own)
                 elif action == GIVE_UP:
                     raise NoReplyError(self._silence(str(msg.get("op")), out.seq, out.tries, timeout))
-                elif booting:
-                    out.tries -= 1
         finally:
             with self._cond:
                 conn.done()
                 self._reply = None
+
+    def _wait(self, timeout: float, drops: int, retries: int) -> dict | str:
+        """The reply to the request in flight, or what ended the wait without it: BROKEN, DROPPED (a frame was
+        dropped meanwhile and a fast resend is allowed) or SILENCE (``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._reply is not None:
+                    return self._reply
+                if self._broken is not None:
+                    return BROKEN
+                if self.fast_retry and self._drop_events != drops and after_drop(self.conn, retries):
+                    return DROPPED
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return SILENCE
+                self._cond.wait(left)
 
     def _revive(self) -> None:
         """The board fell to its REPL: soft-reset it into main.py (the serve loop), and say so."""
@@ -413,8 +403,6 @@ class SerialLink:
             transport.write(data)
         except Exception:  # noqa: BLE001 - the port broke: the next send notices and reconnects
             return
-        if self.conn.pending is not None:
-            self.conn.pending.revivals += 1
         self._c.repl_revivals += 1
         self._c.bytes_out += len(data)
         if self.log is not None:
@@ -461,30 +449,15 @@ class SerialLink:
         with self._cond:
             return diagnose(self.conn)
 
-    def recent_bytes(self) -> bytes:
-        """The last bytes received (up to 512), for diagnostics."""
-        with self._cond:
-            return bytes(self.conn.recent)
-
     def counters(self) -> dict[str, Any]:
         """Requests (and replies), retries, timeouts, reconnects, dropped frames by reason, stale replies,
         bytes each way."""
         c = self._c
         with self._cond:
-            conn = self.conn
-            dec = conn.decoder
-            dropped = dict(self._dropped_before)
-            for reason, n in dec.dropped.items():
-                dropped[reason] = dropped.get(reason, 0) + n
-            garbage = self._garbage_before + dec.garbage_bytes
-            frames = self._frames_before + dec.frames
-            stale, echoes, undecodable = conn.stale, conn.echoes, conn.undecodable
+            frames = self.conn.frame_counts()
         return {"requests": c.requests, "replies": c.replies, "retries": c.retries, "timeouts": c.timeouts,
                 "fast_retries": c.fast_retries, "repl_revivals": c.repl_revivals, "reconnects": c.reconnects,
-                "dropped": dropped,
-                "garbage_bytes": garbage, "frames_in": frames, "stale_replies": stale,
-                "echoes": echoes, "undecodable": undecodable, "bytes_out": c.bytes_out,
-                "bytes_in": c.bytes_in}
+                **frames, "bytes_out": c.bytes_out, "bytes_in": c.bytes_in}
 
     def close(self) -> None:
         """Stop the reader and close the port (idempotent)."""
@@ -513,7 +486,6 @@ class InProcessLink:
     def __init__(self, url: str = "sim://", core: Any = None) -> None:
         self.url = url
         self.on_reconnect: Callable[[RequestFn], None] | None = None
-        self.last_timeouts = 0
         self.core = core if core is not None else make_sim_core(url)
         self._seq = _new_seq()
         self._requests = 0
@@ -533,9 +505,6 @@ class InProcessLink:
         if not isinstance(out, dict):
             raise DeviceError("the simulated device replied with something that is not a map")
         return out
-
-    def take_reset_hint(self) -> bool:
-        return False
 
     def counters(self) -> dict[str, Any]:
         """Same keys as SerialLink's; bytes are what the frames would have been on a wire."""

@@ -264,6 +264,10 @@ class Trainer:
         self._loss_sum = 0.0
         self._loss_n = 0
         self._busy = False
+        """True while the state is between two consistent points (a step or an evaluation in progress)."""
+        self._stepping = False
+        """True while a training step is in progress (the one that will end at step ``_finishing``)."""
+        self._finishing = 0
         self._link_seen = _link_counters(reservoir)
         self.run_dir = Path(out_dir) if out_dir is not None else None
         if self.run_dir is not None:
@@ -416,7 +420,8 @@ class Trainer:
 
     # -- stepping ----------------------------------------------------------------------------------
     def train_step(self) -> float:
-        self._busy = True
+        self._finishing = self.step + 1
+        self._busy = self._stepping = True
         batch = self._batch(self.batch_rng)
         loss, grads, _ = self._device_call("train", lambda: self.estimator.estimate(self.model, batch))
         if not np.isfinite(loss) or not all(np.all(np.isfinite(g)) for g in grads.values()):
@@ -427,7 +432,7 @@ class Trainer:
         self.step += 1
         self._loss_sum += loss
         self._loss_n += 1
-        self._busy = False
+        self._busy = self._stepping = False
         return loss
 
     def run(self, steps: int | None = None) -> Result:
@@ -438,7 +443,7 @@ class Trainer:
         completed step too."""
         cfg = self.config
         target = cfg.steps if steps is None else steps
-        with _deferred_interrupt(lambda: f"step {self.step + 1 if self._busy else self.step}") as stop:
+        with _deferred_interrupt(lambda: f"step {self._finishing if self._stepping else self.step}") as stop:
             try:
                 if not self.calibrated:
                     self.calibrate()

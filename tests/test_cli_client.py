@@ -77,12 +77,35 @@ def test_info_over_a_pty(capsys: pytest.CaptureFixture[str]) -> None:
 def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert pgt_main(["info", "/dev/pgt-no-such-port"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("pgt info: error: cannot open /dev/pgt-no-such-port") and "\n" not in err
+    assert err == "pgt info: error: no such port: /dev/pgt-no-such-port (`pgt devices` lists the serial ports)"
     assert pgt_main(["info", "loop://", "--timeout", "0.05"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert "did not answer the pgt handshake" in err and "pgt flash PORT" in err and "\n" not in err
+    connecting, err = capsys.readouterr().err.strip().splitlines()  # progress while it waits, then the reason
+    assert connecting.startswith("pgt info: connecting to loop://")
+    assert "did not answer the pgt handshake" in err and "pgt flash PORT" in err
     assert pgt_main(["info", "sim://?seeed=1"]) == 1
     assert "unknown simulator option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["info", SIM, "--timeout", "0"], "--timeout must be a positive number of seconds, got 0"),
+    (["info", SIM, "--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
+    (["info", SIM, "--baud", "0"], "--baud must be positive, got 0"),
+    (["probe", SIM, "--out", "{tmp}/p", "--timeout", "-1"], "--timeout must be a positive number of seconds"),
+    (["probe", SIM, "--out", "{tmp}/p", "--points", "100000000"], "--points must be from 2 to 4096"),
+    (["reset", "socket://127.0.0.1:1", "--timeout", "inf"], "--timeout must be a positive number of seconds"),
+    (["info", SIM, "--out", "x"], "unrecognized arguments: --out x (see `pgt info --help`)"),
+    (["probe", SIM], "the following arguments are required: --out (see `pgt probe --help`)"),
+])
+def test_device_options_are_checked_before_the_device(argv: list[str], reason: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        code = pgt_main(argv)
+    except SystemExit as exc:  # a usage error from the parser: one line, status 2
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code in (1, 2) and err.count("\n") == 1 and reason in err and err.startswith(f"pgt {argv[0]}: error: ")
+    assert not (tmp_path / "p").exists()  # nothing created for a run that was refused
 
 
 def test_probe_writes_a_csv_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +148,7 @@ def test_probe_plots_label_every_axis_and_name_every_output(tmp_path: Path, monk
 
 def test_probe_refuses_too_few_points(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert pgt_main(["probe", SIM, "--out", str(tmp_path), "--points", "1"]) == 1
-    assert "--points must be at least 2" in capsys.readouterr().err
+    assert "--points must be from 2 to 4096, got 1" in capsys.readouterr().err
 
 
 class FakeRepl:
@@ -231,3 +254,23 @@ def test_info_shows_each_channels_limits_and_configured_range(tmp_path: Path, ca
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")][1:]
     assert rows == [["0", "100..1000", "2.442..24.42", "100..1000", "2.442..24.42"],
                     ["1", "0..3000", "0..73.26", "0..3000", "0..73.26"]]
+
+
+def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from pgt import flash
+
+    typo = tmp_path / "board.json"
+    typo.write_text('{"board": "rp2", "limits_hi": [4095, 4095]}')  # limit_hi misspelt: would be ignored
+    assert pgt_main(["flash", "/dev/pgt-no-such-port", "--config", str(typo), "--dry-run"]) == 1
+    assert pgt_main(["sim", "--config", str(typo), "--tcp", "0"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(f"--config {typo}: unknown key(s) limits_hi" in line for line in err)
+    # every key docs/hardware.md's example uses is known
+    assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= flash.config_keys()
+
+
+def test_flash_refuses_the_in_process_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    assert pgt_main(["flash", "sim://?bogus=1", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "there is no board to flash" in err and "pgt sim --board" in err

@@ -134,7 +134,7 @@ def test_bad_options_are_one_line_errors(capsys: pytest.CaptureFixture[str], tmp
     assert main(["sim", "--board", "--channels", "2", "3"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 6 and all(line.startswith("pgt sim: error: ") for line in err)
-    assert "unknown board 'pico9'" in err[3] and "no such board config file" in err[4]
+    assert "unknown board 'pico9'" in err[3] and "none.json: No such file or directory" in err[4]
 
 
 def test_characterize_calls_the_model_and_says_where(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

@@ -7,13 +7,19 @@ import msgpack
 import pytest
 
 from pgt.connection import (
+    BROKEN,
+    DROPPED,
     GIVE_UP,
     MAX_REVIVALS,
     NORMAL,
     PASTE,
     RAW,
+    RECONNECT,
     RESEND,
+    RETRY,
     REVIVE,
+    SILENCE,
+    STOP,
     Connection,
     DroppedFrame,
     Echo,
@@ -22,8 +28,11 @@ from pgt.connection import (
     ReplSeen,
     Reply,
     StaleReply,
+    after_break,
     after_drop,
+    after_failed_reconnect,
     after_silence,
+    after_wait,
     diagnose,
     restart_bytes,
 )
@@ -134,6 +143,37 @@ def test_decisions_after_silence_and_drops() -> None:
     assert after_silence(conn, retries=2, revivals=0, booting=True) == RESEND
     sent(conn)  # a new request starts again
     assert conn.tries == 1 and conn.revivals == 0 and after_drop(conn, retries=1) and not after_drop(conn, retries=0)
+
+
+def test_after_a_wait_a_soft_reset_and_the_boot_after_it_cost_no_tries() -> None:
+    conn = Connection()
+    sent(conn)
+    out = conn.pending
+    assert out is not None
+    assert after_wait(conn, BROKEN, 1, MAX_REVIVALS, now=0.0, boot_s=5.0) == RECONNECT
+    assert after_wait(conn, DROPPED, 1, MAX_REVIVALS, now=0.0, boot_s=5.0) == RESEND
+    conn.receive(b"raw REPL; CTRL-B to exit\r\n>")
+    assert after_wait(conn, SILENCE, 1, MAX_REVIVALS, now=10.0, boot_s=5.0) == REVIVE
+    assert (out.tries, out.revivals, out.boot_until) == (0, 1, 15.0)  # the resend after it is not a retry
+    conn.repl_state = None  # (the link forgets the REPL once the soft reset is under way)
+    for _ in range(4):  # the board boots: resends until 15 s use up no tries
+        conn.expect(out)
+        assert after_wait(conn, SILENCE, 1, MAX_REVIVALS, now=12.0, boot_s=5.0) == RESEND
+    assert out.tries == 0
+    conn.expect(out)
+    conn.expect(out)
+    assert after_wait(conn, SILENCE, 1, MAX_REVIVALS, now=16.0, boot_s=5.0) == GIVE_UP  # booted, and 2 tries
+
+
+def test_after_a_break_and_a_failed_reconnect() -> None:
+    out = Connection().prepare({"op": "run"})
+    assert [after_break(out, retries=1) for _ in range(3)] == [RECONNECT, RECONNECT, GIVE_UP]
+    assert after_failed_reconnect(no_reply=False, opened=False, broken=False, now=1.0, deadline=2.0) == RETRY
+    assert after_failed_reconnect(no_reply=True, opened=True, broken=False, now=1.0, deadline=2.0) == RETRY
+    assert after_failed_reconnect(no_reply=False, opened=True, broken=True, now=1.0, deadline=2.0) == RETRY
+    assert after_failed_reconnect(no_reply=False, opened=False, broken=False, now=3.0, deadline=2.0) == GIVE_UP
+    # the owner refused what it found (another board): final, whatever the time left
+    assert after_failed_reconnect(no_reply=False, opened=True, broken=False, now=1.0, deadline=2.0) == STOP
 
 
 def test_diagnoses() -> None:

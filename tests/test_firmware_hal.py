@@ -280,3 +280,17 @@ def test_board_config_defaults_and_checks() -> None:
             board.check(board.resolve(bad))
     with pytest.raises(ValueError, match="unknown board"):
         board.resolve({}, platform="linux")
+
+
+@pytest.mark.parametrize("cut", [5, 12, 16], ids=["inside_the_header", "after_the_header", "inside_the_body"])
+def test_a_read_blocked_inside_a_frame_cannot_hold_off_the_watchdog(mpvm: MicroPythonVM, cut: int) -> None:
+    """main() on a board's stdin, whose read blocks until its whole chunk has come: a host that stops inside a
+    frame right after a run stops the loop inside that read; the read guard's soft timer still zeroes the drive
+    within timeout_ms + poll_ms (100 + 50 ms, on the loop's clock), and the loop goes on when bytes come."""
+    path = mpvm.put("blocked_board.json", json.dumps({"board": "rp2", "wdt_ms": 4000, "poll_ms": 50}).encode())
+    out = vm_calls(mpvm, ["blocked_read(%r, %d)" % (path, cut)])[0]
+    assert out["replies"] == ["config", "run", "ping", "status"], out
+    assert len(out["zeroed"]) == 1 and 100 < out["zeroed"][0] <= 150, out
+    assert out["trips"] == 1 and out["driving"] is False
+    assert out["callbacks"] >= 19  # every 50 ms of the 1000 ms the read blocked
+    assert out["timers"] == [1000]  # after the loop the same timer feeds the hardware watchdog, for the REPL

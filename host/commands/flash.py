@@ -25,7 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pgt import flash
+    from pgt.errors import UserError
 
+    if args.port.startswith("sim:"):
+        raise UserError("sim:// is the simulator inside each pgt command: there is no board to flash (`pgt sim "
+                        "--board` serves a virtual board that pgt flash can flash)")
     board = flash.board_config(args.board, args.config).get("board")  # a bad config fails before the port
     if not args.dry_run:  # a live MicroPython REPL, and the board type (detected when not given)
         board = flash.check_board(args.port, board)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import sys
 from typing import Any
 
 NAME = "info"
@@ -18,9 +21,28 @@ def add_device_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (default 2)")
 
 
-def open_client(args: argparse.Namespace) -> Any:
-    from pgt.client import RingClient
+def check_device_args(args: argparse.Namespace) -> None:
+    """UserError unless ``--timeout`` and ``--baud`` are positive finite numbers (checked before any I/O)."""
+    from pgt.errors import UserError
 
+    if not 0 < args.timeout < math.inf:
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    if args.baud <= 0:
+        raise UserError(f"--baud must be positive, got {args.baud}")
+
+
+def open_client(args: argparse.Namespace) -> Any:
+    """The checked device options, then ``RingClient.open`` (saying so on stderr when it opens a port)."""
+    from pgt.client import RingClient
+    from pgt.errors import UserError
+
+    check_device_args(args)
+    if args.url.startswith("/") and not os.path.exists(args.url):
+        raise UserError(f"no such port: {args.url} (`pgt devices` lists the serial ports)")
+    if not args.url.startswith("sim:"):
+        command = getattr(args, "command", "info")
+        print(f"pgt {command}: connecting to {args.url} (handshake, {args.timeout:g} s per attempt) ...",
+              file=sys.stderr, flush=True)
     return RingClient.open(args.url, timeout=args.timeout, baudrate=args.baud)
 
 

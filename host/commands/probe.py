@@ -8,16 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pgt.commands.info import add_device_arguments, open_client
+from pgt.commands.info import add_device_arguments, check_device_args, open_client
 
 NAME = "probe"
+MAX_POINTS = 4096  # a 12-bit DAC's every code; more points would only repeat codes
 HELP = "sweep each drive channel across its safe range; write transfer-curve plots (PNG) and a CSV"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device_arguments(p)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for the CSV and plots")
-    p.add_argument("--points", type=int, default=33, help="drive values per channel (default 33)")
+    p.add_argument("--points", type=int, default=33, help=f"drive values per channel, 2..{MAX_POINTS} (default 33)")
 
 
 def sweep(low: Any, high: Any, points: int) -> tuple[Any, Any]:
@@ -110,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
 
     from pgt.errors import UserError
 
-    if args.points < 2:
-        raise UserError("--points must be at least 2")
+    if not 2 <= args.points <= MAX_POINTS:
+        raise UserError(f"--points must be from 2 to {MAX_POINTS}, got {args.points}")
+    check_device_args(args)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

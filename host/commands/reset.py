@@ -42,16 +42,14 @@ def _listen(transport: Transport, conn: Connection, seconds: float) -> list[Even
 
 def run(args: argparse.Namespace) -> int:
     from pgt.client import RingClient
+    from pgt.commands.info import check_device_args
     from pgt.connection import NORMAL, PASTE, RAW, Connection, RebootSign, restart_bytes
     from pgt.errors import DeviceError, UserError
     from pgt.link import open_port
 
     if args.url.startswith("sim:"):
         raise UserError("sim:// runs inside each pgt command: there is no board to reset")
-    if not args.timeout > 0:
-        raise UserError(f"--timeout must be positive, got {args.timeout:g}")
-    if args.baud <= 0:
-        raise UserError(f"--baud must be positive, got {args.baud}")
+    check_device_args(args)
     transport = open_port(args.url, args.baud)
     conn = Connection()
     try:

@@ -61,10 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _given(args: argparse.Namespace) -> list[str]:
     """The flags given on the command line (not at their defaults), as their option names."""
-    skip = {"resume", "command", "_run"}
+    skip = {"resume", "command"}
     out = []
     for key, value in vars(args).items():
-        if key in skip or value is None or value is False or value == []:
+        if key in skip or key.startswith("_") or value is None or value is False or value == []:
             continue
         out.append(key)
     return out

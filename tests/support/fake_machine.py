@@ -207,3 +207,47 @@ class FakeTime:
     def sleep_us(self, us):
         self.sleeps.append(us)
         self.t += us
+
+
+class BlockingStdin:
+    """A board's ``sys.stdin.buffer``: ``readinto(buf)`` returns only once all of ``buf`` has come, as
+    MicroPython's does. Input arrives on a schedule of ``(at_ms, bytes)`` on the clock ``clock()`` (ms), which
+    only a blocked read moves, 1 ms at a time; meanwhile the callbacks of the Timers made so far run when due
+    (every ``period`` ms), as the scheduler runs soft-timer callbacks from the event-poll hook a blocked read
+    waits in. A read that the rest of the schedule cannot fill ends the input (returns 0). ``zeroed`` lists the
+    times at which the outputs went back to zero (all LEVELS 0 after a non-zero one) during a blocked read."""
+
+    def __init__(self, chunks):
+        self.chunks = list(chunks)
+        self.now = 0
+        self.buf = b""
+        self.zeroed = []
+        self.callbacks = 0
+
+    def clock(self):
+        return self.now
+
+    def readinto(self, mv):
+        n = len(mv)
+        while True:
+            while self.chunks and self.chunks[0][0] <= self.now:
+                self.buf += self.chunks.pop(0)[1]
+            if len(self.buf) >= n:
+                break
+            if not self.chunks:
+                return 0
+            self._tick()
+        mv[0:n] = self.buf[0:n]
+        self.buf = self.buf[n:]
+        return n
+
+    def _tick(self):
+        self.now += 1
+        driving = any(LEVELS[p] for p in LEVELS)
+        for t in TIMERS:
+            cb = getattr(t, "callback", None)
+            if cb is not None and self.now % t.period == 0:
+                self.callbacks += 1
+                cb(t)
+        if driving and not any(LEVELS[p] for p in LEVELS):
+            self.zeroed.append(self.now)

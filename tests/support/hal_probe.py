@@ -183,6 +183,31 @@ def main_boot(config_path, frames):
             "timers": [tm.period for tm in fm.TIMERS], "wdt": [list(e) for e in fm.LOG if e[0] == "wdt"]}
 
 
+def blocked_read(config_path, cut, timeout_ms=100, rest_at=1000):
+    """serve.main() over a board's blocking stdin (``fm.BlockingStdin``): config(timeout_ms), a run of non-zero
+    codes and the first ``cut`` bytes of a ping at once; the rest of the ping and a status at ``rest_at`` ms.
+    The loop stops inside the read of the ping's body: what the read guard's timer did meanwhile."""
+    fm.reset()
+    run = _req("run", 2, n=1, k=2, drive=b"\x00\x08\x00\x08")
+    ping = _req("ping", 3)
+    stdin = fm.BlockingStdin([(0, _req("config", 1, timeout_ms=timeout_ms) + run + ping[:cut]),
+                              (rest_at, ping[cut:] + _req("status", 4))])
+    out = io.BytesIO()
+    why = serve.main(config_path, stdin, out, stdin.clock)
+    dec = decoder.Decoder()
+    dec.feed(out.getvalue())
+    replies = []
+    while True:
+        p = dec.next_payload()
+        if p is None:
+            break
+        replies.append(mpack.decode(p))
+    status = replies[-1]
+    return {"why": why, "replies": [r["op"] for r in replies], "zeroed": stdin.zeroed, "end": stdin.now,
+            "callbacks": stdin.callbacks, "trips": status.get("watchdog_trips"), "driving": status.get("driving"),
+            "timers": [tm.period for tm in fm.TIMERS]}
+
+
 def block_allocation(cfg_given, n_small, n_large, n_avg):
     """Heap bytes allocated by one HAL block of n_small and of n_large vectors (MicroPython's gc.mem_alloc).
 

@@ -1,0 +1,106 @@
+"""Checks derived from README.md alone: its commands, device URLs, Python API snippet and quick-start targets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgt.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _section(title: str) -> str:
+    """The README text under ``## title`` up to the next ``## `` heading."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README, re.S | re.M)
+    assert match, f"README has no section {title!r}"
+    return match.group(1)
+
+
+def _commands() -> dict[str, Any]:
+    parser = build_parser()
+    return dict(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+TABLE_COMMANDS = re.findall(r"^\| `pgt (\w+)", _section("Commands"), re.M)
+
+
+def test_the_command_table_is_read() -> None:
+    assert len(TABLE_COMMANDS) >= 7 and "train" in TABLE_COMMANDS  # the regex found the table
+
+
+@pytest.mark.parametrize("name", TABLE_COMMANDS)
+def test_every_listed_command_exists_and_has_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert name in _commands()
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0 and f"usage: pgt {name}" in capsys.readouterr().out
+
+
+def test_every_pgt_command_the_readme_runs_exists() -> None:
+    """Every `pgt NAME` in a shell block of the README (quick start, real ring, sweeps) is a command."""
+    blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
+    used = {m for block in blocks for m in re.findall(r"^pgt (\w+)", block, re.M)}
+    assert used and used <= set(_commands())
+
+
+def test_every_flag_in_the_command_table_is_accepted() -> None:
+    """Each ``--flag`` the table names for a command is one of that command's options."""
+    for row in re.findall(r"^\| `pgt (\w+)[^|]*\| (.*) \|$", _section("Commands"), re.M):
+        name, text = row
+        options = {opt for action in _commands()[name]._actions for opt in action.option_strings}
+        named = set(re.findall(r"(--[a-z][a-z-]*)", text))
+        assert named <= options, (name, named - options)
+
+
+def _url_forms() -> list[str]:
+    """The device URLs the README documents: the quoted forms after "A device URL is"."""
+    match = re.search(r"A device URL is (.*?)\n\n", README, re.S)
+    assert match
+    return re.findall(r"`([^`]+)`", match.group(1))
+
+
+def test_documented_device_urls_parse() -> None:
+    from pgt.link import parse_sim_url
+
+    forms = _url_forms()
+    sims = [u for u in forms if u.startswith("sim:")]
+    assert sims and any(u.startswith("socket://") for u in forms) and any(u.startswith("/dev/") for u in forms)
+    for url in forms:  # every form is accepted where the CLI takes a device
+        args = build_parser().parse_args(["train", "--device", url])
+        assert args.device == url
+        args = build_parser().parse_args(["info", url])
+        assert args.url == url
+    for url in sims:
+        options = parse_sim_url(url)
+        named = re.findall(r"[?&]([a-z_]+)=", url)
+        assert named and len(options) >= len(named)  # every option the README names is known (else UserError)
+    parse_sim_url("sim://")  # the default device the command table names
+
+
+def test_the_python_api_snippet_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    snippet = re.search(r"```python\n(.*?)```", _section("Python API"), re.S)
+    assert snippet
+    code = snippet.group(1)
+    # Patched so it runs here, fast: the real port becomes the in-process simulator (no hardware in tests), and
+    # every step count becomes 2. Nothing else in the snippet is changed.
+    code, ports = re.subn(r'"/dev/ttyACM0"', '"sim://"', code)
+    code, steps = re.subn(r"steps=\d+", "steps=2", code)
+    assert ports == 1 and steps == 3
+    monkeypatch.chdir(tmp_path)  # runs write their directories under the working directory
+    printed: list[tuple[Any, ...]] = []
+    exec(compile(code, "README.md (Python API)", "exec"), {"print": lambda *a: printed.append(a)})
+    (acc, queries, device_s), = printed
+    assert 0.0 <= acc <= 1.0 and queries > 0 and device_s > 0
+
+
+def test_the_quick_start_commands_are_makefile_targets() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([A-Za-z][\w.-]*):", makefile, re.M))
+    used = set(re.findall(r"^make (\w+)", _section("Quick start"), re.M))
+    used |= set(re.findall(r"`make (\w+)`", README))  # e.g. `make bench` in "Benchmarks"
+    assert {"demo", "test"} <= used and used <= targets, used - targets
