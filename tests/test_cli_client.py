@@ -94,6 +94,7 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     (["probe", SIM, "--out", "{tmp}/p", "--points", "100000000"], "--points must be from 2 to 4096"),
     (["reset", "socket://127.0.0.1:1", "--timeout", "inf"], "--timeout must be a positive number of seconds"),
     (["info", SIM, "--out", "x"], "unrecognized arguments: --out x (see `pgt info --help`)"),
+    (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot create the directory (No such file"),
     (["probe", SIM], "the following arguments are required: --out (see `pgt probe --help`)"),
 ])
 def test_device_options_are_checked_before_the_device(argv: list[str], reason: str, tmp_path: Path,
