@@ -50,13 +50,10 @@ class Plan:
 
 
 def config_keys() -> set[str]:
-    """Every key a board.json may hold: the keys ``firmware/board.py`` gives a default or derives."""
+    """Every key a board.json may hold (``firmware/board.py``'s ``keys()``)."""
     from pgt.firmware import board as fwboard
 
-    keys = set(fwboard.COMMON) | set(fwboard.MCP3208) | {"board", "name", "zero_code", "limit_lo", "limit_hi"}
-    for defaults in fwboard.DEFAULTS.values():
-        keys |= set(defaults)
-    return keys
+    return set(fwboard.keys())
 
 
 def read_config(path: Path, option: str = "--config") -> dict[str, Any]:

@@ -93,6 +93,9 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     (["probe", SIM, "--out", "{tmp}/p", "--timeout", "-1"], "--timeout must be a positive number of seconds"),
     (["probe", SIM, "--out", "{tmp}/p", "--points", "100000000"], "--points must be from 2 to 4096"),
     (["reset", "socket://127.0.0.1:1", "--timeout", "inf"], "--timeout must be a positive number of seconds"),
+    (["info", "sim://?max_frame=1"], "sim://?max_frame=1: max_frame must be at least 1024, got 1"),
+    (["info", " "], "the device URL is empty"),
+    (["sim", "--max-frame", "10"], "--max-frame must be at least 1024, got 10"),
     (["info", SIM, "--out", "x"], "unrecognized arguments: --out x (see `pgt info --help`)"),
     (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot create the directory (No such file"),
     (["probe", SIM], "the following arguments are required: --out (see `pgt probe --help`)"),
@@ -265,8 +268,9 @@ def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path
     typo.write_text('{"board": "rp2", "limits_hi": [4095, 4095]}')  # limit_hi misspelt: would be ignored
     assert pgt_main(["flash", "/dev/pgt-no-such-port", "--config", str(typo), "--dry-run"]) == 1
     assert pgt_main(["sim", "--config", str(typo), "--tcp", "0"]) == 1
+    assert pgt_main(["info", f"sim://?config={typo}"]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and all(f"--config {typo}: unknown key(s) limits_hi" in line for line in err)
+    assert len(err) == 3 and all(f"{typo}: unknown key(s) limits_hi" in line for line in err)
     # every key docs/hardware.md's example uses is known
     assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= flash.config_keys()
 
