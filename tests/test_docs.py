@@ -193,3 +193,10 @@ def test_the_sim_url_options_hardware_md_names_are_known() -> None:
     for option in options:
         if option != "config":  # (a path to a board.json: the file's keys are checked by test_cli_client)
             parse_sim_url(f"sim://?{option}={values[option]}")
+
+
+def test_the_hello_board_field_is_described_as_it_is() -> None:
+    row = next(r for r in _rows(_section(PROTOCOL, "### `hello` — who are you?")) if r[0] == "`board`")
+    assert f"`{_reply('hello')['board']}`" in row[2]  # the simulated default board's name, as documented
+    for kind in fwboard.DEFAULTS:
+        assert f"`{fwboard.resolve({'board': kind})['name']}`" in row[2]
