@@ -153,3 +153,50 @@ def test_each_error_example_is_what_the_device_replies(row: list[str]) -> None:
     assert got["code"] == expected["code"] == int(code)
     assert (got["seq"], got["req"], got["op"]) == (expected["seq"], expected["req"], expected["op"])
     assert got["msg"] == expected["msg"]
+
+
+def _reply(op: str, **fields: Any) -> dict[str, Any]:
+    from pgt.protocol import mpack
+    from pgt.sim.device import make_core
+
+    core = make_core(noise_free=True)
+    return dict(mpack.decode(core.handle(mpack.encode(dict(fields, op=op, seq=1)))))
+
+
+def test_the_hello_table_lists_exactly_the_hello_reply() -> None:
+    rows = _rows(_section(PROTOCOL, "### `hello` — who are you?"))
+    documented = {k for row in rows for k in re.findall(r"`([a-z][A-Za-z_]*)`", row[0])}
+    assert documented | {"op", "seq"} == set(_reply("hello"))
+
+
+def test_the_status_and_config_replies_hold_the_documented_fields() -> None:
+    status = _section(PROTOCOL, "### `status` — counters")
+    documented = set(re.findall(r"`([a-z_]+)`", status.split("`link`")[0])) | {"link"}
+    got = _reply("status")
+    assert documented | {"op", "seq", "boot"} == set(got)
+    assert isinstance(got["link"], dict)  # (its counters come from a serve loop; in process there is none)
+    config = _reply("config")  # "Defaults after boot: 1000 µs, 4, 2000 ms, the board limits."
+    assert (config["settle_us"], config["n_avg"], config["timeout_ms"]) == (1000, 4, 2000)
+    hello = _reply("hello")
+    assert (config["drive_lo"], config["drive_hi"]) == (hello["limit_lo"], hello["limit_hi"])
+
+
+def test_the_sim_url_options_hardware_md_names_are_known() -> None:
+    from pgt.link import parse_sim_url
+
+    named = re.search(r"\(options: (.*?)\)", HARDWARE, re.S)
+    assert named
+    options = re.findall(r"`([a-z_]+)`", named.group(1))
+    assert len(options) >= 8
+    values = {"board": "rp2", "channels": "2,3", "config": "", "seed": "1", "model": "B", "noise_free": "1",
+              "settle": "skip", "max_frame": "4096"}
+    for option in options:
+        if option != "config":  # (a path to a board.json: the file's keys are checked by test_cli_client)
+            parse_sim_url(f"sim://?{option}={values[option]}")
+
+
+def test_the_hello_board_field_is_described_as_it_is() -> None:
+    row = next(r for r in _rows(_section(PROTOCOL, "### `hello` — who are you?")) if r[0] == "`board`")
+    assert f"`{_reply('hello')['board']}`" in row[2]  # the simulated default board's name, as documented
+    for kind in fwboard.DEFAULTS:
+        assert f"`{fwboard.resolve({'board': kind})['name']}`" in row[2]
