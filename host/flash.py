@@ -141,14 +141,28 @@ def plan(port: str, board: str | None = None, config_file: Path | None = None, m
     return Plan(port, stage, cfg, files, commands)
 
 
+def check_port(port: str) -> None:
+    """UserError when ``port`` names a local path that is missing or is no device (a file, a directory).
+    URLs (``socket://``) and Windows port names (``COM5``) are left to pyserial."""
+    import os
+    import stat
+
+    if "://" in port or os.name == "nt":
+        return
+    try:
+        mode = os.stat(port).st_mode
+    except OSError:
+        raise UserError(f"no such port: {port} (`pgt devices` lists the serial ports)") from None
+    if not stat.S_ISCHR(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else "not a device"
+        raise UserError(f"{port} is not a serial port ({kind}; `pgt devices` lists the serial ports)")
+
+
 def open_serial(port: str, timeout: float = 0.1) -> Any:
     """The port opened with pyserial; UserError "no such port" when it does not exist."""
-    import os
-
     import serial
 
-    if "://" not in port and not os.path.exists(port):
-        raise UserError(f"no such port: {port} (`pgt devices` lists the serial ports)")
+    check_port(port)
     try:
         return serial.serial_for_url(port, timeout=timeout)
     except (serial.SerialException, OSError, ValueError) as exc:
