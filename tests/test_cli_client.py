@@ -98,6 +98,7 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     (["info", "{tmp}"], "is not a serial port (a directory; `pgt devices` lists the serial ports)"),
     (["probe", __file__, "--out", "{tmp}/q"], "test_cli_client.py is not a serial port (a regular file;"),
     (["flash", __file__, "--board", "rp2"], "test_cli_client.py is not a serial port (a regular file;"),
+    (["reset", "{tmp}/ttyACM9"], "no such port: "),
     (["sim", "--max-frame", "10"], "--max-frame must be at least 1024, got 10"),
     (["info", SIM, "--out", "x"], "unrecognized arguments: --out x (see `pgt info --help`)"),
     (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot create the directory (No such file"),
