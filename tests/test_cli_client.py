@@ -275,6 +275,14 @@ def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path
     assert pgt_main(["info", f"sim://?config={typo}"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(f"{typo}: unknown key(s) limits_hi" in line for line in err)
+    for text, reason in (('{"dac_mA_per_code": "x"}', 'dac_mA_per_code must be a number, not "x"'),
+                         ('{"drive_pins": 5}', "drive_pins must be a list of integers, not 5"),
+                         ('{"wdt_ms": true}', "wdt_ms must be an integer, not true")):
+        typo.write_text(text)  # a wrong type: refused with the key's name, not a Python message from deep inside
+        assert pgt_main(["flash", "/dev/pgt-no-such-port", "--config", str(typo), "--dry-run"]) == 1
+        assert pgt_main(["sim", "--config", str(typo), "--tcp", "0"]) == 1
+        assert capsys.readouterr().err.splitlines() == [f"pgt {c}: error: --config {typo}: {reason}"
+                                                        for c in ("flash", "sim")]
     # every key docs/hardware.md's example uses is known
     assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= flash.config_keys()
 
