@@ -6,6 +6,8 @@ another in this process, in one run; then a trial whose worker is killed mid-run
 - ``per_trial_overhead_s``: worker-seconds a trial costs on Ray beyond its in-process time,
   ``(sweep wall x parallel trials - sequential wall) / N``.
 - ``identical_to_sequential``: every trial's history and query counts equal the in-process run's.
+- ``cpu_s_per_trial_*``: CPU seconds a trial costs in this process and in a Ray worker — what the speedup
+  would follow on an idle machine; ``load_average_1min`` (before, after) says how shared the machine was.
 - ``resumed_after_kill``: the worker of one trial is SIGKILLed after its first checkpoint; the trial must be
   restarted from that checkpoint (not from scratch) in a new process and end with exactly the history and
   query counts of an uninterrupted run — no training step counted twice.
@@ -62,9 +64,10 @@ def main() -> int:
         ring = make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free)
         return Trainer(ring, trial.config, log=lambda line: None).run()
 
-    t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    t0, cpu0 = time.perf_counter(), time.process_time()
     sequential = [single(t) for t in trials]
-    t_seq = time.perf_counter() - t0
+    t_seq, cpu_seq = time.perf_counter() - t0, time.process_time() - cpu0
     print(f"sequential: {t_seq:.1f} s ({t_seq / args.trials:.2f} s per trial)")
 
     out = tempfile.mkdtemp(prefix="pgt-bench-sweep-")
@@ -81,6 +84,7 @@ def main() -> int:
         parallel = min(cpus, args.trials)
         print(f"ray: {t_ray:.1f} s on {cpus} CPUs (+ {t_init:.1f} s to start Ray)")
         identical = all(same(a, b) for a, b in zip(swept.trials, sequential))
+        cpu_ray = sum(r.metrics.get("cpu_s", 0.0) for r in swept.trials) / args.trials
 
         # Kill one trial's worker after its first checkpoint; it must resume from there.
         first_ckpt = chunk_ends(trials[0].config)[0]
@@ -111,6 +115,9 @@ def main() -> int:
         "speedup": round(t_seq / t_ray, 2), "speedup_incl_ray_start": round(t_seq / (t_ray + t_init), 2),
         "per_trial_overhead_s": round((t_ray * parallel - t_seq) / args.trials, 2),
         "identical_to_sequential": identical, "resumed_after_kill": resumed,
+        # CPU seconds per trial (load-independent): in this process vs in a Ray worker (its Ray threads included)
+        "cpu_s_per_trial_sequential": round(cpu_seq / args.trials, 2), "cpu_s_per_trial_ray": round(cpu_ray, 2),
+        "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
     print(json.dumps(report))
     return 0

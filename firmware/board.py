@@ -119,6 +119,14 @@ SAFE_FRACTION_DEFAULT = 0.5
 RP2040_WDT_MAX_MS = 8388
 
 
+def keys():
+    """Every key a board.json may hold (hosts refuse others: a misspelt key would be ignored silently)."""
+    out = set(COMMON) | set(MCP3208) | set(("board", "name", "zero_code", "limit_lo", "limit_hi"))
+    for kind in DEFAULTS:
+        out |= set(DEFAULTS[kind])
+    return out
+
+
 def board_type(platform=None):
     """The board type for a ``sys.platform`` value ("rp2", "esp32"), or None for any other platform."""
     p = sys.platform if platform is None else platform

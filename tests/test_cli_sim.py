@@ -137,6 +137,20 @@ def test_bad_options_are_one_line_errors(capsys: pytest.CaptureFixture[str], tmp
     assert "unknown board 'pico9'" in err[3] and "none.json: No such file or directory" in err[4]
 
 
+def test_a_negative_seed_or_a_file_as_the_filesystem_is_a_one_line_error(capsys: pytest.CaptureFixture[str],
+                                                                         tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["sim", "--seed", "-1", "--tcp", "0"]) == 1  # was a numpy traceback
+    assert main(["sim", "--seed", "-1", "--characterize", str(tmp_path / "ch")]) == 1
+    assert main(["sim", "--board", "--seed", "-1"]) == 1
+    assert main(["sim", "--board", "--fs", str(afile)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["pgt sim: error: --seed must be an integer >= 0, got -1"] * 3 + [
+        f"pgt sim: error: --fs {afile}: not a directory (the board's filesystem is a directory)"]
+    assert not (tmp_path / "ch").exists()
+
+
 def test_characterize_calls_the_model_and_says_where(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[tuple[Path, int, str]] = []

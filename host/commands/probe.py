@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create {args.out}: {exc}") from exc
+        raise UserError(f"--out {args.out}: cannot create the directory ({exc.strerror or exc})") from None
     with open_client(args) as client:
         info = client.info
         drive, channel = sweep(client.drive_low, client.drive_high, args.points)

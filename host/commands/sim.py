@@ -94,6 +94,8 @@ def _board(args: argparse.Namespace) -> int:
             raise UserError(f"--uid {args.uid}: need 16 hex digits (8 bytes), e.g. e66038b7136e2a2f")
     fs = Path(args.fs) if args.fs is not None else None
     if fs is not None:
+        if fs.exists() and not fs.is_dir():
+            raise UserError(f"--fs {fs}: not a directory (the board's filesystem is a directory)")
         try:
             fs.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -162,8 +164,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--link names a pty: it does not go with --tcp")
     if args.tcp is not None and not 0 <= args.tcp <= 65535:
         raise UserError(f"--tcp {args.tcp}: a port is 0..65535")
-    if args.max_frame < 1024:
-        raise UserError("--max-frame must be at least 1024")
+    if args.seed < 0:
+        raise UserError(f"--seed must be an integer >= 0, got {args.seed}")
     if args.characterize is not None:
         return _characterize(args)
     if virtual:
@@ -174,9 +176,12 @@ def run(args: argparse.Namespace) -> int:
     from pgt.sim.device import make_core
     from pgt.sim.serve import PtyServer, TcpServer
 
-    core = make_core(seed=args.seed, level=args.model, noise_free=args.noise_free, settle=args.settle,
-                     max_frame=args.max_frame, board=args.board, config=args.config,
-                     channels=tuple(args.channels) if args.channels else None, files=file_hashes())
+    try:
+        core = make_core(seed=args.seed, level=args.model, noise_free=args.noise_free, settle=args.settle,
+                         max_frame=args.max_frame, board=args.board, config=args.config,
+                         channels=tuple(args.channels) if args.channels else None, files=file_hashes())
+    except ValueError as exc:
+        raise UserError(str(exc).replace("max_frame", "--max-frame")) from None
     server: PtyServer | TcpServer
     link = Path(args.link) if args.link is not None else None
     if args.tcp is not None:
