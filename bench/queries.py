@@ -49,7 +49,7 @@ ESTIMATORS = ("backprop", "surrogate", "node", "param")
 PGT = tuple(e for e in ESTIMATORS if e != "backprop")
 # (steps, eval_every) per section and estimator; quick roughly halves the work.
 PLAN = {
-    "board": {"backprop": (400, 10), "surrogate": (400, 10), "node": (600, 10), "param": (1000, 50)},
+    "board": {"backprop": (400, 10), "surrogate": (400, 10), "node": (600, 10), "param": (2500, 50)},
     "mlp": {"backprop": (400, 5), "surrogate": (400, 5), "node": (600, 5), "param": (1500, 50)},
     "transformer": {"backprop": (300, 15), "surrogate": (300, 15), "node": (300, 15), "param": (600, 30)},
 }

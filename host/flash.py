@@ -70,7 +70,39 @@ def read_config(path: Path, option: str = "--config") -> dict[str, Any]:
     unknown = sorted(set(cfg) - config_keys())
     if unknown:
         raise UserError(f"{option} {path}: unknown key(s) {', '.join(unknown)} (docs/hardware.md lists the keys)")
+    for key, value in cfg.items():
+        want = _config_type(key)
+        if not _is(value, want):
+            raise UserError(f"{option} {path}: {key} must be {want}, not {json.dumps(value)}")
     return cfg
+
+
+def _config_type(key: str) -> str:
+    """The JSON type of a board.json key, from its default: "a string", "a number", "an integer", "a list of
+    integers"."""
+    from pgt.firmware import board as fwboard
+
+    if key in ("board", "name"):
+        return "a string"
+    if key in ("zero_code", "limit_lo", "limit_hi"):
+        return "a list of integers"
+    default = next(d[key] for d in (fwboard.COMMON, fwboard.MCP3208, *fwboard.DEFAULTS.values()) if key in d)
+    if isinstance(default, list):
+        return "a list of integers"
+    return {str: "a string", float: "a number", int: "an integer"}[type(default)]
+
+
+def _is(value: Any, want: str) -> bool:
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if want == "a string":
+        return isinstance(value, str)
+    if want == "a number":
+        return integer(value) or isinstance(value, float)
+    if want == "an integer":
+        return integer(value)
+    return isinstance(value, list) and all(integer(v) for v in value)
 
 
 def board_config(board: str | None, config_file: Path | None) -> dict[str, Any]:
@@ -141,14 +173,28 @@ def plan(port: str, board: str | None = None, config_file: Path | None = None, m
     return Plan(port, stage, cfg, files, commands)
 
 
+def check_port(port: str) -> None:
+    """UserError when ``port`` names a local path that is missing or is no device (a file, a directory).
+    URLs (``socket://``) and Windows port names (``COM5``) are left to pyserial."""
+    import os
+    import stat
+
+    if "://" in port or os.name == "nt":
+        return
+    try:
+        mode = os.stat(port).st_mode
+    except OSError:
+        raise UserError(f"no such port: {port} (`pgt devices` lists the serial ports)") from None
+    if not stat.S_ISCHR(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else "not a device"
+        raise UserError(f"{port} is not a serial port ({kind}; `pgt devices` lists the serial ports)")
+
+
 def open_serial(port: str, timeout: float = 0.1) -> Any:
     """The port opened with pyserial; UserError "no such port" when it does not exist."""
-    import os
-
     import serial
 
-    if "://" not in port and not os.path.exists(port):
-        raise UserError(f"no such port: {port} (`pgt devices` lists the serial ports)")
+    check_port(port)
     try:
         return serial.serial_for_url(port, timeout=timeout)
     except (serial.SerialException, OSError, ValueError) as exc:

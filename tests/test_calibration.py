@@ -176,3 +176,25 @@ def test_param_sigma_respects_the_resolution_floor_and_is_chosen_again_in_the_no
     spent = [est.estimate(model, batch)[2] for _ in range(20)]
     assert est.raised == 1 and est.sigma > good / 5
     assert spent[-1] > spent[0]  # the re-calibration's queries are counted in that step
+
+
+def test_param_sigma_grows_to_where_the_loss_stops_being_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pgt.estimators as estimators
+
+    box = hostile.Box(0, noise=0.02)
+    model, batch = setup(box.reservoir(), box.vjp)
+    wide = (1e-3, 4.0)
+    auto = ParameterPGT(1, sigma_range=wide)
+    cal = auto.calibrate(model, batch)
+    assert auto.sigma is not None and cal.sigma == auto.sigma
+    monkeypatch.setattr(estimators, "LINEAR", 9.0)  # no size counts as linear: the noise-limited size
+    noisy = ParameterPGT(1, sigma_range=wide)
+    noisy.calibrate(model, batch)
+    assert noisy.sigma is not None
+    # Above the size the noise asks for, below the top of the range: stopped by the curvature of the loss.
+    assert 2 * noisy.sigma < auto.sigma < wide[1] / 2
+    monkeypatch.undo()
+    # The top of sigma_range still bounds it.
+    capped = ParameterPGT(1, sigma_range=(1e-3, 0.1))
+    capped.calibrate(model, batch)
+    assert capped.sigma is not None and capped.sigma <= 0.1

@@ -95,6 +95,10 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     (["reset", "socket://127.0.0.1:1", "--timeout", "inf"], "--timeout must be a positive number of seconds"),
     (["info", "sim://?max_frame=1"], "sim://?max_frame=1: max_frame must be at least 1024, got 1"),
     (["info", " "], "the device URL is empty"),
+    (["info", "{tmp}"], "is not a serial port (a directory; `pgt devices` lists the serial ports)"),
+    (["probe", __file__, "--out", "{tmp}/q"], "test_cli_client.py is not a serial port (a regular file;"),
+    (["flash", __file__, "--board", "rp2"], "test_cli_client.py is not a serial port (a regular file;"),
+    (["reset", "{tmp}/ttyACM9"], "no such port: "),
     (["sim", "--max-frame", "10"], "--max-frame must be at least 1024, got 10"),
     (["info", SIM, "--out", "x"], "unrecognized arguments: --out x (see `pgt info --help`)"),
     (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot create the directory (No such file"),
@@ -271,6 +275,14 @@ def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path
     assert pgt_main(["info", f"sim://?config={typo}"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(f"{typo}: unknown key(s) limits_hi" in line for line in err)
+    for text, reason in (('{"dac_mA_per_code": "x"}', 'dac_mA_per_code must be a number, not "x"'),
+                         ('{"drive_pins": 5}', "drive_pins must be a list of integers, not 5"),
+                         ('{"wdt_ms": true}', "wdt_ms must be an integer, not true")):
+        typo.write_text(text)  # a wrong type: refused with the key's name, not a Python message from deep inside
+        assert pgt_main(["flash", "/dev/pgt-no-such-port", "--config", str(typo), "--dry-run"]) == 1
+        assert pgt_main(["sim", "--config", str(typo), "--tcp", "0"]) == 1
+        assert capsys.readouterr().err.splitlines() == [f"pgt {c}: error: --config {typo}: {reason}"
+                                                        for c in ("flash", "sim")]
     # every key docs/hardware.md's example uses is known
     assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= flash.config_keys()
 

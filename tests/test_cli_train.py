@@ -124,6 +124,12 @@ BAD = [
     (["--steps", "-1"], "--steps must be an integer >= 0"),
     (["--device", "sim://", "--noise-free"], "put them in the URL"),
     (["--estimator", "param", "-E", "params=[]"], "bad option params=[]"),
+    (["--slots", "0"], "--slots must be from 1 to 4096, got 0"),
+    (["--slots", "10000"], "--slots must be from 1 to 4096, got 10000"),
+    (["--task", "nope"], "unknown task 'nope' (choose from digits, digits-seq, majority)"),
+    (["--estimator", "backprop", "--device", "socket://127.0.0.1:1"], "leave out --device socket://127.0.0.1:1"),
+    (["--estimator", "backprop", "--device", "sim://?noise_free=1"], "runs through the noise-free ring model"),
+    (["--device", "/dev/pgt-stopped-sim-pty"], "no such port: /dev/pgt-stopped-sim-pty"),
 ]
 
 

@@ -58,7 +58,7 @@ def test_the_board_json_table_lists_exactly_the_firmware_keys() -> None:
     assert config_keys() == _firmware_keys()  # what `pgt flash/sim --config` accept
 
 
-def test_the_example_board_json_is_valid() -> None:
+def test_the_example_board_json_is_valid(tmp_path: Path) -> None:
     import json
 
     example = re.search(r"```json\n(.*?)```", HARDWARE, re.S)
@@ -66,6 +66,11 @@ def test_the_example_board_json_is_valid() -> None:
     cfg = json.loads(example.group(1))
     assert set(cfg) <= _firmware_keys()
     fwboard.check(fwboard.resolve(cfg))
+    from pgt.flash import read_config
+
+    path = tmp_path / "board.json"
+    path.write_text(example.group(1))
+    assert read_config(path) == cfg  # what `pgt flash --config` accepts
 
 
 def _number(text: str) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from typing import Any
 
@@ -36,11 +35,10 @@ def check_device_args(args: argparse.Namespace) -> None:
 def open_client(args: argparse.Namespace) -> Any:
     """The checked device options, then ``RingClient.open`` (saying so on stderr when it opens a port)."""
     from pgt.client import RingClient
-    from pgt.errors import UserError
+    from pgt.flash import check_port
 
     check_device_args(args)
-    if args.url.startswith("/") and not os.path.exists(args.url):
-        raise UserError(f"no such port: {args.url} (`pgt devices` lists the serial ports)")
+    check_port(args.url)
     if not args.url.startswith("sim:"):
         command = getattr(args, "command", "info")
         print(f"pgt {command}: connecting to {args.url} (handshake, {args.timeout:g} s per attempt) ...",

@@ -45,11 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from pgt.commands.info import check_device_args
     from pgt.connection import NORMAL, PASTE, RAW, Connection, RebootSign, restart_bytes
     from pgt.errors import DeviceError, UserError
+    from pgt.flash import check_port
     from pgt.link import open_port
 
     if args.url.startswith("sim:"):
         raise UserError("sim:// runs inside each pgt command: there is no board to reset")
     check_device_args(args)
+    check_port(args.url)
     transport = open_port(args.url, args.baud)
     conn = Connection()
     try:

@@ -154,10 +154,17 @@ def _check_device_url(url: str | None, args: argparse.Namespace) -> None:
     if args.noise_free or args.ring_seed is not None:
         raise UserError("--noise-free and --ring-seed set up the default simulated board; with --device put "
                         "them in the URL (sim://?seed=1&noise_free=1)")
+    if args.estimator == "backprop":  # known before any device is opened
+        raise UserError("--estimator backprop runs through the noise-free ring model in process (the exact "
+                        f"gradient): leave out --device {url}")
     if url.startswith("sim:"):
         from pgt.link import parse_sim_url
 
         parse_sim_url(url)
+    else:
+        from pgt.flash import check_port
+
+        check_port(url)  # a stopped `pgt sim`'s pty, a file: said before the run directory is made
 
 
 def _out_dir(out: str) -> Any:
