@@ -38,6 +38,28 @@ def mpremote(port: str, *args: str) -> str:
     return proc.stdout
 
 
+def test_info_on_a_fresh_board_says_it_is_not_flashed_and_leaves_its_friendly_repl(
+        port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # (runs first: the board's filesystem is still empty) a frame's version byte is Ctrl-A, which moves the
+    # cursor of a typed line and must not put the board into its raw REPL
+    import serial
+
+    assert pgt_main(["info", port, "--timeout", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "a MicroPython REPL answered, not the pgt firmware" in err and "raw" not in err
+    with serial.Serial(port, 115200, timeout=0.2) as ser:
+        ser.write(b"\x03")
+        heard = b""
+        deadline = time.monotonic() + 30
+        while not heard.endswith(b">>> ") and time.monotonic() < deadline:
+            heard += ser.read(256)
+        ser.write(b"\r")  # the friendly REPL answers an empty line with its prompt; a raw REPL would not
+        heard = b""
+        while not heard.endswith(b">>> ") and time.monotonic() < deadline:
+            heard += ser.read(256)
+    assert heard.endswith(b">>> ")
+
+
 def test_mpremote_against_the_virtual_board(port: str, tmp_path: Path) -> None:
     # exec after mpremote's own soft reset (raw REPL, raw-paste), and filesystem commands
     assert mpremote(port, "exec", "print(6 * 7)").strip() == "42"
