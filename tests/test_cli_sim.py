@@ -120,6 +120,10 @@ def test_sim_urls_mirror_the_default_board_and_name_their_options() -> None:
     assert "pgt/firmware/core.py" in hello["files"] and len(hello["files"]["pgt/firmware/core.py"]) == 64
     with pytest.raises(UserError, match=r"unknown simulator option 'boards'.*known: board, channels, config, seed"):
         InProcessLink("sim://?boards=rp2")
+    with pytest.raises(UserError, match=r"simulator option seed given more than once in sim://\?seed=1&seed=2"):
+        InProcessLink("sim://?seed=1&seed=2")
+    with pytest.raises(UserError, match="option model and level \\(the same option\\) given more than once"):
+        InProcessLink("sim://?model=A&level=B")
     for bad in ("sim://?board=pico9", "sim://?channels=2", "sim://?noise_free=yes", "sim://?config=/nonexistent"):
         with pytest.raises(UserError):
             InProcessLink(bad)
