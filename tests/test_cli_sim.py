@@ -174,13 +174,19 @@ def test_characterize_calls_the_model_and_says_where(monkeypatch: pytest.MonkeyP
     assert "STM 4.7" in capsys.readouterr().out
 
 
-def test_board_hands_over_to_the_virtual_board(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_board_hands_over_to_the_virtual_board(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[dict[str, Any]] = []
     module = ModuleType("pgt.sim.virtual_board")
     module.serve = lambda **kw: calls.append(kw)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "pgt.sim.virtual_board", module)
     assert main(["sim", "--board", "--seed", "4", "--model", "B"]) == 0
-    assert calls == [{"seed": 4, "level": "B", "announce": print, "fs": None, "uid": None}]
+    announce = calls[0].pop("announce")
+    assert calls == [{"seed": 4, "level": "B", "fs": None, "uid": None}]
+    announce("/dev/pts/9")  # the port is said as plain `pgt sim` says it
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("pgt sim: virtual MicroPython board") and "ring model B, seed 4" in out[0]
+    assert out[1:] == ["port: /dev/pts/9", "serving until Ctrl-C"]
     fs = tmp_path / "flash"
     assert main(["sim", "--board", "--fs", str(fs), "--uid", "00112233445566ff"]) == 0
     assert calls[-1]["fs"] == fs and fs.is_dir() and calls[-1]["uid"] == bytes.fromhex("00112233445566ff")

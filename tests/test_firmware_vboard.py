@@ -158,7 +158,14 @@ def _board(fs: Path | None = None, uid: str | None = None) -> Iterator[str]:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
+        port = ""
+        for line in proc.stdout:
+            if line.startswith("port: "):
+                port = line[len("port: "):].strip()
+            if line.startswith("serving until Ctrl-C"):
+                break
+        assert port.startswith("/dev/")
+        yield port
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
