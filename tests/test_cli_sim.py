@@ -65,19 +65,19 @@ def start_sim() -> Iterator[Any]:
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=60)
 
 
 def _interrupt(proc: subprocess.Popen[str]) -> tuple[int, str]:
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
+    _, err = proc.communicate(timeout=60)
     return proc.returncode, err
 
 
 def test_serves_on_tcp_and_stops_on_sigint(start_sim: Any) -> None:
     proc, lines = start_sim("--tcp", "0", "--seed", "3", "--model", "B", "--noise-free")
     assert lines["port"].startswith("socket://127.0.0.1:")
-    with serial.serial_for_url(lines["port"], timeout=10) as ser:
+    with serial.serial_for_url(lines["port"], timeout=60) as ser:
         hello = _hello(ser)
     assert hello["op"] == "hello" and hello["board"] == "sim-rp2-pwm"
     _is_the_rp2_board(hello)
@@ -91,7 +91,7 @@ def test_serves_on_a_pty_with_a_link(start_sim: Any, tmp_path: Path) -> None:
     proc, lines = start_sim("--link", str(link))
     assert lines["port"].startswith("/dev/") and lines["link"].startswith(str(link))
     assert link.is_symlink()
-    with serial.Serial(str(link), timeout=10) as ser:
+    with serial.Serial(str(link), timeout=60) as ser:
         assert _hello(ser)["op"] == "hello"
     code, err = _interrupt(proc)
     assert code == 0 and "stopped" in err
@@ -104,7 +104,7 @@ def test_other_shapes_on_request(start_sim: Any, tmp_path: Path) -> None:
     for args, expect in ((["--board", "wide"], (16, 32, [4095] * 16)), (["--channels", "4", "5"], (4, 5, [2047] * 4)),
                          (["--config", str(config)], (2, 2, [1000, 3000]))):
         proc, lines = start_sim("--tcp", "0", *args)
-        with serial.serial_for_url(lines["port"], timeout=10) as ser:
+        with serial.serial_for_url(lines["port"], timeout=60) as ser:
             hello = _hello(ser)
         assert (hello["k"], hello["m"], hello["limit_hi"]) == expect, args
         assert _interrupt(proc)[0] == 0
