@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,28 @@ def test_plotting_never_touches_pyplot_or_the_backend(tmp_path: object) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--seed", "-1"], "--seed must be"),
+    (["--steps", "-1"], "--steps must be"),
+    (["--out", "/proc/nope"], "cannot create the run directory"),
+    (["--device", "/nonexistent-port"], "no such port"),
+    (["--device", "sim://?bogus=1"], "unknown simulator option"),
+    (["--estimators", "foo"], "--estimators takes"),
+])
+def test_demo_refuses_bad_input_before_any_device(
+    argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pgt.commands import demo
+
+    def no_device(*_a: object, **_k: object) -> None:
+        raise AssertionError("a device was opened")
+
+    monkeypatch.setattr(demo, "make_device", no_device)
+    monkeypatch.setattr(demo, "reference_device", no_device)
+    out = argv if "--out" in argv else [*argv, "--out", str(tmp_path)]
+    assert main(["demo", "--quiet", *out]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0] and "Traceback" not in err[0]

@@ -66,6 +66,13 @@ def reference_device(seed: int, shape: tuple[int, int] | None) -> Any:
     return make_ring_reservoir(seed=seed, noise_free=True, channels=shape)
 
 
+def _config(estimator: str, args: argparse.Namespace) -> Any:
+    from pgt.trainer import TrainConfig
+
+    return TrainConfig(task="digits", model="mlp", estimator=estimator, steps=args.steps, eval_every=20,
+                       seed=args.seed, checkpoint_every=max(args.steps, 1))
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
     import time
@@ -74,13 +81,32 @@ def run(args: argparse.Namespace) -> int:
     from pgt.errors import UserError
     from pgt.estimators import ESTIMATORS
     from pgt.plots import accuracy_vs_queries
-    from pgt.trainer import Result, TrainConfig, Trainer
+    from pgt.trainer import Result, Trainer, check_config
 
     names = [e for e in args.estimators.split(",") if e]
     pgt_estimators = [e for e in ESTIMATORS if e != "backprop"]
     if not names or any(e not in pgt_estimators for e in names):
         raise UserError(f"--estimators takes {', '.join(pgt_estimators)} (comma-separated), got {args.estimators!r}")
+    if args.steps < 1:
+        raise UserError(f"--steps must be an integer >= 1, got {args.steps}")
+    if not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed must be an integer from 0 to 2**32 - 1, got {args.seed}")
+    for est in [*names, "backprop"]:  # every run's config checked before any device is opened
+        check_config(_config(est, args))
+    if args.device is not None:
+        if args.device.startswith("sim:"):
+            from pgt.link import parse_sim_url
+
+            parse_sim_url(args.device)
+        else:
+            from pgt.flash import check_port
+
+            check_port(args.device)
     out = Path(args.out) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        out.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"--out {args.out}: cannot create the run directory ({exc.strerror or exc})") from None
     results: dict[str, tuple[Result, float, str]] = {}
     shape: tuple[int, int, int] | None = None  # k, m, slots of the PGT device
     for est in [*names, "backprop"]:
@@ -90,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
             device, close = reference_device(args.seed, same), (lambda: None)
         else:
             device, close = make_device(args.seed, args.device)
-        cfg = TrainConfig(task="digits", model="mlp", estimator=est, steps=args.steps, eval_every=20,
-                          seed=args.seed, checkpoint_every=max(args.steps, 1))
+        cfg = _config(est, args)
         t0 = time.perf_counter()
         if not args.quiet:
             print(f"training with {est} ({args.steps} steps) through {device.info.get('kind')} ...",
