@@ -19,7 +19,11 @@ statistic as every estimator's ``best_test_acc``. ``eval_share`` is evaluation r
 every run of the bench. A threshold an estimator does not reach on every seed gives no Q (``reached`` says how
 many seeds did).
 
-Usage: ``python bench/queries.py [--quick] [--seeds N] [--jobs J] [--sections board,mlp,transformer]``.
+Every run is one trial of a ``pgt.sweep`` on a local Ray (``--jobs`` CPUs, default all), so the runs share the
+cores; ``--sequential`` runs the same trials one after another in this process instead, with identical figures
+(each trial is the same code with the same seeds; only the wall times differ).
+
+Usage: ``python bench/queries.py [--quick] [--seeds N] [--jobs J] [--sequential] [--sections board,mlp,transformer]``.
 The last line printed is one JSON object; its ``"board"`` key holds exactly
 ``{"k", "m", "slots", "reference_best_test_acc", "best_pgt": {"estimator", "best_test_acc", "Q_90"}}``.
 """
@@ -31,7 +35,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -57,33 +60,67 @@ QUICK = {
 }
 
 
-def make_ring(kind: str, seed: int, noise_free: bool) -> Any:
-    """The simulated device of a section: the default rp2 board (2 drives -> 3 taps) or the named "wide" board
-    (16 -> 32, external DAC/ADC chips); noisy through the firmware's Core, or its noise-free ring for backprop."""
-    from pgt.sim.ring import make_ring_reservoir
+def make_trial(job: tuple[str, str, int, int, int]) -> Any:
+    """The sweep trial of one (section, estimator, seed, steps, eval_every): the default rp2 board (2 drives ->
+    3 taps) or the named "wide" board (16 -> 32, external DAC/ADC chips); noisy through the firmware's Core, or
+    its noise-free ring for backprop; the ring seeded like the run."""
+    from pgt.sweeps import Trial
+    from pgt.trainer import TrainConfig
 
-    return make_ring_reservoir(seed=seed, noise_free=noise_free, board=None if kind == "board" else "wide")
-
-
-def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
-    """Train one (section, estimator, seed); return its history and summary."""
     section, est, seed, steps, eval_every = job
-    from pgt.trainer import TrainConfig, Trainer
-
-    t0 = time.perf_counter()
     spec = SECTIONS[section]
-    device = make_ring(spec["ring"], seed, noise_free=est == "backprop")
     cfg = TrainConfig(task=spec["task"], model=spec["model"], estimator=est, steps=steps, eval_every=eval_every,
                       seed=seed)
-    trainer = Trainer(device, cfg, log=lambda line: None)
-    result = trainer.run()
-    return {
-        "section": section, "estimator": est, "seed": seed, "history": result.history,
-        "best_test_acc": result.best_test_acc, "final_val_acc": result.final_val_acc,
-        "queries": result.queries, "eval_queries": result.eval_queries,
-        "k": trainer.physical.k, "m": trainer.physical.m, "slots": trainer.physical.slots,
-        "wall_s": time.perf_counter() - t0,
-    }
+    return Trial(cfg, ring_seed=seed, noise_free=est == "backprop", board=None if spec["ring"] == "board" else "wide")
+
+
+FIGURES = ("best_test_acc", "final_val_acc", "queries", "eval_queries", "k", "m", "slots", "wall_s")
+
+
+def summary(job: tuple[str, str, int, int, int], history: list[dict[str, Any]], got: dict[str, Any]) -> dict[str, Any]:
+    """One run's history and its FIGURES (taken from ``got``)."""
+    section, est, seed = job[:3]
+    return {"section": section, "estimator": est, "seed": seed, "history": history,
+            **{k: got[k] for k in FIGURES}}
+
+
+def run_sweep(jobs: list[tuple[str, str, int, int, int]], cpus: int) -> list[dict[str, Any]]:
+    """Every job as a trial of one ``pgt.sweep`` on a local Ray with ``cpus`` CPUs."""
+    import tempfile
+
+    from pgt.sweeps import sweep
+
+    def progress(line: str) -> None:  # "[i/n] name: finished (...)": say which section trial i is in
+        if "finished" in line or "FAILED" in line:
+            section = jobs[int(line[1:line.index("/")]) - 1][0]
+            print(f"{section}: {line}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="pgt-bench-queries-") as out:
+        swept = sweep([make_trial(j) for j in jobs], num_cpus=cpus, out=out, report=False, progress=progress)
+    bad = [r for r in swept.trials if r.status != "done"]
+    if bad:
+        raise SystemExit(f"queries.py: trial {bad[0].trial.name} ended {bad[0].status}: {bad[0].error or ''}")
+    return [summary(j, r.history, r.metrics) for j, r in zip(jobs, swept.trials)]
+
+
+def run_sequential(jobs: list[tuple[str, str, int, int, int]]) -> list[dict[str, Any]]:
+    """The same trials one after another in this process (``Trainer(...).run()``, no Ray)."""
+    from pgt.sim.ring import make_ring_reservoir
+    from pgt.trainer import Trainer
+
+    runs = []
+    for i, job in enumerate(jobs):
+        trial = make_trial(job)
+        t0 = time.perf_counter()
+        device = make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free, board=trial.board)
+        trainer = Trainer(device, trial.config, log=lambda line: None)
+        result = trainer.run()
+        ph = trainer.physical
+        got = {k: getattr(result, k) for k in FIGURES[:4]}
+        runs.append(summary(job, result.history, got | {"k": ph.k, "m": ph.m, "slots": ph.slots,
+                                                        "wall_s": time.perf_counter() - t0}))
+        print(f"[{i + 1}/{len(jobs)}] {' '.join(map(str, job[:3]))}: finished", file=sys.stderr, flush=True)
+    return runs
 
 
 def crossing(history: list[dict[str, Any]], threshold: float) -> int | None:
@@ -152,7 +189,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and 2 seeds")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 2)")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="CPUs of the local Ray the trials share (default: all cores)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="run the same trials one after another in this process, without Ray")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default: {','.join(SECTIONS)})")
     args = parser.parse_args()
@@ -161,13 +201,14 @@ def main() -> int:
         parser.error(f"--sections takes some of {', '.join(SECTIONS)}")
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     plan = QUICK if args.quick else PLAN
     seeds = list(range(args.seeds if args.seeds else (2 if args.quick else 3)))
     jobs = [(sec, est, s, *plan[sec][est]) for sec in sections for est in ESTIMATORS for s in seeds]
     jobs.sort(key=lambda j: -j[3] * (6 if j[0] == "transformer" else 1))  # longest first
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(run_one, jobs))
+    runs = run_sequential(jobs) if args.sequential else run_sweep(jobs, args.jobs)
     report: dict[str, Any] = {"bench": "queries", "quick": args.quick, "seeds": seeds}
     for sec in sections:
         mine = [r for r in runs if r["section"] == sec]
@@ -192,7 +233,7 @@ def main() -> int:
     report["eval_share"] = round(sum(r["eval_queries"] for r in runs) / rows, 4) if rows else None
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     print(f"\nevaluation rows are {100 * report['eval_share']:.1f}% of all device rows; "
-          f"wall time {report['wall_s']} s with {args.jobs} workers")
+          f"wall time {report['wall_s']} s " + ("in one process" if args.sequential else f"on {args.jobs} CPUs"))
     print(json.dumps(report))
     return 0
 

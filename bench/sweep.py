@@ -8,11 +8,18 @@ another in this process, in one run; then a trial whose worker is killed mid-run
 - ``identical_to_sequential``: every trial's history and query counts equal the in-process run's.
 - ``cpu_s_per_trial_*``: CPU seconds a trial costs in this process and in a Ray worker — what the speedup
   would follow on an idle machine; ``load_average_1min`` (before, after) says how shared the machine was.
+- ``cores_used_*``: CPU seconds spent per wall second in each phase (sequential: this process; Ray: the
+  workers during their trials plus this process, which runs Tune's controller). The speedup cannot exceed
+  their ratio: on a machine shared with other busy sessions the kernel's fair share per session (Linux
+  autogroup) caps what the sweep gets, however many workers it runs.
 - ``resumed_after_kill``: the worker of one trial is SIGKILLed after its first checkpoint; the trial must be
   restarted from that checkpoint (not from scratch) in a new process and end with exactly the history and
   query counts of an uninterrupted run — no training step counted twice.
 
 Device: the in-process simulated ring that ``pgt train`` uses by default (its shape is printed).
+Each trial is long enough (6000 steps, about 7 CPU seconds) that the sweep's fixed cost — Tune starting two
+trial actors, each importing Ray Tune, about 2 s — is small against the work it parallelises.
+
 Usage: ``python bench/sweep.py [--trials N] [--steps S]``. The last line printed is one JSON object.
 """
 
@@ -44,7 +51,7 @@ def same(a: Any, b: Any) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8, help="identical trials (default 8)")
-    parser.add_argument("--steps", type=int, default=2000, help="steps per trial (default 2000)")
+    parser.add_argument("--steps", type=int, default=6000, help="steps per trial (default 6000)")
     args = parser.parse_args()
 
     import ray
@@ -78,9 +85,9 @@ def main() -> int:
         ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=ray_tmp, log_to_driver=False,
                  logging_level=logging.ERROR)
         t_init = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         swept = sweep(trials, out=out, name="speed", progress=lambda line: None, report=False)
-        t_ray = time.perf_counter() - t0
+        t_ray, cpu_driver = time.perf_counter() - t0, time.process_time() - cpu0
         parallel = min(cpus, args.trials)
         print(f"ray: {t_ray:.1f} s on {cpus} CPUs (+ {t_init:.1f} s to start Ray)")
         identical = all(same(a, b) for a, b in zip(swept.trials, sequential))
@@ -117,6 +124,8 @@ def main() -> int:
         "identical_to_sequential": identical, "resumed_after_kill": resumed,
         # CPU seconds per trial (load-independent): in this process vs in a Ray worker (its Ray threads included)
         "cpu_s_per_trial_sequential": round(cpu_seq / args.trials, 2), "cpu_s_per_trial_ray": round(cpu_ray, 2),
+        "cores_used_sequential": round(cpu_seq / t_seq, 2),
+        "cores_used_ray": round((cpu_ray * args.trials + cpu_driver) / t_ray, 2),
         "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
     print(json.dumps(report))

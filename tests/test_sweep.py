@@ -59,6 +59,7 @@ def test_sweep_equals_single_runs_with_the_same_seeds(local_ray, tmp_path):
         ("surrogate", "0", "done"), ("surrogate", "1", "done"), ("node", "0", "done"), ("node", "1", "done")]
     assert float(table[0]["best_test_acc"]) == result.trials[0].metrics["best_test_acc"]
     assert (tmp_path / "s" / "accuracy.png").stat().st_size > 1000
+    assert not list((tmp_path / "s").rglob("events.out.tfevents*"))  # no TensorBoard logger: one fsync per report
     assert "estimator=node" in format_table(result)
     assert any("step 12" in line for line in lines) and any("finished (4/4" in line for line in lines)
 
