@@ -33,7 +33,7 @@ def start_board(seed: int) -> tuple[subprocess.Popen[str], str]:
                             stdout=subprocess.PIPE, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
-    port = proc.stdout.readline().strip()
+    port = next((line[6:].strip() for line in proc.stdout if line.startswith("port: ")), "")
     if not port:
         proc.kill()
         raise SystemExit("bench/board.py: the virtual board did not start (pgt sim --board printed no port)")

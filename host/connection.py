@@ -212,6 +212,8 @@ class Connection:
             at = tail.rfind(sign)
             if at > last:
                 last, state = at, kind
+        if state is None and self._typed_echo():
+            state = NORMAL
         if state is not None:
             self.repl_state = state
             events.append(ReplSeen(state))
@@ -223,6 +225,16 @@ class Connection:
         for reason, n in dec.dropped.items():
             events.extend(DroppedFrame(reason) for _ in range(n - drops.get(reason, 0)))
         return events
+
+    def _typed_echo(self) -> bool:
+        """Did the port echo the printable bytes of the request in flight, as a friendly REPL echoes what it
+        is typed (the control bytes of a frame move its cursor, so a frame without a CR shows no prompt)? A
+        loopback, which echoes the control bytes too, is not a REPL."""
+        out = self.pending
+        if out is None or self.repl_state is not None or out.frame[:3] in self.recent:
+            return False
+        typed = _printable(out.frame)
+        return len(typed) >= 8 and typed in _printable(self.recent)
 
     def _frame(self, payload: bytes) -> list[Event]:
         try:
@@ -244,6 +256,10 @@ class Connection:
         self.answered = True
         self.repl_state = None
         return out + [Reply(msg)]
+
+
+def _printable(data: bytes | bytearray) -> bytes:
+    return bytes(b for b in data if 33 <= b <= 126)
 
 
 # -- decisions ----------------------------------------------------------------------------------------------

@@ -174,11 +174,15 @@ def plan(port: str, board: str | None = None, config_file: Path | None = None, m
 
 
 def check_port(port: str) -> None:
-    """UserError when ``port`` names a local path that is missing or is no device (a file, a directory).
-    URLs (``socket://``) and Windows port names (``COM5``) are left to pyserial."""
+    """UserError when ``port`` names a local path that is missing or is no device (a file, a directory), or is
+    a ``socket://`` URL without a host and a port number from 1 to 65535. Other URLs and Windows port names
+    (``COM5``) are left to pyserial."""
     import os
     import stat
 
+    if port.startswith("socket://"):
+        check_socket_url(port)
+        return
     if "://" in port or os.name == "nt":
         return
     try:
@@ -188,6 +192,22 @@ def check_port(port: str) -> None:
     if not stat.S_ISCHR(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else "not a device"
         raise UserError(f"{port} is not a serial port ({kind}; `pgt devices` lists the serial ports)")
+
+
+def check_socket_url(url: str) -> None:
+    """UserError unless ``url`` is ``socket://HOST:PORT`` with a port number from 1 to 65535."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        number = parts.port
+    except ValueError:
+        number = -1
+    given = parts.netloc.rpartition(":")[2] if ":" in parts.netloc else ""
+    what = ("no host" if not parts.hostname else "no port number" if not given
+            else f"bad port number {given!r}" if number is None or not 1 <= number <= 65535 else "")
+    if what:
+        raise UserError(f"{url}: {what} (give socket://HOST:PORT with PORT from 1 to 65535)")
 
 
 def open_serial(port: str, timeout: float = 0.1) -> Any:

@@ -37,6 +37,7 @@ from pgt.connection import (
     BROKEN,
     DROPPED,
     GIVE_UP,
+    NORMAL,
     REVIVE,
     SILENCE,
     STOP,
@@ -369,6 +370,8 @@ class SerialLink:
                 if action == REVIVE:
                     self._revive()
                 elif action == GIVE_UP:
+                    if conn.repl_state == NORMAL:
+                        self._send(b"\x03")  # cancel what our frames typed: the prompt as it was found
                     raise NoReplyError(self._silence(str(msg.get("op")), out.seq, out.tries, timeout))
         finally:
             with self._cond:

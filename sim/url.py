@@ -3,7 +3,8 @@
 ``sim://?board=rp2&channels=2,3&seed=0&model=A&noise_free=1`` -> keyword arguments of
 :func:`pgt.sim.device.make_core`. Options: ``board`` (rp2, esp32, wide), ``channels`` (K,M), ``config`` (a
 board.json path), ``seed``, ``model`` (or ``level``: A or B), ``noise_free`` (0/1), ``settle`` (skip,
-sleep), ``max_frame`` (bytes). Anything else is a :class:`SimUrlError` (a ValueError) naming the known ones.
+sleep), ``max_frame`` (bytes). Anything else is a :class:`SimUrlError` (a ValueError) naming the known ones;
+an option given twice (or as both ``model`` and ``level``) is one too.
 """
 
 from __future__ import annotations
@@ -75,12 +76,17 @@ def parse(url: str) -> dict[str, Any]:
     if parts.scheme != "sim":
         raise SimUrlError(f"not a simulator URL: {url}")
     kwargs: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for key, values in parse_qs(parts.query, keep_blank_values=True).items():
         if key not in OPTIONS:
             raise SimUrlError(f"unknown simulator option {key!r} in {url} (known: {', '.join(OPTIONS)})")
         name, parser = OPTIONS[key]
+        if len(values) > 1 or name in given:
+            both = key if len(values) > 1 else f"{given[name]} and {key} (the same option)"
+            raise SimUrlError(f"simulator option {both} given more than once in {url}: give it once")
+        given[name] = key
         try:
-            kwargs[name] = parser(values[-1])
+            kwargs[name] = parser(values[0])
         except ValueError as exc:
             raise SimUrlError(f"bad value for {key} in {url}: {exc}") from None
     return kwargs

@@ -127,7 +127,9 @@ def friendly(g):
     line = bytearray()
     while True:
         c = getc()
-        if c == 1:
+        if c in (1, 2) and line:  # Ctrl-A/B on a typed line move the cursor (ignored here), as on a board
+            continue
+        if c == 1:  # Ctrl-A on an empty line: the raw REPL
             _out.write(b"\r\n")
             raw_repl(g)
             _out.write(BANNER + b">>> ")

@@ -65,19 +65,19 @@ def start_sim() -> Iterator[Any]:
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=60)
 
 
 def _interrupt(proc: subprocess.Popen[str]) -> tuple[int, str]:
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
+    _, err = proc.communicate(timeout=60)
     return proc.returncode, err
 
 
 def test_serves_on_tcp_and_stops_on_sigint(start_sim: Any) -> None:
     proc, lines = start_sim("--tcp", "0", "--seed", "3", "--model", "B", "--noise-free")
     assert lines["port"].startswith("socket://127.0.0.1:")
-    with serial.serial_for_url(lines["port"], timeout=10) as ser:
+    with serial.serial_for_url(lines["port"], timeout=60) as ser:
         hello = _hello(ser)
     assert hello["op"] == "hello" and hello["board"] == "sim-rp2-pwm"
     _is_the_rp2_board(hello)
@@ -91,7 +91,7 @@ def test_serves_on_a_pty_with_a_link(start_sim: Any, tmp_path: Path) -> None:
     proc, lines = start_sim("--link", str(link))
     assert lines["port"].startswith("/dev/") and lines["link"].startswith(str(link))
     assert link.is_symlink()
-    with serial.Serial(str(link), timeout=10) as ser:
+    with serial.Serial(str(link), timeout=60) as ser:
         assert _hello(ser)["op"] == "hello"
     code, err = _interrupt(proc)
     assert code == 0 and "stopped" in err
@@ -104,7 +104,7 @@ def test_other_shapes_on_request(start_sim: Any, tmp_path: Path) -> None:
     for args, expect in ((["--board", "wide"], (16, 32, [4095] * 16)), (["--channels", "4", "5"], (4, 5, [2047] * 4)),
                          (["--config", str(config)], (2, 2, [1000, 3000]))):
         proc, lines = start_sim("--tcp", "0", *args)
-        with serial.serial_for_url(lines["port"], timeout=10) as ser:
+        with serial.serial_for_url(lines["port"], timeout=60) as ser:
             hello = _hello(ser)
         assert (hello["k"], hello["m"], hello["limit_hi"]) == expect, args
         assert _interrupt(proc)[0] == 0
@@ -120,6 +120,10 @@ def test_sim_urls_mirror_the_default_board_and_name_their_options() -> None:
     assert "pgt/firmware/core.py" in hello["files"] and len(hello["files"]["pgt/firmware/core.py"]) == 64
     with pytest.raises(UserError, match=r"unknown simulator option 'boards'.*known: board, channels, config, seed"):
         InProcessLink("sim://?boards=rp2")
+    with pytest.raises(UserError, match=r"simulator option seed given more than once in sim://\?seed=1&seed=2"):
+        InProcessLink("sim://?seed=1&seed=2")
+    with pytest.raises(UserError, match="option model and level \\(the same option\\) given more than once"):
+        InProcessLink("sim://?model=A&level=B")
     for bad in ("sim://?board=pico9", "sim://?channels=2", "sim://?noise_free=yes", "sim://?config=/nonexistent"):
         with pytest.raises(UserError):
             InProcessLink(bad)
@@ -170,13 +174,19 @@ def test_characterize_calls_the_model_and_says_where(monkeypatch: pytest.MonkeyP
     assert "STM 4.7" in capsys.readouterr().out
 
 
-def test_board_hands_over_to_the_virtual_board(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_board_hands_over_to_the_virtual_board(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[dict[str, Any]] = []
     module = ModuleType("pgt.sim.virtual_board")
     module.serve = lambda **kw: calls.append(kw)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "pgt.sim.virtual_board", module)
     assert main(["sim", "--board", "--seed", "4", "--model", "B"]) == 0
-    assert calls == [{"seed": 4, "level": "B", "announce": print, "fs": None, "uid": None}]
+    announce = calls[0].pop("announce")
+    assert calls == [{"seed": 4, "level": "B", "fs": None, "uid": None}]
+    announce("/dev/pts/9")  # the port is said as plain `pgt sim` says it
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("pgt sim: virtual MicroPython board") and "ring model B, seed 4" in out[0]
+    assert out[1:] == ["port: /dev/pts/9", "serving until Ctrl-C"]
     fs = tmp_path / "flash"
     assert main(["sim", "--board", "--fs", str(fs), "--uid", "00112233445566ff"]) == 0
     assert calls[-1]["fs"] == fs and fs.is_dir() and calls[-1]["uid"] == bytes.fromhex("00112233445566ff")

@@ -89,6 +89,23 @@ def test_bad_frames_and_garbage_are_dropped_with_their_reason() -> None:
     assert [e for e in conn.receive(reply_frame(seq)) if isinstance(e, Reply)]  # the resend's reply still counts
 
 
+def test_a_friendly_repl_echoing_the_printable_bytes_of_a_frame_is_a_repl() -> None:
+    # the control bytes of a frame (its version byte is Ctrl-A) only move a friendly REPL's cursor: it echoes
+    # the rest and shows no prompt until a CR; a loopback echoes the control bytes too and is no REPL
+    conn = Connection()
+    out = conn.prepare({"op": "hello"})
+    conn.expect(out)
+    typed = bytes(b for b in out.frame if 32 <= b <= 126)
+    assert conn.receive(typed[:5]) == []
+    assert ReplSeen(NORMAL) in conn.receive(typed[5:])  # (and a bad header: "PG" and no version)
+    assert diagnose(conn)[0] == "repl"
+    loop = Connection()
+    loop.expect(loop.prepare({"op": "hello"}))
+    assert loop.pending is not None
+    assert ReplSeen(NORMAL) not in loop.receive(loop.pending.frame[:-1])
+    assert loop.repl_state is None
+
+
 def test_an_error_without_seq_is_reported() -> None:
     conn = Connection()
     sent(conn)

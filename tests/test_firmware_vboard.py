@@ -38,6 +38,23 @@ def mpremote(port: str, *args: str) -> str:
     return proc.stdout
 
 
+def test_info_on_a_fresh_board_says_it_is_not_flashed_and_leaves_its_friendly_repl(
+        port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # (runs first: the board's filesystem is still empty) a frame's version byte is Ctrl-A, which moves the
+    # cursor of a typed line and must not put the board into its raw REPL
+    import serial
+
+    assert pgt_main(["info", port, "--timeout", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "a MicroPython REPL answered, not the pgt firmware" in err and "raw" not in err
+    with serial.Serial(port, 115200, timeout=1.0) as ser:
+        ser.write(b"\r")  # a friendly REPL with an empty line answers with its prompt; a raw REPL would not
+        heard, deadline = b"", time.monotonic() + 30
+        while time.monotonic() < deadline and ((more := ser.read(256)) or not heard.endswith(b">>> ")):
+            heard += more
+    assert heard.endswith(b">>> ") and b"Traceback" not in heard, heard  # (nothing our frames typed was run)
+
+
 def test_mpremote_against_the_virtual_board(port: str, tmp_path: Path) -> None:
     # exec after mpremote's own soft reset (raw REPL, raw-paste), and filesystem commands
     assert mpremote(port, "exec", "print(6 * 7)").strip() == "42"
@@ -136,7 +153,14 @@ def _board(fs: Path | None = None, uid: str | None = None) -> Iterator[str]:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
+        port = ""
+        for line in proc.stdout:
+            if line.startswith("port: "):
+                port = line[len("port: "):].strip()
+            if line.startswith("serving until Ctrl-C"):
+                break
+        assert port.startswith("/dev/")
+        yield port
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)

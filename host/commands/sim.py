@@ -100,8 +100,16 @@ def _board(args: argparse.Namespace) -> int:
             fs.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"--fs {fs}: {exc.strerror or exc}") from None
+    where = f"filesystem {fs}" if fs is not None else "a temporary filesystem"
+
+    def announce(port: str) -> None:  # the same lines as the simulated board's
+        print(f"pgt sim: virtual MicroPython board (rp2, or as its /board.json says), ring model {args.model}, "
+              f"seed {args.seed}, {where}", flush=True)
+        print(f"port: {port}", flush=True)
+        print("serving until Ctrl-C", flush=True)
+
     try:
-        virtual_board.serve(seed=args.seed, level=args.model, announce=print, fs=fs, uid=uid)
+        virtual_board.serve(seed=args.seed, level=args.model, announce=announce, fs=fs, uid=uid)
     except KeyboardInterrupt:
         _say("stopped (Ctrl-C)")
     return 0
