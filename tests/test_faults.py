@@ -5,6 +5,7 @@ and board resets (the port dropping; and silent resets, noticed and recovered)."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -239,7 +240,9 @@ def test_a_board_left_at_its_repl_is_restarted_by_the_handshake_and_by_pgt_reset
         assert c.link.counters()["repl_revivals"] == 1
         boot = c.boot_id
         assert c.status()["boot"] == boot and 0 <= boot < 1 << 32
-    assert len(logs) == 1 and "was at its MicroPython REPL (raw)" in logs[0]
+    # raw, or normal: the hello frame's bytes (random seq, CRC) may hold a Ctrl-B, which leaves the raw REPL for
+    # the friendly one before the host hears anything; either way the board is restarted once, and said so.
+    assert len(logs) == 1 and re.search(r"was at its MicroPython REPL \((raw|normal)\)", logs[0]), logs
     with serial.serial_for_url(flashed_board, timeout=5) as ser:
         ser.write(b"\r\x03")  # the friendly REPL
         assert ser.read_until(b">>> ").endswith(b">>> ")
