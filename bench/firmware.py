@@ -67,13 +67,13 @@ class machine:
 
 
 sys.modules["machine"] = machine
-from pgt.firmware import board, serve
+from pgt.firmware import board, serve, startup
 from pgt.firmware.core import Core
 from pgt.protocol import framing, mpack
 
 N, K, M, REPS, NAVG = %d, %d, %d, %d, %d
 cfg = board.check(board.resolve({"board": "rp2", "max_batch": N, "limit_hi": [4095, 4095]}))
-hal = serve.make_hal(cfg)
+hal = startup.make_hal(cfg)
 core = Core(hal, time.ticks_ms, cfg["max_frame"], {})
 drive = bytes(array("H", [(i * 37) %% 4096 for i in range(N * K)]))
 one = mpack.encode({"op": "config", "seq": 1, "settle_us": 0, "n_avg": NAVG})
@@ -84,7 +84,7 @@ data = b"".join(reqs)
 
 out = io.BytesIO()
 t0 = time.ticks_us()
-serve.serve(core, *serve.stream_io(io.BytesIO(data), out))
+serve.serve(core, *startup.stream_io(io.BytesIO(data), out))
 hot = time.ticks_diff(time.ticks_us(), t0)
 assert core.counts["runs"] == REPS, core.counts
 

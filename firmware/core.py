@@ -2,24 +2,17 @@
 
 ``Core(hal, clock).handle(payload) -> reply payload`` never raises: every failure is an ``error`` reply with
 a stable code, and an unexpected one also zeroes the drive. ``poll()`` is the watchdog decision. The same
-code runs on the board (firmware/serve.py) and in the simulator. The HAL interface is in ``hal_base.py``.
+code runs on the board (firmware/serve.py) and in the simulator. The HAL interface is in ``hal_base.py``;
+the run op is in ``run_op.py``.
 Runs unchanged on MicroPython (a little-endian machine is assumed: rp2, esp32 and x86 all are).
 """
-
-from array import array
 
 from pgt.protocol import messages as m
 from pgt.protocol import mpack
 from pgt.protocol.framing import crc32
 
-from . import reports
-from .settings import (
-    DEFAULT_N_AVG,
-    DEFAULT_SETTLE_US,
-    DEFAULT_TIMEOUT_MS,
-    check_config,
-    clamp_block,
-)
+from . import reports, run_op
+from .settings import DEFAULT_N_AVG, DEFAULT_SETTLE_US, DEFAULT_TIMEOUT_MS, check_config
 
 # Bytes of a run reply besides its sample block (generous): bounds the batch a frame can hold.
 REPLY_OVERHEAD = 256
@@ -27,34 +20,12 @@ REPLY_OVERHEAD = 256
 _CACHED = (m.CONFIG, m.RUN, m.STOP, m.EXIT)
 
 
-def new_boot_id():
-    """A random uint32 naming this boot: os.urandom, xor random, xor the ns clock — whichever the port has
-    (a source that fails or is predictable on one port cannot spoil the others)."""
-    out = 0
-    try:
-        import os
-
-        b = os.urandom(4)
-        out = b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
-    except Exception:  # noqa: BLE001 - no urandom, or no entropy source behind it
-        pass
-    try:
-        import random
-
-        out ^= random.getrandbits(32)
-    except Exception:  # noqa: BLE001
-        pass
-    import time
-
-    return (out ^ time.time_ns()) & 0xFFFFFFFF
-
-
 class Core:
     """Protocol state machine of the device. ``clock()`` returns milliseconds, never wrapping."""
 
     def __init__(self, hal, clock, max_frame=16384, files=None, poll_ms=50, frame_timeout_ms=1000, boot_id=None):
         self.hal = hal
-        self.boot_id = new_boot_id() if boot_id is None else boot_id  # every reply carries it as "boot"
+        self.boot_id = reports.new_boot_id() if boot_id is None else boot_id  # every reply carries it as "boot"
         self.clock = clock
         self.info = hal.info()
         self.k = self.info["k"]
@@ -83,7 +54,6 @@ class Core:
         self._last_reply = None
         hal.zero()
 
-
     def handle(self, payload):
         """Reply (bytes) to one request payload. Never raises."""
         self.counts["requests"] += 1
@@ -92,12 +62,12 @@ class Core:
             try:
                 req = mpack.decode(payload)
             except mpack.DecodeError as e:
-                return self._error(None, m.E_MALFORMED, "not msgpack: " + str(e), None)
+                return self.error(None, m.E_MALFORMED, "not msgpack: " + str(e), None)
             seq = m.request_seq(req)
             op = req.get("op") if isinstance(req, dict) else None
             err = m.validate(req)
             if err is not None:
-                return self._error(seq, err[0], err[1], op if isinstance(op, str) else None)  # (not cached)
+                return self.error(seq, err[0], err[1], op if isinstance(op, str) else None)  # (not cached)
             self.last_valid_ms = self.clock()  # a valid request feeds the host-silence watchdog ...
             if op not in _CACHED:
                 reply = self._dispatch(op, seq, req)  # hello, status, ping: answered afresh, resent or not
@@ -113,7 +83,7 @@ class Core:
             return reply
         except Exception as e:  # nothing may escape: zero the drive, tell the host
             self.stop_drive()
-            return self._error(seq, m.E_INTERNAL, "internal: " + type(e).__name__ + " " + str(e)[:80], None)
+            return self.error(seq, m.E_INTERNAL, "internal: " + type(e).__name__ + " " + str(e)[:80], None)
 
     def poll(self):
         """Watchdog decision: zero the drive after timeout_ms without a valid request. True if it tripped."""
@@ -123,61 +93,33 @@ class Core:
             return True
         return False
 
-
     def _dispatch(self, op, seq, req):
         if op == m.RUN:
-            return self._run(seq, req)
+            return run_op.run(self, seq, req)
         if op == m.HELLO:
-            return self._reply(op, seq, reports.hello(self))
+            return self.reply(op, seq, reports.hello(self))
         if op == m.PING:
-            return self._reply(op, seq, {"data": req.get("data", b"")})
+            return self.reply(op, seq, {"data": req.get("data", b"")})
         if op == m.CONFIG:
             return self._config(seq, req)
         if op == m.STATUS:
-            return self._reply(op, seq, reports.status(self))
+            return self.reply(op, seq, reports.status(self))
         if op == m.STOP:
             self.stop_drive()
-            return self._reply(op, seq, None)
+            return self.reply(op, seq, None)
         if op == m.EXIT:
             self.stop_drive()
             self.exit_requested = True
-            return self._reply(op, seq, None)
-        return self._error(seq, m.E_UNKNOWN_OP, "unknown op", op)  # (validate() already refused it)
+            return self.reply(op, seq, None)
+        return self.error(seq, m.E_UNKNOWN_OP, "unknown op", op)  # (validate() already refused it)
 
     def _config(self, seq, req):
         current = (self.settle_us, self.n_avg, self.timeout_ms, self.drive_lo, self.drive_hi)
         err, new = check_config(req, current, self.limit_lo, self.limit_hi)
         if err is not None:
-            return self._error(seq, err[0], err[1], m.CONFIG)
+            return self.error(seq, err[0], err[1], m.CONFIG)
         self.settle_us, self.n_avg, self.timeout_ms, self.drive_lo, self.drive_hi = new
-        return self._reply(m.CONFIG, seq, reports.settings(self))
-
-    def _run(self, seq, req):
-        n = req["n"]
-        k = req["k"]
-        drive_bytes = req["drive"]
-        if k != self.k:
-            return self._error(seq, m.E_BAD_SHAPE, "k must be %d" % self.k, m.RUN)
-        if n < 1:
-            return self._error(seq, m.E_BAD_VALUE, "n must be at least 1", m.RUN)
-        if n > self.max_batch:
-            return self._error(seq, m.E_TOO_LARGE, "n above max_batch %d" % self.max_batch, m.RUN)
-        if len(drive_bytes) != 2 * n * k:
-            return self._error(seq, m.E_BAD_SHAPE, "drive must hold n*k uint16 = %d bytes" % (2 * n * k), m.RUN)
-        drive = array("H", bytes(drive_bytes))
-        clamped = clamp_block(drive, k, self.drive_lo, self.drive_hi)
-        self.driving = True
-        try:
-            samples = self.hal.apply_and_sample(drive, n, self.settle_us, self.n_avg)
-        except Exception as e:  # a hardware fault leaves the ring undriven
-            self.stop_drive()
-            return self._error(seq, m.E_HAL_FAULT, "hal: " + type(e).__name__ + " " + str(e)[:80], m.RUN)
-        self.counts["runs"] += 1
-        self.counts["vectors"] += n
-        self.counts["clamped"] += clamped
-        return self._reply(m.RUN, seq, {"n": n, "m": self.m, "samples": samples,
-                                        "t_us": self.hal.elapsed_us, "clamped": clamped})
-
+        return self.reply(m.CONFIG, seq, reports.settings(self))
 
     def stop_drive(self):
         """Set the drive to zero now (also used by the serve loop when it leaves). Never raises."""
@@ -187,9 +129,11 @@ class Core:
         except Exception:  # nothing more to do here; the board WDT is the backstop
             pass
 
-    def _reply(self, op, seq, fields):
+    def reply(self, op, seq, fields):
+        """A reply payload (bytes) to request ``seq`` of ``op``."""
         return mpack.encode(m.reply(op, seq, self.boot_id, fields))
 
-    def _error(self, seq, code, msg, req_op):
+    def error(self, seq, code, msg, req_op):
+        """An error reply payload (bytes), counted."""
         self.counts["errors"] += 1
         return mpack.encode(m.error_reply(seq, self.boot_id, code, msg, req_op))

@@ -1,5 +1,5 @@
 # pgt firmware entry point, copied to the board's root as /main.py: runs the serve loop on boot.
 # Leave the loop with the "exit" op or Ctrl-C (mpremote does this by itself); docs/hardware.md.
-from pgt.firmware import serve
+from pgt.firmware import startup
 
-serve.main()
+startup.main()

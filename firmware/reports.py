@@ -7,6 +7,28 @@ from pgt.protocol import messages as m
 
 FIRMWARE_VERSION = "0.1.0"
 
+def new_boot_id():
+    """A random uint32 naming this boot: os.urandom, xor random, xor the ns clock — whichever the port has
+    (a source that fails or is predictable on one port cannot spoil the others)."""
+    out = 0
+    try:
+        import os
+
+        b = os.urandom(4)
+        out = b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+    except Exception:  # noqa: BLE001 - no urandom, or no entropy source behind it
+        pass
+    try:
+        import random
+
+        out ^= random.getrandbits(32)
+    except Exception:  # noqa: BLE001
+        pass
+    import time
+
+    return (out ^ time.time_ns()) & 0xFFFFFFFF
+
+
 # HAL info fields that hello passes on unchanged
 _FROM_HAL = ("board", "uid", "dac_bits", "adc_bits", "dac_mA_per_code", "dac_mA_offset",
              "adc_V_per_code", "adc_V_offset")

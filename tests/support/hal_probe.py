@@ -11,7 +11,7 @@ import fake_machine as fm
 
 sys.modules["machine"] = fm
 
-from pgt.firmware import board, serve  # noqa: E402
+from pgt.firmware import board, serve, startup  # noqa: E402
 from pgt.firmware.core import Core  # noqa: E402
 from pgt.protocol import decoder, framing, mpack  # noqa: E402
 
@@ -20,7 +20,7 @@ def make(cfg_given, step=7):
     fm.reset()
     cfg = board.check(board.resolve(cfg_given))
     t = fm.FakeTime(step)
-    hal = serve.make_hal(cfg, t)
+    hal = startup.make_hal(cfg, t)
     return cfg, hal, t
 
 
@@ -175,16 +175,16 @@ def flood(cfg_given, junk, every_ms, for_ms, timeout_ms=100, poll_ms=50):
 
 
 def main_boot(config_path, frames):
-    """serve.main() as the board runs it, with stdin/stdout replaced; returns why it stopped and the log."""
+    """startup.main() as the board runs it, with stdin/stdout replaced; returns why it stopped and the log."""
     fm.reset()
     out = io.BytesIO()
-    why = serve.main(config_path, io.BytesIO(b"".join(frames)), out)
+    why = startup.main(config_path, io.BytesIO(b"".join(frames)), out)
     return {"why": why, "nbytes": len(out.getvalue()), "log0": list(fm.LOG[0]),
             "timers": [tm.period for tm in fm.TIMERS], "wdt": [list(e) for e in fm.LOG if e[0] == "wdt"]}
 
 
 def blocked_read(config_path, cut, timeout_ms=100, rest_at=1000):
-    """serve.main() over a board's blocking stdin (``fm.BlockingStdin``): config(timeout_ms), a run of non-zero
+    """startup.main() over a board's blocking stdin (``fm.BlockingStdin``): config(timeout_ms), a run of non-zero
     codes and the first ``cut`` bytes of a ping at once; the rest of the ping and a status at ``rest_at`` ms.
     The loop stops inside the read of the ping's body: what the read guard's timer did meanwhile."""
     fm.reset()
@@ -193,7 +193,7 @@ def blocked_read(config_path, cut, timeout_ms=100, rest_at=1000):
     stdin = fm.BlockingStdin([(0, _req("config", 1, timeout_ms=timeout_ms) + run + ping[:cut]),
                               (rest_at, ping[cut:] + _req("status", 4))])
     out = io.BytesIO()
-    why = serve.main(config_path, stdin, out, stdin.clock)
+    why = startup.main(config_path, stdin, out, stdin.clock)
     dec = decoder.Decoder()
     dec.feed(out.getvalue())
     replies = []
