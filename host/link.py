@@ -520,6 +520,17 @@ class InProcessLink:
         pass
 
 
+def check_device_url(url: str) -> None:
+    """UserError, before anything is opened, for a device URL that cannot work: a ``sim://`` URL with an unknown
+    or bad option, or a local port path that is missing or no serial device (``pgt.flash.check_port``)."""
+    if url.startswith("sim:"):
+        parse_sim_url(url)
+    else:
+        from pgt.flash import check_port
+
+        check_port(url)
+
+
 def parse_sim_url(url: str) -> dict[str, Any]:
     """``sim://?seed=1&model=B&noise_free=1`` -> keyword arguments of ``pgt.sim.device.make_core``
     (the parser is :func:`pgt.sim.url.parse`); UserError for an unknown option or a bad value."""

@@ -94,14 +94,9 @@ def run(args: argparse.Namespace) -> int:
     for est in [*names, "backprop"]:  # every run's config checked before any device is opened
         check_config(_config(est, args))
     if args.device is not None:
-        if args.device.startswith("sim:"):
-            from pgt.link import parse_sim_url
+        from pgt.link import check_device_url
 
-            parse_sim_url(args.device)
-        else:
-            from pgt.flash import check_port
-
-            check_port(args.device)
+        check_device_url(args.device)
     out = Path(args.out) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         out.mkdir(parents=True)

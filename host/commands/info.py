@@ -35,10 +35,10 @@ def check_device_args(args: argparse.Namespace) -> None:
 def open_client(args: argparse.Namespace) -> Any:
     """The checked device options, then ``RingClient.open`` (saying so on stderr when it opens a port)."""
     from pgt.client import RingClient
-    from pgt.flash import check_port
+    from pgt.link import check_device_url
 
     check_device_args(args)
-    check_port(args.url)
+    check_device_url(args.url)
     if not args.url.startswith("sim:"):
         command = getattr(args, "command", "info")
         print(f"pgt {command}: connecting to {args.url} (handshake, {args.timeout:g} s per attempt) ...",

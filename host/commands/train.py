@@ -157,14 +157,9 @@ def _check_device_url(url: str | None, args: argparse.Namespace) -> None:
     if args.estimator == "backprop":  # known before any device is opened
         raise UserError("--estimator backprop runs through the noise-free ring model in process (the exact "
                         f"gradient): leave out --device {url}")
-    if url.startswith("sim:"):
-        from pgt.link import parse_sim_url
+    from pgt.link import check_device_url
 
-        parse_sim_url(url)
-    else:
-        from pgt.flash import check_port
-
-        check_port(url)  # a stopped `pgt sim`'s pty, a file: said before the run directory is made
+    check_device_url(url)  # a stopped `pgt sim`'s pty, a file: said before the run directory is made
 
 
 def _out_dir(out: str) -> Any:
@@ -196,10 +191,10 @@ def _resume(args: argparse.Namespace) -> Any:
         names = ", ".join("-E" if k == "estimator_option" else "--" + k.replace("_", "-") for k in changing)
         raise UserError(f"--resume continues a run as it was configured: {names} would change it (--resume "
                         "accepts only --steps to extend it, --device and --quiet)")
-    if args.device is not None and args.device.startswith("sim:"):
-        from pgt.link import parse_sim_url
+    if args.device is not None:
+        from pgt.link import check_device_url
 
-        parse_sim_url(args.device)
+        check_device_url(args.device)
     run_dir = Path(args.resume)
     state = checkpoint.load(run_dir)  # (a clear error before any device is opened)
     if args.steps is not None and args.steps < state["step"]:
