@@ -163,7 +163,13 @@ def test_param_sigma_respects_the_resolution_floor_and_is_chosen_again_in_the_no
     model, batch = quantised_box()
     est = ParameterPGT(6, window=5)
     cal = est.calibrate(model, batch)
-    assert est.sigma is not None and est.sigma >= est._floor(model, batch[0]) > 0.0
+    from pgt.calibration import sigma_floor
+    from pgt.estimators.param import relative_floor
+
+    assert cal is est.calibration
+    floor = relative_floor(model, batch[0], est._names(model, batch[0]), sigma_floor(cal), np.random.default_rng(0),
+                           est.dist)
+    assert est.sigma is not None and est.sigma >= floor > 0.0
     assert cal.queries > 24 * 11  # the loss-noise repeats are counted with the calibration
     # A noisy device, and a sigma far too small for it: after `window` steps it is chosen again.
     box = hostile.Box(0, noise=0.02)
@@ -179,7 +185,7 @@ def test_param_sigma_respects_the_resolution_floor_and_is_chosen_again_in_the_no
 
 
 def test_param_sigma_grows_to_where_the_loss_stops_being_linear(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pgt.estimators as estimators
+    import pgt.estimators.param as estimators
 
     box = hostile.Box(0, noise=0.02)
     model, batch = setup(box.reservoir(), box.vjp)
