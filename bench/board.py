@@ -6,7 +6,8 @@ its fake pins, shaped like the default rp2 board: 2 drives, 3 taps), flashes it 
 pty — every query a real frame through the firmware's serve loop, Core and HAL. The ring layer is time
 multiplexed (the default slots: 8 device rows per sample).
 
-Usage: ``python bench/board.py [--steps N] [--estimator NAME] [--seed S] [--eval-every N]``. Progress and the
+Usage: ``python bench/board.py [--quick] [--steps N] [--estimator NAME] [--seed S] [--eval-every N]`` (the
+default estimator is ``pgt train``'s; ``--quick``: 20 steps, for a check that it all still runs). Progress and the
 run's header on stderr; the last line printed is one JSON object with ``test_acc`` (test accuracy at the
 best-validation step), ``queries`` (all device rows), ``steps`` and ``wall_s`` (training, after flashing),
 plus the board's shape, slots, n_avg and per-tap noise/span as calibration measured them.
@@ -51,17 +52,25 @@ def stop_board(proc: subprocess.Popen[str]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    parser.add_argument("--estimator", default="surrogate", help="PGT estimator (default surrogate)")
+    from pgt.config import TrainConfig
+
+    parser.add_argument("--quick", action="store_true", help="20 steps (a check that it all runs)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 200; quick 20)")
+    parser.add_argument("--estimator", default=TrainConfig.estimator,
+                        help=f"PGT estimator (default {TrainConfig.estimator}, as pgt train)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the board's ring and of the run (default 0)")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between evaluations (default 20)")
     args = parser.parse_args()
+    if args.steps is None:
+        args.steps = 20 if args.quick else 200
+    if args.quick:
+        args.eval_every = min(args.eval_every, 10)
     if args.steps < 1 or args.eval_every < 1 or args.seed < 0:
         parser.error("--steps and --eval-every must be positive, --seed non-negative")
 
     from pgt.cli import main as pgt_main
     from pgt.client import RingClient
-    from pgt.trainer import TrainConfig, Trainer, progress_line
+    from pgt.trainer import Trainer, progress_line
 
     proc, port = start_board(args.seed)
     try:
@@ -89,7 +98,7 @@ def main() -> int:
         "steps": args.steps, "wall_s": round(wall, 1), "estimator": args.estimator, "seed": args.seed,
         "board": info.get("board"), "k": ph.k, "m": ph.m, "slots": ph.slots, "n_avg": ph.n_avg,
         "noise_span": [round(float(v), 3) for v in ph.noise_span],
-        "device_seconds": round(result.device_seconds, 1), "flash_s": round(flash_s, 1),
+        "device_seconds": round(result.device_seconds, 1), "flash_s": round(flash_s, 1), "quick": args.quick,
     }))
     return 0
 

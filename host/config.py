@@ -19,14 +19,14 @@ class TrainConfig:
 
     task: str = "digits"
     model: str = "mlp"
-    estimator: str = "surrogate"
+    estimator: str = "twin"
     steps: int = 300
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float | None = None
     """None: chosen at calibration (``lr_rel`` times the RMS of the initial weights for Adam)."""
     lr_rel: float | None = None
-    """None: 0.1 for the low-variance estimators (backprop, surrogate), 0.03 for the perturbative ones."""
+    """None: the estimator's own ``lr_rel`` (0.1 for backprop, surrogate and twin, 0.03 for node and param)."""
     schedule: str = "constant"
     clip: float | None = None
     eval_every: int = 20
