@@ -54,7 +54,7 @@ PLAN = {
     "board": {"backprop": (400, 10), "twin": (300, 20), "surrogate": (400, 10), "node": (600, 10),
               "param": (2500, 50)},
     "mlp": {"backprop": (400, 5), "twin": (600, 20), "surrogate": (400, 5), "node": (600, 5), "param": (1500, 50)},
-    "transformer": {"backprop": (300, 15), "twin": (300, 15), "surrogate": (300, 15), "node": (300, 15),
+    "transformer": {"backprop": (300, 15), "twin": (600, 15), "surrogate": (300, 15), "node": (300, 15),
                     "param": (600, 30)},
 }
 QUICK = {section: {est: (20, 10) for est in ESTIMATORS} for section in PLAN}

@@ -277,7 +277,7 @@ class Trainer:
             val_acc = accuracy(logits, labels)
             if twin is not None:
                 right = np.argmax(logits, axis=1) == labels
-                self.estimator.checked(self.model, right, np.argmax(twin, axis=1) == labels)
+                self.estimator.checked(self.step, self.model, right, np.argmax(twin, axis=1) == labels)
             if val_acc > self.best["val_acc"]:
                 self.best = {"step": self.step, "val_acc": val_acc,
                              "params": {k: v.copy() for k, v in self.model.params.items()}}

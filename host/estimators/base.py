@@ -97,8 +97,8 @@ class Estimator:
         """Whether the validation at ``step`` (``last``: the run's end) goes through the device."""
         return True
 
-    def checked(self, model: HybridModel, device_right: Array, twin_right: Array) -> None:
-        """Which validation samples the device's and the twin's readings classified right (a device check)."""
+    def checked(self, step: int, model: HybridModel, device_right: Array, twin_right: Array) -> None:
+        """Which validation samples the device's and the twin's readings classified right (a check at ``step``)."""
 
     def state(self) -> dict[str, Any]:
         """What evolves during training (generator, calibration, ...) as plain data and arrays (checkpoints)."""

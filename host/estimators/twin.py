@@ -91,6 +91,8 @@ class TwinPGT(SurrogatePGT):
         self.loop = False
         """True while steps go through the device (correcting, or for good after a fallback)."""
         self.steps = 0
+        self.last_check = 0
+        """The step of the last device check (checks fall on the first evaluation past each ``check_every``)."""
         self.heldout: float | None = None
         self.noise_floor: float | None = None
         self.last_gap: float | None = None
@@ -119,7 +121,7 @@ class TwinPGT(SurrogatePGT):
                 f"{self.noise_floor:.3f}) -> in silico (no device rows), device check every {self.check_every} "
                 f"steps and at the end, drift watch every {self.drift_every} steps ({self.drift_rows} rows)")
 
-    _SCALARS = ("phase", "fallback", "loop", "steps", "heldout", "noise_floor", "last_gap", "drifts")
+    _SCALARS = ("phase", "fallback", "loop", "steps", "last_check", "heldout", "noise_floor", "last_gap", "drifts")
 
     def state(self) -> dict[str, Any]:
         return super().state() | {k: getattr(self, k) for k in self._SCALARS} | {"ref_u": self.ref_u,
@@ -241,11 +243,13 @@ class TwinPGT(SurrogatePGT):
         return self.surrogate.predict(u)
 
     def eval_through_device(self, step: int, last: bool) -> bool:
-        """Device validation at checks (every ``check_every`` steps, the run's end) and whenever steps use it."""
-        return self.loop or last or (step > 0 and step % self.check_every == 0)
+        """Device validation at checks (the first evaluation past every ``check_every`` steps, and the run's
+        end) and at every evaluation while steps go through the device."""
+        return self.loop or last or step // self.check_every > self.last_check // self.check_every
 
-    def checked(self, model: HybridModel, device_right: Array, twin_right: Array) -> None:
+    def checked(self, step: int, model: HybridModel, device_right: Array, twin_right: Array) -> None:
         """Compare the device's and the twin's validation on the same samples; correct or go back in silico."""
+        self.last_check = step
         if self.fallback is not None:
             return
         gap, chance = mcnemar_gap(device_right, twin_right)
