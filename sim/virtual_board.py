@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from pgt.units import UnitScale
+
 from .adc import ADC
 from .boards import board_config, ring_params
 from .ring import Ring
@@ -70,7 +72,7 @@ class RingPins:
         self.adc = ADC(cfg, ring.params.read_noise_V, noise_free=ring.params.is_noise_free)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, 0xB0A2D]))
         self.bits = int(cfg["dac_bits"])
-        self.per, self.off = float(cfg["dac_mA_per_code"]), float(cfg["dac_mA_offset"])
+        self.units = UnitScale.from_hello(cfg)
         self.codes = np.zeros(ring.n_inputs)  # reset: the outputs are low
         self.drive_index = {int(p): j for j, p in enumerate(cfg["drive_pins"])}
         self.tap_index = {int(p): i for i, p in enumerate(cfg["adc_pins"])}
@@ -97,7 +99,7 @@ class RingPins:
         if not pins:
             return 1, []
         with self.lock:
-            volts = np.asarray(self.ring.forward((self.off + self.per * self.codes)[None, :]))[0]
+            volts = np.asarray(self.ring.forward(self.units.codes_to_mA(self.codes)[None, :]))[0]
             reps = max(1, self.READINGS // len(pins))
             taps = [self.tap_index.get(p) for p in pins]
             v = np.asarray([volts[t] if t is not None else self.adc.volts_low for t in taps])
