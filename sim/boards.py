@@ -49,10 +49,10 @@ def board_config(board: str | None = None, channels: tuple[int, int] | None = No
             given = dict(fw_board.read_file(config))
         except ValueError as exc:  # json.JSONDecodeError is one
             raise BoardConfigError(f"{config}: not a board config ({exc})") from None
-    unknown = sorted(set(given) - fw_board.keys())
-    if unknown:
-        raise BoardConfigError(f"{config if isinstance(config, str) else 'board config'}: unknown key(s) "
-                               f"{', '.join(unknown)} (docs/hardware.md lists the keys)")
+    try:
+        fw_board.check_given(given)  # the firmware's own check, as `pgt flash --config` makes it
+    except ValueError as exc:
+        raise BoardConfigError(f"{config if isinstance(config, str) else 'board config'}: {exc}") from None
     kind = board
     if kind is not None and kind not in BOARDS:
         raise BoardConfigError(f"unknown board {kind!r} (known: {', '.join(BOARDS)})")

@@ -15,7 +15,7 @@ import struct
 import sys
 
 _TX = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else sys.stderr
-_RX = []  # the readings file, opened at the first read (so the module imports anywhere, CPython included)
+_RX = []  # type: list  # the readings file, opened at the first read (so the module imports anywhere, CPython included)
 _MSG = bytearray(6)
 _REPLY = bytearray(4 + 2 * 512)  # seq, count, reps (uint16), then reps x count readings (uint16 LE each)
 _SEQ = [0]
