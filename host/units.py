@@ -50,11 +50,11 @@ class UnitScale:
         if missing:
             raise ValueError(f"no {', '.join(missing)} in the calibration")
         try:
-            return cls(float(hello["dac_mA_per_code"]), float(hello["dac_mA_offset"]),
-                       float(hello["adc_V_per_code"]), float(hello["adc_V_offset"]),
-                       tuple(int(c) for c in hello["limit_lo"]), tuple(int(c) for c in hello["limit_hi"]))
+            dac, dac_off, adc, adc_off = (float(hello[k]) for k in CALIBRATION_KEYS[:4])
+            lo, hi = (tuple(int(c) for c in hello[k]) for k in CALIBRATION_KEYS[4:])
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"calibration is not numbers: {exc}") from None
+        return cls(dac, dac_off, adc, adc_off, lo, hi)
 
     # -- drive ----------------------------------------------------------------------------------------
 
