@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["DriveShapeError", "RingParams"]
 
 
@@ -90,8 +92,8 @@ class RingParams:
     def __post_init__(self) -> None:
         if self.n_inputs < 1 or self.n_outputs < 1:
             raise ValueError("the ring needs at least one drive channel and one output")
-        if not self.drive_high_mA > self.drive_low_mA:
-            raise ValueError("drive_high_mA must exceed drive_low_mA")
+        if not np.isfinite([self.drive_low_mA, self.drive_high_mA]).all() or self.drive_high_mA <= self.drive_low_mA:
+            raise ValueError("the drive range needs finite drive_low_mA < drive_high_mA")
         if self.b_nodes < 1:
             raise ValueError("level B needs at least one virtual node")
         for name in (

@@ -71,6 +71,12 @@ def test_bad_level_raises() -> None:
         Ring(level="C")
 
 
+@pytest.mark.parametrize("low, high", [(0.0, np.inf), (-np.inf, 1.0), (0.0, np.nan), (5.0, 5.0)])
+def test_a_drive_range_that_cannot_be_is_refused(low: float, high: float) -> None:
+    with pytest.raises(ValueError, match="finite drive_low_mA < drive_high_mA"):
+        RingParams(drive_low_mA=low, drive_high_mA=high)
+
+
 def test_block_equals_rows_vectorised() -> None:
     ring = Ring(QUIET, seed=3)
     x = uniform_drive(ring, 50)
