@@ -4,11 +4,11 @@ hidden in a function on a package built here."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 from import_graph import cycles, import_graph  # noqa: E402
@@ -20,10 +20,12 @@ KNOWN_HOST_CYCLE = ["pgt.client", "pgt.flash", "pgt.link"]
 
 def installed_packages() -> dict[str, Path]:
     """{package: directory} as pyproject.toml installs them (package-dir, else under the parent's directory)."""
-    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    dirs = setup["package-dir"]
+    text = (ROOT / "pyproject.toml").read_text()  # (no tomllib on Python 3.10)
+    dirs = dict(re.findall(r'"([\w.]+)"\s*=\s*"([\w/]+)"', re.search(r"^package-dir = (.*)$", text, re.M)[1]))
+    packages = re.findall(r'"([\w.]+)"', re.search(r"^packages = (.*)$", text, re.M)[1])
+    assert "pgt" in dirs and "pgt.sim" in packages
     out: dict[str, Path] = {}
-    for package in sorted(setup["packages"], key=len):
+    for package in sorted(packages, key=len):
         parent, _, last = package.rpartition(".")
         out[package] = ROOT / dirs[package] if package in dirs else out[parent] / last
     return out
