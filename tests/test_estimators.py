@@ -171,11 +171,11 @@ def test_parameter_pgt_subset_and_one_sided() -> None:
 
 
 # -- the noise-free ring ----------------------------------------------------------------------------
-import pgt.sim.ring as ring  # noqa: E402
+from pgt.sim.reservoirs import reference_ring  # noqa: E402
 
 
 def test_estimators_on_the_noise_free_ring() -> None:
-    res = ring.make_ring_reservoir(seed=1, noise_free=True, board="wide")
+    res = reference_ring(seed=1, board="wide")
     model, batch = setup_mlp(res, n=128)
     g = exact(model, batch)
     gf = flat(g, "front")
