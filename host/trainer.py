@@ -4,9 +4,12 @@
 the config; ``run()`` calibrates (output normalisation from a probe batch, device repeat noise, perturbation
 size, starting learning rate), writes a checkpoint, then steps. Every ``eval_every`` steps it evaluates the
 unperturbed model on a fixed subsample of the validation set (``val_size`` rows; the whole set if None), keeps
-the best iterate by validation accuracy and appends one record to ``metrics.jsonl``. The test set is evaluated
-once, at the end, on the best-validation iterate (and on demand: :meth:`Trainer.test`). Evaluation readings
-also feed the estimator (``estimator.observe``: the surrogate learns from them).
+the best iterates by validation accuracy and appends one record to ``metrics.jsonl``; with an estimator that
+has a twin of the device, through the twin as well (``twin_val_acc``, no device rows) and through the device
+only when the estimator asks for a check. At the end the best candidates are measured again on the rest of the
+validation set (:mod:`pgt.selection`) and the test set is evaluated once, on the chosen iterate (and on demand:
+:meth:`Trainer.test`). Evaluation readings also feed the estimator (``estimator.observe``: surrogate and twin
+learn from them).
 
 Every device row is counted once, by kind: ``calibration``, ``train`` (estimator steps) and ``eval``;
 ``queries`` is their sum. Checkpoints (JSON + ``.npz``, :mod:`pgt.checkpoint`) are written after calibration,
