@@ -60,9 +60,11 @@ def test_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_demo_prints_the_comparison(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--steps", "20", "--estimators", "surrogate", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["demo", "--steps", "20", "--estimators", "twin,surrogate", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "backprop" in out and "surrogate" in out and "train queries" in out
+    (twin,) = [line.split() for line in out.splitlines() if line.startswith("twin ")]
+    assert twin[-4] == "0"  # train queries: none (20 steps in silico, before the first drift watch)
     assert list(tmp_path.glob("demo-*/accuracy.png"))
     _one_line_error(capsys, ["demo", "--estimators", "telepathy"], "--estimators")
 
