@@ -74,11 +74,9 @@ class Field:
             raise UserError(f"{name} must be {self.describe()}, got {_short(value)}")
         return value
 
-    def argtype(self, flag: str, none_word: str | None = None) -> Callable[[str], Any]:
-        """An argparse ``type`` for this field: parses the text and checks it (``none_word`` stands for None)."""
+    def argtype(self, flag: str) -> Callable[[str], Any]:
+        """An argparse ``type`` for this field: parses the flag's text and checks it (errors name the range)."""
         def parse(text: str) -> Any:
-            if none_word is not None and text == none_word:
-                return None
             try:
                 value: Any = {"int": int, "float": float}.get(self.kind, str)(text)
             except ValueError:
@@ -86,9 +84,8 @@ class Field:
             try:
                 return self.check(flag, value)
             except UserError:
-                more = f", or {none_word} ({self.none_text})" if none_word is not None else ""
-                raise argparse.ArgumentTypeError(
-                    f"must be {self.describe(with_none=False)}{more}, got {_short(text)}") from None
+                raise argparse.ArgumentTypeError(f"must be {self.describe(with_none=False)}, got {_short(text)}") \
+                    from None
         parse.__name__ = flag  # argparse names the type in "invalid <name> value" messages
         return parse
 
@@ -220,7 +217,7 @@ def model_parameters(cfg: TrainConfig, info: dict[str, Any], width_in: int, widt
     d = int(cfg.model_options.get("d_model", 32))
     tokens = int(info.get("seq_len", 1))
     embed = int(info.get("vocab") or info.get("token_dim") or 1)
-    params = embed * d + d + 4 * (d * d + d) + 6 * d + d * width_in + width_in + width_out * d + d + d * classes + classes
+    params = embed * d + d + 4 * (d * d + d) + 6 * d + (d + 1) * width_in + (width_out + 1) * d + (d + 1) * classes
     return params, tokens * (6 * d + width_in + width_out) + tokens * tokens * int(cfg.model_options.get("heads", 4))
 
 

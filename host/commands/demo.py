@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{est:<10} {where:<17} {100 * (r.best_test_acc or 0.0):7.1f}% {diff:+6.1f}  {r.queries:>11,} "
               f"{r.training_queries:>13,} {r.eval_queries:>13,} {r.device_seconds:>9.1f} {wall:>7.1f}")
     png = accuracy_vs_queries({e: r.history for e, (r, _, _) in results.items()}, out / "accuracy.png",
-                              title="digits: accuracy vs device queries")
+                              title="digits: accuracy vs device queries", val_size=len(trainer.val_idx),
+                              chance=1.0 / trainer.task.info["n_classes"])
     if names:
         best = max(names, key=lambda e: results[e][0].best_test_acc or 0.0)
         diff = 100 * ((results[best][0].best_test_acc or 0.0) - (ref.best_test_acc or 0.0))
