@@ -234,7 +234,8 @@ def check_memory(cfg: TrainConfig, info: dict[str, Any], k: int, m: int, where: 
     """UserError if the model would need more than :data:`MAX_MEMORY`, saying how much it would take."""
     need = model_memory(cfg, info, k, m)
     if need > MAX_MEMORY:
-        sizes = ", ".join(f"{key} {_short(v, 30)}" for key, v in cfg.model_options.items() if key != "slots")
+        sizes = ", ".join(f"{key} {','.join(map(str, v)) if isinstance(v, tuple) else v}"[:60]
+                          for key, v in cfg.model_options.items() if key != "slots")
         raise UserError(f"the {cfg.model} ({sizes or 'defaults'}) would need about {_bytes(need)} of memory to "
                         f"train {where}; pgt allows up to {_bytes(MAX_MEMORY)}: use smaller widths")
 

@@ -128,7 +128,8 @@ def test_probe_writes_a_csv_and_plots(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "swept 16 channels x 5 points = 80 vectors" in captured.out
     with open(out / "transfer_curves.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0][:3] == ["channel", "drive_mA", "v0"] and len(rows[0]) == 2 + 32 and len(rows) == 1 + 80
+    assert rows[0][:3] == ["channel", "drive_mA", "v0"] and len(rows[0]) == 2 + 32 + 16 and len(rows) == 1 + 80
+    assert rows[0][34:36] == ["ch0_mA", "ch1_mA"] and float(rows[1][35]) == 50.0  # ch1 held at mid-range
     assert [float(r[1]) for r in rows[1:6]] == [0.0, 25.0, 50.0, 75.0, 100.0] and rows[6][0] == "1"
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) == 17 and pngs[0] == "transfer_ch00.png" and "transfer_curves.png" in pngs

@@ -156,8 +156,9 @@ def _new_config(args: argparse.Namespace) -> Any:
         check_config(cfg)
     except UserError as exc:  # name the flags as typed
         text = str(exc)
-        for key in ("batch_size", "eval_every", "checkpoint_every", "val_size", "d_model", "lr_rel"):
-            text = text.replace(key, "--" + key.replace("_", "-"))
+        for key in ("batch_size", "eval_every", "checkpoint_every", "val_size", "d_model", "lr_rel", "(hidden"):
+            text = text.replace(key, key.replace("(", "(--").replace("_", "-") if "(" in key else
+                                "--" + key.replace("_", "-"))
         raise UserError(text) from None
     return cfg
 
