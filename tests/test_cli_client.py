@@ -135,7 +135,7 @@ def test_probe_writes_a_csv_and_plots(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(pngs) == 17 and pngs[0] == "transfer_ch00.png" and "transfer_curves.png" in pngs
     assert (out / "transfer_curves.png").read_bytes()[:4] == b"\x89PNG"
     # the readings' true range, per output channel, as the CSV holds them
-    values = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    values = np.array([[float(v) for v in r[2:34]] for r in rows[1:]])
     said = {line.split(":")[0].strip(): line.split(":")[1].split("V")[0].strip()
             for line in captured.out.splitlines() if line.startswith("  v")}
     assert said == {f"v{i}": f"{values[:, i].min():.4g}..{values[:, i].max():.4g}" for i in range(32)}
