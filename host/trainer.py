@@ -41,6 +41,7 @@ from .physical import PhysicalLayer
 from .progress import (
     LINK_KEYS,
     Counters,
+    ProgressClock,
     Result,
     accuracy,
     crossing,
@@ -127,6 +128,9 @@ class Trainer:
         """Evaluate before the next step (set when a resumed run moved to another device)."""
         self._note: dict[str, Any] = {}
         """Fields for the next metrics record only."""
+        self.on_progress: Callable[[str], None] | None = None
+        """Called with a progress line (elapsed, time left) at least every PROGRESS_EVERY s of device work."""
+        self.clock = ProgressClock()
         self.run_dir = Path(out_dir) if out_dir is not None else None
         if self.run_dir is not None:
             run_dirs.start(self.run_dir, self.config_doc())
@@ -146,6 +150,9 @@ class Trainer:
         finally:
             setattr(self.counters, kind, getattr(self.counters, kind) + (self.reservoir.queries - q0))
             self.counters.device_seconds += float(self.reservoir.device_seconds) - t0
+            line = self.clock.tick(self.step, "training" if kind == "train" else kind)
+            if line is not None and self.on_progress is not None:
+                self.on_progress(line)
 
     def _check_link(self) -> None:
         """Book resends, reconnects and resets the link saw since the last look; say so on stderr."""
@@ -162,8 +169,9 @@ class Trainer:
         idx = rng.choice(len(self.task.y_train), size=self.config.batch_size, replace=False)
         return self.task.x_train[idx], self.task.y_train[idx]
 
-    def calibrate(self) -> None:
-        """Output normalisation (probe batch), repeat noise and perturbation size, starting LR."""
+    def measure_device(self) -> None:
+        """The device's part of calibration: output normalisation (probe batch), ADC averaging, the estimator's
+        repeat noise and perturbation size."""
         cfg = self.config
         _, u, y = self._device_call("calibration", lambda: self.physical.calibrate(self.cal_rng, cfg.probe))
         self.estimator.observe(u, y)
@@ -172,6 +180,11 @@ class Trainer:
         if self.estimator.name != "backprop":
             batch = self._batch(self.cal_rng)
             self._device_call("calibration", lambda: self.estimator.calibrate(self.model, batch))
+
+    def calibrate(self) -> None:
+        """:meth:`measure_device`, then the starting learning rate and the optimizer."""
+        cfg = self.config
+        self.measure_device()
         if self.lr is None:
             weights = np.concatenate([p.ravel() for p in self.model.params.values() if p.ndim > 1])
             lr_rel = cfg.lr_rel if cfg.lr_rel is not None else (
@@ -303,6 +316,7 @@ class Trainer:
         completed step too."""
         cfg = self.config
         target = cfg.steps if steps is None else steps
+        self.clock.start(target, self.step)
         with deferred_interrupt(lambda: f"step {self._finishing if self._stepping else self.step}") as stop:
             try:
                 if not self.calibrated:
@@ -316,6 +330,7 @@ class Trainer:
                                               and self.step % cfg.eval_every == 0):
                     self.evaluate()  # (a run stopped between a step and its evaluation, or moved to a new device)
                     self._evaluate_first = False
+                self.clock.loop(self.step)
                 while self.step < target:
                     if stop.requested:
                         raise KeyboardInterrupt
@@ -414,13 +429,7 @@ class Trainer:
         """On a new device: measure the readout and the estimator's calibration anew (calibration rows), keep
         the model and optimizer, and restart the best-iterate choice from an evaluation before the next step
         (its metrics record carries ``note`` as ``device_changed``)."""
-        cfg = self.config
-        _, u, y = self._device_call("calibration", lambda: self.physical.calibrate(self.cal_rng, cfg.probe))
-        self.estimator.observe(u, y)
-        self._device_call("calibration", lambda: self.physical.tune_averaging(self.cal_rng, cfg.probe))
-        if self.estimator.name != "backprop":
-            batch = self._batch(self.cal_rng)
-            self._device_call("calibration", lambda: self.estimator.calibrate(self.model, batch))
+        self.measure_device()
         self.best = {"step": -1, "val_acc": -1.0, "params": None}
         self._evaluate_first = True
         self._note = {"device_changed": note}

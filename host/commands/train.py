@@ -255,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"run {run_dir}: {cfg.task}/{cfg.model}/{cfg.estimator}, {trainer.model.n_params()} parameters, "
                   f"device {info.get('url', info.get('kind', '?'))} ({device.n_inputs} drives -> "
                   f"{device.n_outputs} taps)", file=sys.stderr)
+    trainer.on_progress = None if args.quiet else _log(False)
     result = trainer.run()
     png = accuracy_vs_queries({trainer.config.estimator: result.history}, run_dir / "accuracy.png",
                               title=f"{trainer.config.task} / {trainer.config.model}, device "
