@@ -55,6 +55,7 @@ def steps(run_dir: Path) -> list[int]:
 
 # -- row 1: two runs started in the same second --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_runs_started_together_never_share_a_run_directory(cwd: Path) -> None:
     argv = [sys.executable, "-m", "pgt.cli", "train", *TINY, "--out", "out"]
     procs = [subprocess.Popen([*argv, "--lr-rel", lr], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -83,6 +84,7 @@ def test_run_directories_are_claimed_atomically(tmp_path: Path) -> None:
 
 # -- rows 2 and 3: resuming on another device ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_on_another_simulator_seed_needs_device_changed(cwd: Path) -> None:
     run_dir = run_once(cwd, "--device", "sim://?seed=0")
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
@@ -146,6 +148,7 @@ def test_out_that_is_a_file_or_too_long(cwd: Path) -> None:
 
 # -- row 10: damaged files on --resume -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged(cwd: Path) -> None:
     run_dir = run_once(cwd)
     newest = run_dir / json.loads((run_dir / "checkpoint.json").read_text())["arrays"]
@@ -206,3 +209,44 @@ def test_a_sweeps_best_trial_reruns_with_pgt_train(cwd: Path) -> None:
     run_dir = run_once(cwd, "--lr-rel", "0.07", "--probe", "48", "--optimizer", "momentum")
     cfg = json.loads((run_dir / "config.json").read_text())["config"]
     assert (cfg["lr_rel"], cfg["probe"], cfg["optimizer"]) == (0.07, 48, "momentum")
+
+
+# -- plots and progress ------------------------------------------------------------------------------------------
+
+def test_accuracy_plot_puts_the_test_star_at_the_selected_iterate(tmp_path: Path) -> None:
+    """Read the saved plot's data (its artists), not pixels: the star's x is the rows at the best-validation
+    step's evaluation, not the rows after the test; a loss curve, the chance level and the validation size."""
+    from pgt.plots import accuracy_figure
+    from pgt.trainer import TrainConfig, Trainer, default_device
+
+    tr = Trainer(default_device(), TrainConfig(steps=6, eval_every=2, val_size=16, probe=32), out_dir=tmp_path)
+    tr.run()
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    fig = accuracy_figure({"surrogate": history}, val_size=16, chance=0.1)
+    lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines()}
+    (test,) = [r for r in history if r["test_acc"] is not None]
+    (selected,) = [r for r in history if r["step"] == test["test_step"] and r["val_acc"] is not None]
+    assert list(lines["test:surrogate"].get_xdata()) == [selected["queries"]] != [test["queries"]]
+    assert list(lines["test:surrogate"].get_ydata()) == [100 * test["test_acc"]]
+    assert list(lines["loss:surrogate"].get_ydata()) == [r["loss"] for r in history if r["loss"] is not None]
+    assert list(lines["chance"].get_ydata()) == [10.0, 10.0]
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any("16 samples" in label for label in labels) and any("chance (10%)" in label for label in labels)
+    legend = fig.axes[0].get_legend()
+    fig.canvas.draw()  # the legend sits outside the axes: it hides no curve
+    assert legend.get_window_extent().x0 >= fig.axes[0].get_window_extent().x1
+
+
+def test_progress_lines_say_elapsed_and_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgt.progress import ProgressClock, eta_line
+    from pgt.trainer import TrainConfig, Trainer, default_device
+
+    assert eta_line(10, 40, "training", 65.0, 10, 50.0) == "step 10/40 (training): 1:05 elapsed, about 2:30 left"
+    assert eta_line(0, 40, "calibration", 3.0, 0, 0.0).endswith("0:03 elapsed, estimating time left")
+    tr = Trainer(default_device(), TrainConfig(steps=4, eval_every=2, val_size=8, probe=32))
+    tr.clock = ProgressClock(every=0.0)  # (a slow device: every device call is past the interval)
+    said: list[str] = []
+    tr.on_progress = said.append
+    tr.run()
+    assert any("(calibration)" in s for s in said) and any("(training)" in s and " left" in s for s in said)
+    assert all("elapsed" in s for s in said) and any(s.startswith("step 4/4") for s in said)
