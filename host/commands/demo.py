@@ -76,11 +76,11 @@ def _config(estimator: str, args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import sys
     import time
-    from pathlib import Path
 
     from pgt.errors import UserError
     from pgt.estimators import ESTIMATORS
     from pgt.plots import accuracy_vs_queries
+    from pgt.run_dir import check_out, new_run_dir
     from pgt.trainer import Result, Trainer, check_config
 
     names = [e for e in args.estimators.split(",") if e]
@@ -97,11 +97,7 @@ def run(args: argparse.Namespace) -> int:
         from pgt.link import check_device_url
 
         check_device_url(args.device)
-    out = Path(args.out) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        out.mkdir(parents=True)
-    except OSError as exc:
-        raise UserError(f"--out {args.out}: cannot create the run directory ({exc.strerror or exc})") from None
+    out = new_run_dir(check_out(args.out), "demo")  # a new directory per demo, never shared
     results: dict[str, tuple[Result, float, str]] = {}
     shape: tuple[int, int, int] | None = None  # k, m, slots of the PGT device
     for est in [*names, "backprop"]:
