@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, check_field
 from .errors import UserError
 
 IDENTITY = ("board", "uid", "seed", "level", "noise_free")
@@ -35,6 +35,7 @@ def load(run_dir: Path, steps: int | None, log: Callable[[str], None] | None = N
     except UserError as exc:
         raise UserError(f"the checkpoint in {run_dir} holds a config this pgt refuses: {exc}") from None
     if steps is not None:
+        steps = check_field("steps", steps)
         if steps < at:
             raise UserError(f"--steps {steps}: the run is already at step {at}")
         config.steps = steps
