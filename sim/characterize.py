@@ -142,7 +142,7 @@ def _noise(reader: _Reader, out: Path, n: int = 2000) -> dict[str, float]:
     ax = fig.subplots()
     levels = np.unique(dev)
     step = float(np.min(np.diff(levels))) if len(levels) > 1 else reader.adc.lsb_V / reader.n_avg
-    ax.hist(dev * 1e3, bins=noise_bins(dev, step) * 1e3)
+    ax.hist(dev * 1e3, bins=list(noise_bins(dev, step) * 1e3))
     ax.set_xlabel(f"tap {tap} reading - mean (mV), {n} repeats of one drive, n_avg {reader.n_avg}; "
                   f"bins: whole ADC steps of {step * 1e3:.3g} mV", fontsize=8)
     ax.set_ylabel("count")

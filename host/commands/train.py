@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     def field(name: str, text: str) -> None:  # a TrainConfig field's flag, parsed and checked by its declaration
         flag = "--" + name.replace("_", "-")
-        p.add_argument(flag, type=CONSTRAINTS[name].argtype(flag), help=text)
+        rule = CONSTRAINTS[name]
+        p.add_argument(flag, type=rule.argtype(flag), help=text if rule.choices else
+                       f"{text}; {rule.describe(with_none=False)}")
 
     # Defaults are None here and come from TrainConfig, so --resume can tell which flags were given.
     field("task", f"one of {', '.join(TASKS)} (default: {d.task})")
