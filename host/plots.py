@@ -18,7 +18,7 @@ def accuracy_series(history: Records) -> dict[str, Points]:
     """A run's plotted series, each a list of (device rows, value): ``val`` (validation accuracy, %), ``test``
     (test accuracy, %, at the rows of the iterate it measured: the best-validation step's evaluation, not the
     rows after the test) and ``loss`` (mean training loss since the previous evaluation)."""
-    rows_at = {int(r["step"]): max(int(r["queries"]), 1) for r in history if r.get("val_acc") is not None}
+    rows_at = {r.get("step"): max(int(r["queries"]), 1) for r in history if r.get("val_acc") is not None}
     out: dict[str, Points] = {"val": [], "test": [], "loss": []}
     for r in history:
         rows = max(int(r["queries"]), 1)
@@ -27,7 +27,7 @@ def accuracy_series(history: Records) -> dict[str, Points]:
         if r.get("loss") is not None:
             out["loss"].append((rows, float(r["loss"])))
         if r.get("test_acc") is not None:
-            out["test"].append((rows_at.get(int(r.get("test_step", -1)), rows), 100.0 * float(r["test_acc"])))
+            out["test"].append((rows_at.get(r.get("test_step"), rows), 100.0 * float(r["test_acc"])))
     return out
 
 

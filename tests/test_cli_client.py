@@ -105,7 +105,7 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     (["reset", "{tmp}/ttyACM9"], "no such port: "),
     (["sim", "--max-frame", "10"], "--max-frame must be at least 1024, got 10"),
     (["info", SIM, "--out", "x"], "unrecognized arguments: --out x (see `pgt info --help`)"),
-    (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot create the directory (No such file"),
+    (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot write there (No such file"),
     (["probe", SIM], "the following arguments are required: --out (see `pgt probe --help`)"),
 ])
 def test_device_options_are_checked_before_the_device(argv: list[str], reason: str, tmp_path: Path,
