@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError
+from .estimators import ESTIMATORS, check_options
 from .tasks import TASKS, Task, load_task
 
 MAX_MEMORY = 4 << 30
@@ -95,8 +96,6 @@ def _optimizers() -> Sequence[str]:
 
 
 def _estimators() -> Sequence[str]:
-    from .estimators import ESTIMATORS
-
     return tuple(ESTIMATORS)
 
 
@@ -251,15 +250,13 @@ def _bytes(n: float) -> str:
 def check_config(cfg: TrainConfig) -> Task:
     """Validate ``cfg`` in full without touching a device (fields, the task's kind and size, the optimizer, the
     estimator's options, the model's memory on the default board); returns the task. UserError in one line."""
-    from . import estimator_options
-
     validate(cfg)
     task = load_task(cfg.task)
     want = "vector" if cfg.model == "mlp" else "sequence"
     if task.info["kind"] != want:
         raise UserError(f"task {cfg.task!r} is {'a sequence' if want == 'vector' else 'not a sequence'} task; "
                         f"use --model {'transformer' if want == 'vector' else 'mlp'}")
-    estimator_options.check(cfg.estimator, cfg.estimator_options)
+    check_options(cfg.estimator, cfg.estimator_options)
     n_train = len(task.y_train)
     if cfg.batch_size > n_train:
         raise UserError(f"batch_size must be between 1 and {n_train} (the {cfg.task} training set), "
