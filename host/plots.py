@@ -35,7 +35,7 @@ def accuracy_figure(
     runs: Mapping[str, Records], title: str = "", val_size: int | None = None, chance: float | None = None,
 ) -> Any:
     """The figure :func:`accuracy_vs_queries` saves: accuracy (validation line, test star, chance level) above
-    the training loss, both against device rows; the legend outside the axes. Lines carry ``gid``
+    the training loss, both against device rows; the legend below them. Lines carry ``gid``
     ``"<series>:<label>"`` (series as in :func:`accuracy_series`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -64,8 +64,9 @@ def accuracy_figure(
     lax.set_ylabel("training loss")
     for a in (ax, lax):
         a.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # below both panels: it hides no curve
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize="small")
     return fig
 
 
