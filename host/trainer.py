@@ -299,7 +299,8 @@ class Trainer:
         if twin is not None:
             fields["twin_val_acc"] = accuracy(twin, labels)
         val_acc = None
-        if twin is None or self.estimator.eval_through_device(self.step, self.step >= self.config.steps):
+        last = self.step >= self.config.steps
+        if twin is None or "device_changed" in self._note or self.estimator.eval_through_device(self.step, last):
             logits = self._device_logits(x)
             val_acc = accuracy(logits, labels)
             if twin is not None:
