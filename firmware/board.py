@@ -27,7 +27,15 @@ Keys (all boards):
   poll_ms          how often the idle loop wakes to feed the watchdog and check host silence
   frame_timeout_ms a frame whose bytes stop arriving for this long is dropped; a line quiet this long
                    puts the reader back in sync (Ctrl-C honoured again after a dropped frame)
+  settle_us        the settle time the firmware starts with (0: its default, 1000 us); ``pgt selftest --write``
+                   stores the measured one here
   settle_min_us    lower bound on the settle time between setting the drive and sampling
+Keys the simulator reads (the firmware does not; ``pgt selftest`` measures them on a board):
+  filter_tau_us, filter_order   the drive filter: ``filter_order`` equal RC stages (1 or 2) of time constant
+                   ``filter_tau_us`` each, between a drive write and the current source
+  write_us, read_us   MicroPython's cost of one drive write and of one ADC read (the device time they take)
+  loopback_pin     ADC pin (or MCP3208 channel) wired to drive channel 0's filter output, -1: none; ``status``
+                   reports its reading (``pgt selftest``'s watchdog check)
 Keys (rp2, dac "pwm"):      pwm_freq (Hz)
 Keys (dac "mcp4922"):      spi_id, spi_baud, sck_pin, mosi_pin, cs_pin, ldac_pin (-1: tied low)
 Keys (adc "mcp3208"):      adc_spi_id, adc_spi_baud, adc_sck_pin, adc_mosi_pin, adc_miso_pin, adc_cs_pin
@@ -51,7 +59,11 @@ COMMON = {
     "wdt_ms": 8000,
     "poll_ms": 200,
     "frame_timeout_ms": 1000,
+    "settle_us": 0,
     "settle_min_us": 0,
+    "loopback_pin": -1,
+    "write_us": 10.0,  # rp2 duty_u16: 5-14 us a call on a Pico (published measurements; LESSONS.md)
+    "read_us": 10.0,  # assumed: a read_u16 call costs about what a duty_u16 call does (2 us of it converting)
     "adc_V_offset": 0.0,
     "dac_mA_offset": 0.0,
     "adc": "builtin",
@@ -60,7 +72,11 @@ COMMON = {
 
 # An MCP3208's own figures (used when adc is "mcp3208" and the config does not give them): 12 bits over its
 # VREF (wired to 3.3 V), about 11 effective bits (assumed from its +-1 LSB INL/DNL; datasheet DS21298).
-MCP3208 = {"adc_bits": 12, "adc_enob": 11.0, "adc_V_per_code": 3.3 / 65535}
+# A read is three SPI bytes at 1 MHz (24 us) plus the calls around them (assumed ~16 us).
+MCP3208 = {"adc_bits": 12, "adc_enob": 11.0, "adc_V_per_code": 3.3 / 65535, "read_us": 40.0}
+# An MCP4922 settles in ~4.5 us to 1/2 LSB (datasheet DS21897): one fast stage; a write is two SPI bytes at
+# 10 MHz plus the chip-select calls (assumed ~30 us of MicroPython).
+MCP4922 = {"filter_tau_us": 1.0, "filter_order": 1, "write_us": 30.0}
 
 # Defaults per board type. Drive codes are DAC codes of ``dac_bits``; ADC codes are always on the 16-bit
 # scale of machine.ADC.read_u16, whatever the converter's own resolution (adc_bits).
@@ -71,6 +87,8 @@ DEFAULTS = {
         "adc_pins": [26, 27, 28],  # ADC0..ADC2 (GP26..GP28)
         "dac_bits": 12,
         "pwm_freq": 30000,  # 125 MHz / 30 kHz = 4166 counts per period: a little over 12 bits
+        "filter_tau_us": 47.0,  # two RC stages of 1 kohm / 47 nF (docs/hardware.md): 12 bits in ~0.6 ms
+        "filter_order": 2,
         "dac_mA_per_code": 100.0 / 4095,  # 3.3 V full scale into a 33 ohm sense resistor -> 100 mA
         "adc_V_per_code": 3.3 / 65535,
         "adc_bits": 12,
@@ -95,6 +113,8 @@ DEFAULTS = {
         "adc_pins": [34, 35],  # ADC1 (ADC2 is unusable while Wi-Fi runs); input-only pins
         "dac_bits": 8,
         "dac_mA_per_code": 100.0 / 255,
+        "filter_tau_us": 1.0,  # assumed: the built-in DAC's output buffer settles within microseconds
+        "filter_order": 1,
         "adc_atten": "11db",  # about 0.15 .. 2.45 V usable span (3.3 V nominal); see docs/hardware.md
         "adc_V_per_code": 2.45 / 65535,
         "adc_bits": 12,
@@ -120,7 +140,7 @@ SAFE_FRACTION_DEFAULT = 0.5
 
 def keys():
     """Every key a board.json may hold (hosts refuse others: a misspelt key would be ignored silently)."""
-    out = set(COMMON) | set(MCP3208) | set(("board", "name", "zero_code", "limit_lo", "limit_hi"))
+    out = set(COMMON) | set(MCP3208) | set(MCP4922) | set(("board", "name", "zero_code", "limit_lo", "limit_hi"))
     for kind in DEFAULTS:
         out |= set(DEFAULTS[kind])
     return out
@@ -157,7 +177,8 @@ def resolve(given, platform=None):
                          % (kind, ", ".join(sorted(DEFAULTS)), CONFIG_FILE))
     cfg = {}  # type: dict
     ext_adc = MCP3208 if given.get("adc") == "mcp3208" else {}
-    for src in (COMMON, DEFAULTS[kind], ext_adc, given):
+    ext_dac = MCP4922 if given.get("dac") == "mcp4922" else {}
+    for src in (COMMON, DEFAULTS[kind], ext_adc, ext_dac, given):
         for key in src:
             cfg[key] = src[key]
     cfg["board"] = kind
