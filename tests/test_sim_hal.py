@@ -133,7 +133,8 @@ def test_settle_sleep_waits_the_simulated_device_time(monkeypatch: pytest.Monkey
     assert slept == []
     hal = SimHAL(_quiet_ring(), settle="sleep", cfg=WIDE)
     hal.apply_and_sample(drive, 10, 500, 2)
-    assert slept == [pytest.approx(hal.elapsed_us * 1e-6)] and hal.elapsed_us == round(10 * hal.filter.row_us(500, 2, hal.m))
+    assert slept == [pytest.approx(hal.elapsed_us * 1e-6)]
+    assert hal.elapsed_us == round(10 * hal.filter.row_us(500, 2, hal.m))
     with pytest.raises(ValueError):
         SimHAL(_quiet_ring(), settle="nap", cfg=WIDE)
 
