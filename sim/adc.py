@@ -10,11 +10,12 @@ its quantisation step (the definition of ENOB). Both are white from read to read
 reads lowers them by ``sqrt(n_avg)``.
 
 The RP2040's built-in ADC (board ``rp2``, ``adc`` ``builtin`` on its pins GP26..29) has differential
-non-linearity spikes (erratum RP2040-E11; datasheet section 4.9): the raw codes 512, 1536, 2560 and 3584 are wide. Published correction tables
-measured on several Picos (kitanokitsune/rp2040adc_correction) jump by 9-12 LSB there; :func:`rp2040_widths`
-makes each of them ``1 + RP2040_DNL`` LSB wide and the other codes narrower to keep the span (no missing codes).
-A single read quantises through those code edges; the mean of dithered reads follows the piecewise-linear
-transfer through the code centres (:meth:`ADC.transfer`). The MCP3208 and the ESP32 are modelled without DNL.
+non-linearity spikes (erratum RP2040-E11; datasheet section 4.9): the raw codes 512, 1536, 2560 and 3584 are
+wide. Published correction tables measured on several Picos (kitanokitsune/rp2040adc_correction) jump by 9-12
+LSB there; :func:`rp2040_widths` makes each of them ``1 + RP2040_DNL`` LSB wide and the other codes narrower to
+keep the span (no missing codes). A single read quantises through those code edges; the mean of dithered reads
+follows the piecewise-linear transfer through the code centres (:meth:`ADC.transfer`). The MCP3208 and the
+ESP32 are modelled without DNL.
 
 :meth:`ADC.read` gives single reads (the virtual board's ``machine.ADC``); :meth:`ADC.average` the mean of
 ``n_avg`` reads in closed form (``SimHAL``): with the noise above half an LSB (always so here) the mean of
