@@ -38,6 +38,7 @@ import numpy as np
 
 from .adc import ADC
 from .boards import board_config, ring_params
+from .drive_filter import DriveFilter
 from .ring import Ring
 
 ROM = Path(__file__).with_name("vboard_guest.py")
@@ -60,7 +61,12 @@ class RingPins:
     ``cfg["drive_pins"][j]`` (a PWM duty, a DAC value or an MCP4922 channel), tap i is the ADC on
     ``cfg["adc_pins"][i]``. A read asks the ring once for the current drive (one query) and answers with
     ``reps`` independent ADC reads of every pin (:class:`pgt.sim.adc.ADC`, the simulator's one ADC model), so
-    the firmware's averaging of ``n_avg`` reads lowers the read noise as on a board."""
+    the firmware's averaging of ``n_avg`` reads lowers the read noise as on a board. The drive reaches the ring
+    through the board's drive filter (:class:`pgt.sim.drive_filter.DriveFilter`) on the host's clock: a read
+    soon after a write sees a drive still settling. ``LOOPBACK`` (GP29, ADC3) is wired to drive channel 0's
+    filter output (0 .. 3.3 V): ``"loopback_pin": 29`` in board.json lets the firmware read it."""
+
+    LOOPBACK = 29
 
     READINGS = 512  # readings per reply (reps x pins), as the guest's reply buffer holds
 
@@ -72,6 +78,7 @@ class RingPins:
         self.bits = int(cfg["dac_bits"])
         self.per, self.off = float(cfg["dac_mA_per_code"]), float(cfg["dac_mA_offset"])
         self.codes = np.zeros(ring.n_inputs)  # reset: the outputs are low
+        self.filter = DriveFilter(dict(cfg, zero_code=[0] * ring.n_inputs))
         self.drive_index = {int(p): j for j, p in enumerate(cfg["drive_pins"])}
         self.tap_index = {int(p): i for i, p in enumerate(cfg["adc_pins"])}
         self.lock = threading.Lock()
@@ -91,21 +98,26 @@ class RingPins:
         if j is not None:
             with self.lock:
                 self.codes[j] = code
+                self.filter.set(self.codes)
 
     def read(self, pins: list[int]) -> tuple[int, list[int]]:
         """(reps, readings): ``reps`` rounds of one read of each of ``pins`` (read_u16 scale), round-major."""
         if not pins:
             return 1, []
         with self.lock:
-            volts = np.asarray(self.ring.forward((self.off + self.per * self.codes)[None, :]))[0]
+            seen = self.filter.output()
+            volts = np.asarray(self.ring.forward((self.off + self.per * seen)[None, :]))[0]
             reps = max(1, self.READINGS // len(pins))
             taps = [self.tap_index.get(p) for p in pins]
-            v = np.asarray([volts[t] if t is not None else self.adc.volts_low for t in taps])
+            loop = self.adc.v_offset + 3.3 * seen[0] / self.filter.full
+            v = np.asarray([volts[t] if t is not None else loop if p == self.LOOPBACK else self.adc.volts_low
+                            for t, p in zip(taps, pins)])
             return reps, [int(c) for c in self.adc.read(v, reps, self.rng).ravel()]
 
     def zero(self) -> None:
         with self.lock:
             self.codes[:] = 0.0
+            self.filter = DriveFilter(dict(self.cfg, zero_code=[0] * self.ring.n_inputs))
 
 
 def board_uid(fs: Path | None) -> bytes:
