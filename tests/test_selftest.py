@@ -126,7 +126,7 @@ def test_effective_bits_and_dnl_on_hand_made_readings() -> None:
     assert selftest.effective_bits(np.array([65535 / 2**8 / np.sqrt(12)]), 12)[0] == pytest.approx(8.0)
     rng = np.random.default_rng(0)
     raw = rng.uniform(100, 900, 200_000)
-    raw = np.where((raw > 600) & (raw < 601), 600.0, raw)  # code 601's inputs go to 600: 601 is missing ...
+    raw = np.where((raw >= 601) & (raw < 602), 600.5, raw)  # code 601's inputs go to 600: 601 is missing ...
     raw = np.where((raw > 300) & (raw < 306), 300.4, raw)  # ... and 300 is six codes wide (301..305 missing)
     codes = (np.floor(raw).astype(int) << 4) | (np.floor(raw).astype(int) >> 8)
     result = selftest.dnl(codes, 12)
