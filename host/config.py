@@ -34,6 +34,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     probe: int = 256
+    settle_us: int | None = None
+    """None: the board's settle time (its board.json's, e.g. measured by ``pgt selftest --write``, else the
+    firmware's default); refused below the board's ``settle_min_us``."""
     model_options: dict[str, Any] = field(default_factory=dict)
     estimator_options: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +71,9 @@ def check_config(cfg: TrainConfig) -> Task:
                         f"got {cfg.batch_size!r}")
     if cfg.val_size is not None and (not isinstance(cfg.val_size, int) or cfg.val_size < 1):
         raise UserError(f"val_size must be an integer >= 1 or None (the whole validation set), got {cfg.val_size!r}")
+    if cfg.settle_us is not None and (isinstance(cfg.settle_us, bool) or not isinstance(cfg.settle_us, int)
+                                      or not 0 <= cfg.settle_us <= 1_000_000):
+        raise UserError(f"settle_us must be an integer from 0 to 1000000, got {cfg.settle_us!r}")
     _positive_finite("lr", cfg.lr)
     _positive_finite("lr_rel", cfg.lr_rel)
     _positive_finite("clip", cfg.clip)

@@ -25,30 +25,33 @@ def true_settle_us(cfg: dict, n_avg: int = 4) -> float:
     params = ring_params(cfg, RingParams())
     ring = Ring(params.noise_free(), seed=0)
     adc = ADC(cfg, params.read_noise_V)
-    per, off = cfg["dac_mA_per_code"], cfg["dac_mA_offset"]
     lo, hi = np.array(cfg["limit_lo"]), np.array(cfg["limit_hi"])
-    k = len(lo)
     worst = 0.0
-    for j in range(k):
+    for j in range(len(lo)):
         a, b = (lo + hi) // 2, (lo + hi) // 2
         a[j], b[j] = lo[j] + (hi[j] - lo[j]) // 10, lo[j] + 9 * (hi[j] - lo[j]) // 10
-        va, vb = (ring.forward((off + per * c)[None, :].astype(float))[0] for c in (a, b))
-        var = np.mean([adc.noise_V**2 / n_avg + (params.gain_noise_rel * (v - params.v_offset)) ** 2
-                       for v in (va, vb)], axis=0)
-        sigma = np.sqrt(var)
-
-        def error(t: float) -> float:
-            r = np.exp(-(t + (k - j) * cfg["write_us"]) / cfg["filter_tau_us"])
-            up = ring.forward((off + per * (b + (a - b) * r))[None, :])[0] - vb
-            down = ring.forward((off + per * (a + (b - a) * r))[None, :])[0] - va
-            return float(np.max(np.maximum(np.abs(up), np.abs(down)) / sigma))
-
         t_lo, t_hi = 0.0, 50 * cfg["filter_tau_us"]
         for _ in range(60):
             mid = 0.5 * (t_lo + t_hi)
-            t_lo, t_hi = (mid, t_hi) if error(mid) > 1.0 else (t_lo, mid)
+            too_early = step_error(ring, cfg, params, adc, j, a, b, mid, n_avg) > 1.0
+            t_lo, t_hi = (mid, t_hi) if too_early else (t_lo, mid)
         worst = max(worst, t_hi)
     return worst
+
+
+def step_error(ring: Ring, cfg: dict, params: RingParams, adc: ADC, j: int, a: np.ndarray, b: np.ndarray,
+               settle_us: float, n_avg: int) -> float:
+    """How far (in noise sigmas, worst tap and direction) a row of the a <-> b step of channel j reads from its
+    settled value when sampled ``settle_us`` after the writes (first-order filter)."""
+    per, off = cfg["dac_mA_per_code"], cfg["dac_mA_offset"]
+    k = len(a)
+    va, vb = (ring.forward((off + per * c)[None, :].astype(float))[0] for c in (a, b))
+    sigma = np.sqrt(np.mean([adc.noise_V**2 / n_avg + (params.gain_noise_rel * (v - params.v_offset)) ** 2
+                             for v in (va, vb)], axis=0))
+    r = np.exp(-(settle_us + (k - j) * cfg["write_us"]) / cfg["filter_tau_us"])
+    up = ring.forward((off + per * (b + (a - b) * r))[None, :])[0] - vb
+    down = ring.forward((off + per * (a + (b - a) * r))[None, :])[0] - va
+    return float(np.max(np.maximum(np.abs(up), np.abs(down)) / sigma))
 
 
 def selftest_json(url: str, out: Path, *extra: str) -> dict:
@@ -147,3 +150,18 @@ def test_the_watchdog_verdict_believes_the_wire_not_the_firmware() -> None:
     assert no_wire.verdict == "fail" and "loopback wire" in no_wire.line
     blind = selftest.watchdog_check({"watchdog_trips": 0}, {}, {"watchdog_trips": 1}, 0, 2047, 12, 1.0)
     assert blind.verdict == "warn" and "firmware's word" in blind.line
+
+
+def test_the_trainer_says_whose_settle_time_it_uses_and_refuses_one_below_the_floor(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    board = tmp_path / "board.json"
+    board.write_text(json.dumps({"board": "rp2", "settle_us": 4100, "settle_min_us": 4100}))
+    args = ["train", "--estimator", "node", "--steps", "0", "--val-size", "16", "--out", str(tmp_path / "runs")]
+    assert pgt_main([*args, "--device", f"sim://?config={board}"]) == 0
+    assert "settle 4.1 ms (measured)" in capsys.readouterr().err
+    assert pgt_main([*args, "--device", "sim://"]) == 0
+    assert "settle 1.0 ms (default)" in capsys.readouterr().err
+    assert pgt_main([*args, "--device", f"sim://?config={board}", "--settle-us", "100"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pgt train: error: settle_us 100 is below the board's settle_min_us 4100 (its drive has not "
+                   "settled by then: rows would mix); use at least that, or run pgt selftest"]

@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate > 0 (default: chosen at calibration)")
     p.add_argument("--schedule", help=f"constant or cosine (default {d.schedule})")
     p.add_argument("--clip", type=float, help="clip gradients to this global norm > 0 (default: no clipping)")
+    p.add_argument("--settle-us", type=int, metavar="US",
+                   help="device settle time per row (default: the board's, as pgt selftest --write measured it; "
+                        "refused below its settle_min_us)")
     p.add_argument("--eval-every", type=int,
                    help=f"steps between validation evaluations (default {d.eval_every})")
     p.add_argument("--val-size", type=int,
@@ -126,7 +129,7 @@ def _new_config(args: argparse.Namespace) -> Any:
         optimizer=args.optimizer or d.optimizer, lr=args.lr, schedule=args.schedule or d.schedule, clip=args.clip,
         eval_every=d.eval_every if args.eval_every is None else args.eval_every, val_size=val_size,
         checkpoint_every=d.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every,
-        seed=d.seed if args.seed is None else args.seed, model_options=options,
+        seed=d.seed if args.seed is None else args.seed, model_options=options, settle_us=args.settle_us,
         estimator_options=_estimator_options(args.estimator_option),
     )
     for flag, value in (("--lr", cfg.lr), ("--clip", cfg.clip)):
