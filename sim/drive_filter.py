@@ -83,14 +83,14 @@ class DriveFilter:
         else:
             self.state = self.input + _decay(self.state - self.input, dt, self.tau)
 
-    def set(self, codes: np.ndarray) -> None:
-        """New inputs now (``zero``, a write outside a block)."""
-        self.idle()
+    def set(self, codes: np.ndarray, now: float | None = None) -> None:
+        """New inputs at ``now`` (seconds of the filter's clock; default the wall clock)."""
+        self.idle(now)
         self.input = np.asarray(codes, dtype=np.float64).copy()
 
-    def output(self) -> np.ndarray:
-        """The last stage's output now (codes, float)."""
-        self.idle()
+    def output(self, now: float | None = None) -> np.ndarray:
+        """The last stage's output at ``now`` (codes, float)."""
+        self.idle(now)
         return np.asarray(self.state[-1]).copy()
 
     def block(self, codes: np.ndarray, settle_us: float, n_avg: int, m: int) -> tuple[np.ndarray, float]:
