@@ -41,16 +41,17 @@ def page(path: Path, checks: list[Any], data: dict[str, Any], title: str) -> Pat
     ax = axes[0][2]
     d = by["dnl"].values
     if d.get("codes"):
-        ax.plot(d["codes"], d["dnl"], lw=0.6, color="tab:blue")
+        ax.plot(d["codes"], d["dnl"], ".", ms=2, color="tab:blue")
         for c in d["spikes"]:
             ax.axvline(c, color=COLOURS["warn"], lw=0.8)
-    ax.set(xlabel="converter code", ylabel="DNL (LSB)", title=f"DNL from a slow ramp: {len(d.get('codes', []))} "
-           f"codes, {len(d.get('spikes', []))} spikes, {len(d.get('missing', []))} missing")
+    ax.set(xlabel="converter code", ylabel="DNL (LSB)", title=f"DNL: {len(d.get('codes', []))} codes, "
+           f"{len(d.get('spikes', []))} spikes, {len(d.get('missing', []))} missing")
     ax = axes[1][0]
     ratio = by["span"].values["span_over_noise"]
     ax.bar([f"tap{i}" for i in range(len(ratio))], ratio, color=COLOURS[by["span"].verdict])
     ax.axhline(20, color="k", lw=0.8, ls="--", label="20x (warn below)")
-    ax.set(yscale="log", ylabel="span / repeat noise", title="span of each tap over a drive sweep")
+    ax.set(yscale="log", ylabel="span / repeat noise", title="span of each tap over a drive sweep",
+           ylim=(1, max(ratio + [100.0]) * 2))
     ax.legend(fontsize=7)
     ax = axes[1][1]
     w = by["watchdog"].values
@@ -66,9 +67,9 @@ def page(path: Path, checks: list[Any], data: dict[str, Any], title: str) -> Pat
     ax = axes[1][2]
     ax.axis("off")
     for i, c in enumerate(checks):
-        ax.text(0.0, 1.0 - 0.16 * i, f"{c.verdict.upper()}  {c.name}", color=COLOURS[c.verdict], fontsize=10,
+        ax.text(0.0, 1.0 - 0.165 * i, f"{c.verdict.upper()}  {c.name}", color=COLOURS[c.verdict], fontsize=10,
                 fontweight="bold", transform=ax.transAxes, va="top")
-        ax.text(0.0, 0.94 - 0.16 * i, _wrap(c.line, 60), fontsize=7, transform=ax.transAxes, va="top")
+        ax.text(0.0, 0.945 - 0.165 * i, _wrap(c.line, 75), fontsize=6.5, transform=ax.transAxes, va="top")
     fig.suptitle(f"pgt selftest: {title}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
