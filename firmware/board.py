@@ -2,8 +2,10 @@
 
 ``load(path)`` reads the JSON file (if present), picks the board type (``"board"`` key, else from
 ``sys.platform``) and fills every key the file leaves out from that board's defaults below, so a config file
-only needs the keys that differ. ``check(cfg)`` (``board_check.py``) raises ValueError with a one-line reason
-for a config that cannot be right. docs/hardware.md describes each key and the wiring the defaults assume.
+only needs the keys that differ. ``check_given`` (a key board.json may not hold, a value of the wrong type)
+and ``check(cfg)`` (``board_check.py``: the whole config) raise ValueError with a one-line reason for a config
+that cannot be right; the hosts check a board.json with the same two. docs/hardware.md describes each key
+and the wiring the defaults assume.
 
 Keys (all boards):
   board            "rp2" or "esp32"
@@ -27,15 +29,10 @@ Keys (all boards):
   poll_ms          how often the idle loop wakes to feed the watchdog and check host silence
   frame_timeout_ms a frame whose bytes stop arriving for this long is dropped; a line quiet this long
                    puts the reader back in sync (Ctrl-C honoured again after a dropped frame)
-  settle_us        the settle time the firmware starts with (0: its default, 1000 us); ``pgt selftest --write``
-                   stores the measured one here
+  settle_us        starting settle time (0: the firmware's 1000 us; ``pgt selftest --write`` stores it)
   settle_min_us    lower bound on the settle time between setting the drive and sampling
-Keys the simulator reads (the firmware does not; ``pgt selftest`` measures them on a board):
-  filter_tau_us, filter_order   the drive filter: ``filter_order`` equal RC stages (1 or 2) of time constant
-                   ``filter_tau_us`` each, between a drive write and the current source
-  write_us, read_us   MicroPython's cost of one drive write and of one ADC read (the device time they take)
-  loopback_pin     ADC pin (or MCP3208 channel) wired to drive channel 0's filter output, -1: none; ``status``
-                   reports its reading (``pgt selftest``'s watchdog check)
+  loopback_pin     ADC pin wired to drive 0's filter output (-1: none), read by ``status``
+  filter_tau_us, filter_order, write_us, read_us   drive filter, call costs (read by the simulator only)
 Keys (rp2, dac "pwm"):      pwm_freq (Hz)
 Keys (dac "mcp4922"):      spi_id, spi_baud, sck_pin, mosi_pin, cs_pin, ldac_pin (-1: tied low)
 Keys (adc "mcp3208"):      adc_spi_id, adc_spi_baud, adc_sck_pin, adc_mosi_pin, adc_miso_pin, adc_cs_pin
@@ -49,7 +46,8 @@ Runs on MicroPython (and CPython, for the tests and ``pgt flash --dry-run``).
 import json
 import sys
 
-from .board_check import check
+from . import timing
+from .board_check import check, check_value
 
 CONFIG_FILE = "board.json"
 
@@ -62,8 +60,6 @@ COMMON = {
     "settle_us": 0,
     "settle_min_us": 0,
     "loopback_pin": -1,
-    "write_us": 10.0,  # rp2 duty_u16: 5-14 us a call on a Pico (published measurements; LESSONS.md)
-    "read_us": 10.0,  # assumed: a read_u16 call costs about what a duty_u16 call does (2 us of it converting)
     "adc_V_offset": 0.0,
     "dac_mA_offset": 0.0,
     "adc": "builtin",
@@ -72,11 +68,7 @@ COMMON = {
 
 # An MCP3208's own figures (used when adc is "mcp3208" and the config does not give them): 12 bits over its
 # VREF (wired to 3.3 V), about 11 effective bits (assumed from its +-1 LSB INL/DNL; datasheet DS21298).
-# A read is three SPI bytes at 1 MHz (24 us) plus the calls around them (assumed ~16 us).
-MCP3208 = {"adc_bits": 12, "adc_enob": 11.0, "adc_V_per_code": 3.3 / 65535, "read_us": 40.0}
-# An MCP4922 settles in ~4.5 us to 1/2 LSB (datasheet DS21897): one fast stage; a write is two SPI bytes at
-# 10 MHz plus the chip-select calls (assumed ~30 us of MicroPython).
-MCP4922 = {"filter_tau_us": 1.0, "filter_order": 1, "write_us": 30.0}
+MCP3208 = {"adc_bits": 12, "adc_enob": 11.0, "adc_V_per_code": 3.3 / 65535}
 
 # Defaults per board type. Drive codes are DAC codes of ``dac_bits``; ADC codes are always on the 16-bit
 # scale of machine.ADC.read_u16, whatever the converter's own resolution (adc_bits).
@@ -87,8 +79,6 @@ DEFAULTS = {
         "adc_pins": [26, 27, 28],  # ADC0..ADC2 (GP26..GP28)
         "dac_bits": 12,
         "pwm_freq": 30000,  # 125 MHz / 30 kHz = 4166 counts per period: a little over 12 bits
-        "filter_tau_us": 47.0,  # two RC stages of 1 kohm / 47 nF (docs/hardware.md): 12 bits in ~0.6 ms
-        "filter_order": 2,
         "dac_mA_per_code": 100.0 / 4095,  # 3.3 V full scale into a 33 ohm sense resistor -> 100 mA
         "adc_V_per_code": 3.3 / 65535,
         "adc_bits": 12,
@@ -113,8 +103,6 @@ DEFAULTS = {
         "adc_pins": [34, 35],  # ADC1 (ADC2 is unusable while Wi-Fi runs); input-only pins
         "dac_bits": 8,
         "dac_mA_per_code": 100.0 / 255,
-        "filter_tau_us": 1.0,  # assumed: the built-in DAC's output buffer settles within microseconds
-        "filter_order": 1,
         "adc_atten": "11db",  # about 0.15 .. 2.45 V usable span (3.3 V nominal); see docs/hardware.md
         "adc_V_per_code": 2.45 / 65535,
         "adc_bits": 12,
@@ -140,7 +128,7 @@ SAFE_FRACTION_DEFAULT = 0.5
 
 def keys():
     """Every key a board.json may hold (hosts refuse others: a misspelt key would be ignored silently)."""
-    out = set(COMMON) | set(MCP3208) | set(MCP4922) | set(("board", "name", "zero_code", "limit_lo", "limit_hi"))
+    out = set(COMMON) | set(MCP3208) | set(timing.BOARD) | set(("board", "name", "zero_code", "limit_lo", "limit_hi"))
     for kind in DEFAULTS:
         out |= set(DEFAULTS[kind])
     return out
@@ -169,16 +157,27 @@ def read_file(path):
     return data
 
 
+def check_given(given):
+    """Raise ValueError for a key a board.json may not hold, or a value of the wrong type."""
+    known = keys()
+    unknown = sorted([key for key in given if key not in known])
+    if unknown:
+        raise ValueError("unknown key(s) %s (docs/hardware.md lists the keys)" % ", ".join(unknown))
+    for key in given:
+        check_value(key, given[key])
+
+
 def resolve(given, platform=None):
-    """A complete config: ``given`` (a dict from board.json) over the defaults of its board type."""
+    """A complete config: ``given`` (a dict from board.json, checked first) over the defaults of its board type."""
+    check_given(given)
     kind = given.get("board") or board_type(platform)
     if kind not in DEFAULTS:
         raise ValueError("unknown board %r (set \"board\" to one of %s in %s)"
                          % (kind, ", ".join(sorted(DEFAULTS)), CONFIG_FILE))
     cfg = {}  # type: dict
     ext_adc = MCP3208 if given.get("adc") == "mcp3208" else {}
-    ext_dac = MCP4922 if given.get("dac") == "mcp4922" else {}
-    for src in (COMMON, DEFAULTS[kind], ext_adc, ext_dac, given):
+    for src in (COMMON, DEFAULTS[kind], ext_adc, timing.defaults(given.get("dac") or DEFAULTS[kind]["dac"],
+                                                                 given.get("adc")), given):
         for key in src:
             cfg[key] = src[key]
     cfg["board"] = kind

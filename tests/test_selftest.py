@@ -76,7 +76,8 @@ def test_selftest_recommends_the_models_settle_time_and_its_effective_bits(tmp_p
     assert 1000 < truth < 3000  # (the board's default 1000 us is too short for this filter)
     assert check(rep, "settle")["verdict"] == "fail" and "FAIL  settle     settle too short" in out
     adc = ADC(cfg, RingParams().read_noise_V)
-    model_enob = np.log2(65535 / (np.sqrt(12) * np.hypot(adc.noise_V, adc.lsb_V / np.sqrt(12)) / adc.v_per_code))
+    sigma_codes = np.hypot(adc.noise_V, adc.lsb_V / np.sqrt(12)) / adc.scale.adc_V_per_code
+    model_enob = np.log2(65535 / (np.sqrt(12) * sigma_codes))
     enob = check(rep, "noise")["values"]["enob"]
     assert len(enob) == 3 and np.all(np.abs(np.array(enob) - model_enob) < 0.5), (enob, model_enob)
     assert check(rep, "watchdog")["verdict"] == "pass"
