@@ -25,7 +25,7 @@ def boot():
 
             startup.TREE = startup_tree(tree)  # the tree hello reports the file hashes of
             return startup.main(config)
-        except (ImportError, SyntaxError, MemoryError, AttributeError) as e:
+        except (ImportError, SyntaxError, MemoryError) as e:
             print("pgt: the firmware in /%s does not import (%s: %s)" % (startup_tree(tree), type(e).__name__, e))
             _forget(tree)
     print("pgt: no firmware tree imports: reflash with pgt flash")

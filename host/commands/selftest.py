@@ -71,7 +71,7 @@ def measure_settle(client: Any, channel: int, max_us: int, floor_us: int) -> dic
 
     from pgt import selftest
 
-    pairs = max(4, min(32, client.max_batch // 2))
+    pairs = min(32, max(2, client.max_batch // 2))
     finals = [step_block(client, channel, max_us, pairs) for _ in range(2)]
     final = (finals[0][0] + finals[1][0]) / 2.0
     sigma = np.concatenate([f[1] for f in finals]).std(axis=0, ddof=2)
