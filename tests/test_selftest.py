@@ -166,3 +166,11 @@ def test_the_trainer_says_whose_settle_time_it_uses_and_refuses_one_below_the_fl
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["pgt train: error: settle_us 100 is below the board's settle_min_us 4100 (its drive has not "
                    "settled by then: rows would mix); use at least that, or run pgt selftest"]
+
+
+def test_every_check_has_a_help_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        pgt_main(["selftest", "--help"])
+    out = capsys.readouterr().out
+    for name, line in selftest.CHECKS.items():
+        assert f"  {name:10s} {line[:30]}" in out
