@@ -14,9 +14,8 @@ from test_estimators import ToyReservoir
 import pgt.trainer as trainer_mod
 from pgt.errors import DeviceError, UserError
 from pgt.reservoir import from_callable
+from pgt.sim import ring
 from pgt.trainer import TrainConfig, Trainer, crossing, default_device, fit, open_device
-
-ring = pytest.importorskip("pgt.sim.ring")
 
 
 def test_short_run_improves_accuracy_and_counts_every_row() -> None:
