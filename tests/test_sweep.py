@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -177,3 +178,91 @@ def test_without_ray_the_command_says_how_to_install_it(capsys, monkeypatch):
     assert cli.main(["sweep", "--seeds", "0-1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'pgt[ray]'" in err[0]
+
+
+# -- issue 18: what a user types is refused in one line before Ray starts (run as a user would) ---------------
+
+# The pgt CLI as a user runs it, except that starting Ray ends the process with code 99: a refusal must come first.
+NO_RAY = ("import sys, ray\n"
+          "def _no(*a, **k):\n"
+          "    print('ray.init was called', file=sys.stderr)\n"
+          "    raise SystemExit(99)\n"
+          "ray.init = _no\n"
+          "from pgt.cli import main\n"
+          "sys.exit(main(sys.argv[1:]))\n")
+
+
+def _refused(argv: list[str], cwd: os.PathLike[str] | str, timeout: float = 30) -> str:
+    """Run ``pgt sweep ARGV`` in a subprocess; it must exit 1 with one line on stderr and no traceback."""
+    proc = subprocess.run([sys.executable, "-c", NO_RAY, "sweep", *argv], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(err) == 1, (proc.returncode, proc.stderr[-2000:])
+    assert err[0].startswith("pgt sweep: error: ") and "Traceback" not in proc.stderr
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cpus", "0"], "--cpus must be at least 1, got 0"),
+    (["--cpus-per-trial", "64"], f"each trial asks for 64 CPUs; the local Ray has {os.cpu_count()}"),
+    (["--cpus", "2", "--cpus-per-trial", "3"], "each trial asks for 3 CPUs; the local Ray has 2"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial must be positive"),
+    (["--out", "afile"], "--out afile is not a directory"),
+    (["--name", "n" * 300], "the sweep name is 300 characters long; at most 100"),
+    (["--name", "../../escape"], "the sweep name is one directory name"),
+    (["--name", "a/b"], "the sweep name is one directory name"),
+    (["--rig", "a=sim://", "--rig", "a=sim://?seed=1"], "rig 'a' is given twice"),
+    (["--seeds", "0-100000"], "a sweep runs at most 10,000 trials"),
+    (["--seeds", "0-99", "--set", "lr_rel=" + ",".join(str(i / 100) for i in range(1, 102))],
+     "10,100 trials (101 grid points x 100 seeds)"),
+    (["spec.yaml"], "spec.yaml: unsupported spec format '.yaml': use a .toml or .json file"),
+    (["--resume", ""], "--resume needs the sweep's directory"),
+    (["--resume", "empty"], "empty/sweep.json is not a pgt sweep spec"),
+    (["--resume", "empty", "--steps", "5"], "--resume continues the sweep as it was planned: --steps cannot change"),
+    (["--resume", "empty", "--estimator", "node"], "--estimator cannot change it"),
+])
+def test_sweep_input_errors_are_one_line_before_ray_starts(argv, message, tmp_path):
+    (tmp_path / "afile").write_text("not a directory\n")
+    (tmp_path / "spec.yaml").write_text("base:\n  steps: 4\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "sweep.json").write_text("{}")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert message in _refused(argv, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, inside --out or outside it
+    assert not list((tmp_path / "empty").iterdir())[1:]
+
+
+def test_an_address_where_no_cluster_answers_fails_within_seconds(tmp_path):
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        line = _refused(["--address", f"127.0.0.1:{port}"], tmp_path)
+        assert time.monotonic() - t0 < 20
+    assert f"no Ray cluster answers at 127.0.0.1:{port}" in line
+    assert "not HOST:PORT" not in _refused(["--address", "127.0.0.1:1"], tmp_path)
+    assert "HOST:PORT of a Ray head" in _refused(["--address", "nowhere"], tmp_path)
+
+
+@pytest.mark.ray
+def test_a_rig_given_as_a_relative_path_opens_as_pgt_train_would(local_ray, tmp_path):
+    """``--rig a=port3`` with ``port3`` in the current directory (here a link to a served simulated board's pty):
+    the trial opens that port, though Tune runs it in another directory."""
+    from pgt.sim.device import make_core
+    from pgt.sim.serve import PtyServer
+
+    address = local_ray.get_runtime_context().gcs_address
+    with PtyServer(make_core(seed=0)) as server:
+        (tmp_path / "port3").symlink_to(server.start())
+        proc = subprocess.run(
+            [sys.executable, "-m", "pgt.cli", "sweep", "--rig", "a=port3", "--estimator", "node", "--steps", "4",
+             "--set", "eval_every=2", "--set", "probe=64", "--address", address, "--out", "out", "--name", "r",
+             "--quiet"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        runs = server.core.counts["runs"]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "out" / "r" / "sweep.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["rig"], row["status"], row["error"]) == ("a", "done", "")
+    assert runs > 0  # the trial's rows went through the served board
