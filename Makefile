@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pgt demo
 
+# Every test, on parallel workers (pytest-xdist; the Ray tests share one worker: see tests/conftest.py).
+# `make test PYTEST_ARGS="-m 'not slow'"` for a quick pass while developing.
+PYTEST_WORKERS ?= auto
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check host protocol firmware sim tests bench

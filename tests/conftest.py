@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,20 @@ sys.path.insert(0, str(Path(__file__).parent / "support"))
 from mpvm import MicroPythonVM  # noqa: E402
 
 SUPPORT = Path(__file__).parent / "support"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers from the fixtures a test uses (``vm``: a MicroPython VM; ``ray``: the module's local Ray), and
+    every ``ray`` test in one xdist group: one worker runs them, so one Ray cluster at a time shares the cores
+    (``make test`` runs ``pytest -n auto --dist loadgroup``)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"mpvm", "virtual_board"}:
+            item.add_marker(pytest.mark.vm)
+        if "local_ray" in names:
+            item.add_marker(pytest.mark.ray)
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +59,12 @@ def virtual_board() -> Iterator[str]:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A local TCP port where nothing answers: bound by this test (so no parallel worker can take it), never
+    listening — a connection is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]

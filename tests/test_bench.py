@@ -27,9 +27,11 @@ KEYS: dict[str, set[str]] = {
     "board": {"test_acc", "queries", "steps", "wall_s", "board", "k", "m", "slots"},
 }
 # Benches whose quick mode still takes more than a few seconds (a Ray cluster, a MicroPython VM training run).
-SLOW = {"sweep": [pytest.mark.slow, pytest.mark.ray], "queries": [pytest.mark.slow, pytest.mark.ray],
+SLOW = {"sweep": [pytest.mark.slow, pytest.mark.ray], "queries": [pytest.mark.slow],
         "board": [pytest.mark.slow, pytest.mark.vm], "firmware": [pytest.mark.vm]}
 BENCHES = sorted(p.stem for p in BENCH.glob("*.py"))
+# Extra arguments beside --quick where even quick takes minutes (queries.py: one section, one seed, no Ray).
+ARGS = {"queries": ["--sequential", "--sections", "board", "--seeds", "1"]}
 
 
 def test_the_glob_finds_the_benches_the_readme_lists() -> None:
@@ -40,8 +42,8 @@ def test_the_glob_finds_the_benches_the_readme_lists() -> None:
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=SLOW.get(n, [])) for n in BENCHES])
 def test_bench_quick_prints_its_json(name: str) -> None:
-    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick"], capture_output=True, text=True,
-                          timeout=600, cwd=BENCH.parent)
+    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", *ARGS.get(name, [])],
+                          capture_output=True, text=True, timeout=600, cwd=BENCH.parent)
     assert proc.returncode == 0, f"bench/{name}.py --quick failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     lines = proc.stdout.strip().splitlines()
     assert lines, f"bench/{name}.py printed nothing"

@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ def _single(trial):
     return Trainer(make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free), trial.config).run()
 
 
+@pytest.mark.slow
 def test_sweep_equals_single_runs_with_the_same_seeds(local_ray, tmp_path):
     trials = expand(TINY, {"estimator": ["surrogate", "node"]}, seeds="0-1")
     lines: list[str] = []
@@ -65,10 +65,11 @@ def test_sweep_equals_single_runs_with_the_same_seeds(local_ray, tmp_path):
     assert any("step 12" in line for line in lines) and any("finished (4/4" in line for line in lines)
 
 
-def test_no_two_trials_hold_one_rig_at_once_and_a_vanished_rig_fails_only_its_trials(local_ray, tmp_path):
+@pytest.mark.slow
+def test_no_two_trials_hold_one_rig_at_once_and_a_vanished_rig_fails_only_its_trials(local_ray, tmp_path, dead_port):
     # Half a CPU per trial: four could run at once; only the rigs' resources keep a rig's trials apart.
     trials = expand(TINY | {"estimator": "node"}, {}, seeds="0-5")
-    rigs = {"a": "sim://?seed=0", "b": "sim://?seed=1", "gone": "socket://127.0.0.1:9"}
+    rigs = {"a": "sim://?seed=0", "b": "sim://?seed=1", "gone": f"socket://127.0.0.1:{dead_port}"}
     result = sweep(trials, rigs=rigs, out=tmp_path, cpus_per_trial=0.5, max_failures=0, progress=lambda line: None)
     assert [r.trial.rig for r in result.trials] == ["a", "b", "gone"] * 2
     assert [r.status for r in result.trials] == ["done", "done", "error"] * 2
@@ -78,10 +79,11 @@ def test_no_two_trials_hold_one_rig_at_once_and_a_vanished_rig_fails_only_its_tr
         assert len(held) == 2
         assert held[0][1] <= held[1][0], f"rig {rig} held by two trials at once: {held}"
     for bad in result.trials[2::3]:
-        assert bad.error.startswith("DeviceError: cannot open socket://127.0.0.1:9")
+        assert bad.error.startswith(f"DeviceError: cannot open socket://127.0.0.1:{dead_port}")
     assert "DeviceError: cannot open" in format_table(result)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
     from ray import tune
 
@@ -107,6 +109,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
     assert [[h[k] for k in keys] for h in got.history] == [[h[k] for k in keys] for h in want.history]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_sweep_cleanly_and_it_resumes(local_ray, tmp_path):
     address = local_ray.get_runtime_context().gcs_address  # the command joins this test module's Ray
     cmd = [sys.executable, "-m", "pgt.cli", "sweep", "--estimator", "node", "--seeds", "0-1", "--steps", "600",
@@ -182,12 +185,17 @@ def test_without_ray_the_command_says_how_to_install_it(capsys, monkeypatch):
 
 # -- issue 18: what a user types is refused in one line before Ray starts (run as a user would) ---------------
 
-# The pgt CLI as a user runs it, except that starting Ray ends the process with code 99: a refusal must come first.
-NO_RAY = ("import sys, ray\n"
-          "def _no(*a, **k):\n"
-          "    print('ray.init was called', file=sys.stderr)\n"
-          "    raise SystemExit(99)\n"
-          "ray.init = _no\n"
+# The pgt CLI as a user runs it, except that Ray is a stand-in that ends the process with code 99 when anything
+# of it is used (Ray not running is all it may say): a refusal must come before Ray is even imported.
+NO_RAY = ("import sys, types, importlib.machinery\n"
+          "class NoRay(types.ModuleType):\n"
+          "    def is_initialized(self):\n"
+          "        return False\n"
+          "    def __getattr__(self, name):\n"
+          "        print('ray.' + name + ' was used', file=sys.stderr)\n"
+          "        raise SystemExit(99)\n"
+          "sys.modules['ray'] = NoRay('ray')\n"
+          "sys.modules['ray'].__spec__ = importlib.machinery.ModuleSpec('ray', None)\n"
           "from pgt.cli import main\n"
           "sys.exit(main(sys.argv[1:]))\n")
 
@@ -232,20 +240,17 @@ def test_sweep_input_errors_are_one_line_before_ray_starts(argv, message, tmp_pa
     assert not list((tmp_path / "empty").iterdir())[1:]
 
 
-def test_an_address_where_no_cluster_answers_fails_within_seconds(tmp_path):
+def test_an_address_where_no_cluster_answers_fails_within_seconds(tmp_path, dead_port):
     import time
 
-    with socket.socket() as s:  # a port nothing listens on: bound, never listening
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        t0 = time.monotonic()
-        line = _refused(["--address", f"127.0.0.1:{port}"], tmp_path)
-        assert time.monotonic() - t0 < 20
-    assert f"no Ray cluster answers at 127.0.0.1:{port}" in line
-    assert "not HOST:PORT" not in _refused(["--address", "127.0.0.1:1"], tmp_path)
+    t0 = time.monotonic()
+    line = _refused(["--address", f"127.0.0.1:{dead_port}"], tmp_path)
+    assert time.monotonic() - t0 < 20
+    assert f"no Ray cluster answers at 127.0.0.1:{dead_port}: Connection refused" in line
     assert "HOST:PORT of a Ray head" in _refused(["--address", "nowhere"], tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_a_rig_given_as_a_relative_path_opens_as_pgt_train_would(local_ray, tmp_path):
     """``--rig a=port3`` with ``port3`` in the current directory (here a link to a served simulated board's pty):

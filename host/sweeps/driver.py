@@ -160,6 +160,12 @@ def _new_dir(out: str | Path, name: str | None) -> Path:
     raise UserError(f"{parent / base}: every name up to .9999 is taken")
 
 
+def _ray_running() -> bool:
+    """Whether this process already runs or joined Ray (a sweep then uses it), without importing Ray."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
+
+
 def _check_cpus(num_cpus: int | None, cpus_per_trial: float, local: bool) -> None:
     if num_cpus is not None and num_cpus < 1:
         raise UserError(f"--cpus must be at least 1, got {num_cpus}")
@@ -205,18 +211,18 @@ def sweep(
         todo = assign_rigs(todo, rigs) if rigs else todo
         doc = {"trials": [t.to_dict() for t in todo], "rigs": rigs, "asha": asha, "grace": grace,
                "max_failures": max_failures, "cpus_per_trial": cpus_per_trial}
-    ray = _import_ray()
-    from ray import tune
-
-    from .trainable import SweepTrainable, trial_dirname, trial_resources
-
-    local = not ray.is_initialized() and not address
-    _check_cpus(num_cpus, doc["cpus_per_trial"], local)
-    if address and not ray.is_initialized():
+    running = _ray_running()
+    _check_cpus(num_cpus, doc["cpus_per_trial"], local=not running and not address)
+    if address and not running:
         _check_address(address)
     if resume is None:
         sweep_dir = _new_dir(out, name)
         (sweep_dir / SPEC).write_text(json.dumps(doc, indent=1) + "\n")
+    ray = _import_ray()  # (only now: every input error above comes before Ray is imported, let alone started)
+    from ray import tune
+
+    from .trainable import SweepTrainable, trial_dirname, trial_resources
+
     say(f"sweep of {len(todo)} trials in {sweep_dir} " + (f"on rigs {', '.join(rigs)}" if rigs else "on the simulator"))
     started = _start_ray(ray, rigs, address, num_cpus, doc["cpus_per_trial"])
     try:
