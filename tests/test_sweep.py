@@ -112,7 +112,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_stops_the_sweep_cleanly_and_it_resumes(local_ray, tmp_path):
     address = local_ray.get_runtime_context().gcs_address  # the command joins this test module's Ray
-    cmd = [sys.executable, "-m", "pgt.cli", "sweep", "--estimator", "node", "--seeds", "0-1", "--steps", "600",
+    cmd = [sys.executable, "-m", "pgt.cli", "sweep", "--estimator", "node", "--seeds", "0-1", "--steps", "240",
            "--set", "eval_every=20", "--set", "checkpoint_every=40", "--address", address, "--out", str(tmp_path),
            "--name", "c"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
