@@ -18,17 +18,15 @@ SUPPORT = Path(__file__).parent / "support"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Markers from the fixtures a test uses (``vm``: a MicroPython VM; ``ray``: the module's local Ray), and
-    every ``ray`` test in one xdist group: one worker runs them, so one Ray cluster at a time shares the cores
-    (``make test`` runs ``pytest -n auto --dist loadgroup``)."""
+    """Markers from the fixtures a test uses: ``vm`` (a MicroPython VM or the virtual board), ``ray`` (the
+    module's local Ray). (``make test`` runs ``pytest -n auto --dist loadscope``: a module's tests share one
+    worker, so a module-scoped Ray or virtual board starts once.)"""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if names & {"mpvm", "virtual_board"}:
             item.add_marker(pytest.mark.vm)
         if "local_ray" in names:
             item.add_marker(pytest.mark.ray)
-        if item.get_closest_marker("ray") is not None:
-            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")
