@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
+from .estimators import check_options
 from .optim import make_optimizer, make_schedule
 from .tasks import TASKS, Task, load_task
 
@@ -46,8 +47,6 @@ def _positive_finite(name: str, value: float | None) -> None:
 def check_config(cfg: TrainConfig) -> Task:
     """Validate every field of ``cfg`` without touching a device; returns the task. UserError on the first
     problem, in one line."""
-    from . import estimator_options
-
     if cfg.task not in TASKS:
         raise UserError(f"unknown task {cfg.task!r} (choose from {', '.join(TASKS)})")
     task = load_task(cfg.task)
@@ -57,7 +56,7 @@ def check_config(cfg: TrainConfig) -> Task:
     if task.info["kind"] != want:
         raise UserError(f"task {cfg.task!r} is {'a sequence' if want == 'vector' else 'not a sequence'} task; "
                         f"use --model {'transformer' if want == 'vector' else 'mlp'}")
-    estimator_options.check(cfg.estimator, cfg.estimator_options)
+    check_options(cfg.estimator, cfg.estimator_options)
     n_train = len(task.y_train)
     for name, value, low in (("steps", cfg.steps, 0), ("seed", cfg.seed, 0), ("eval_every", cfg.eval_every, 1),
                              ("checkpoint_every", cfg.checkpoint_every, 1), ("probe", cfg.probe, 2)):

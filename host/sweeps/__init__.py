@@ -3,8 +3,8 @@
 A sweep is an explicit list of :class:`Trial` s (a :class:`~pgt.trainer.TrainConfig` plus the device it runs on),
 made by :func:`expand` from a grid (or a random sample of one) over config fields and seeds. :func:`sweep` runs
 them as Ray Tune trials and returns one :class:`TrialResult` per trial, in the order given. A trial on the
-in-process simulator returns exactly what ``Trainer(make_ring_reservoir(ring_seed, noise_free, board=board),
-config).run()`` returns in one process: it is the same code with the same seeds.
+in-process simulator returns exactly what ``Trainer(open_sim_board(ring_seed, board=board), config).run()``
+(``reference_ring`` for a noise-free trial) returns in one process: it is the same code with the same seeds.
 
 - Each trial is a class-based Tune ``Trainable`` (:mod:`pgt.sweeps.trainable`): every ``step`` trains to the
   next evaluation and reports it; at multiples of ``lcm(eval_every, checkpoint_every)`` (and the last step),

@@ -46,7 +46,7 @@ class Trial:
     varied: tuple[str, ...] = ()
     """Config fields that vary across the sweep (they name the trial and its group)."""
     board: str | None = None
-    """Shape of the in-process simulated board (``make_ring_reservoir(board=...)``; None: the rp2 board)."""
+    """Shape of the in-process simulated board (``open_sim_board(board=...)``; None: the rp2 board)."""
 
     @property
     def group(self) -> str:

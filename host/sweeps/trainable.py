@@ -41,9 +41,13 @@ def _close(device: Any) -> None:
 def open_device(trial: Trial) -> Any:
     """The trial's device: its rig's URL, or its own in-process simulated ring."""
     if trial.url is None:
-        from ..sim.ring import make_ring_reservoir
+        if trial.noise_free:
+            from ..sim.reservoirs import reference_ring
 
-        return make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free, board=trial.board)
+            return reference_ring(seed=trial.ring_seed, board=trial.board)
+        from ..sim_board import open_sim_board
+
+        return open_sim_board(seed=trial.ring_seed, board=trial.board)
     from ..client import RingClient
 
     return RingClient.open(trial.url)
