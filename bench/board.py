@@ -7,10 +7,10 @@ pty — every query a real frame through the firmware's serve loop, Core and HAL
 multiplexed (the default slots: 8 device rows per sample).
 
 Usage: ``python bench/board.py [--steps N] [--estimator NAME] [--seed S] [--eval-every N] [--quick]`` (quick: 4
-steps, 64 probe rows, 32 validation samples: the flash and the path through the firmware, not an accuracy). Progress and the
-run's header on stderr; the last line printed is one JSON object with ``test_acc`` (test accuracy at the
-best-validation step), ``queries`` (all device rows), ``steps`` and ``wall_s`` (training, after flashing),
-plus the board's shape, slots, n_avg and per-tap noise/span as calibration measured them.
+steps, 64 probe rows, 32 validation samples: the flash and the path through the firmware, not an accuracy).
+Progress and the run's header on stderr; the last line printed is one JSON object with ``test_acc`` (test
+accuracy at the best-validation step), ``queries`` (all device rows), ``steps`` and ``wall_s`` (training, after
+flashing), plus the board's shape, slots, n_avg and per-tap noise/span as calibration measured them.
 """
 
 from __future__ import annotations
