@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,7 @@ SUPPORT = Path(__file__).parent / "support"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers from the fixtures a test uses: ``vm`` (a MicroPython VM or the virtual board), ``ray`` (the
-    module's local Ray). (``make test`` runs ``pytest -n auto --dist loadscope``: a module's tests share one
-    worker, so a module-scoped Ray or virtual board starts once.)"""
+    module's local Ray)."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if names & {"mpvm", "virtual_board"}:
@@ -66,3 +66,17 @@ def dead_port() -> Iterator[int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield s.getsockname()[1]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` (``make test``) keeps a module's tests on one worker, so a module-scoped Ray cluster
+    or virtual board starts once; the benches (each its own subprocess, no shared fixture) are spread one by one."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if nodeid.startswith("tests/test_bench.py::") else super()._split_scope(nodeid)
+
+    return Scheduling(config, log)
