@@ -162,3 +162,22 @@ def test_a_rig_given_as_a_relative_path_opens_as_pgt_train_would(local_ray, tmp_
         (row,) = list(csv.DictReader(f))
     assert (row["rig"], row["status"], row["error"]) == ("a", "done", "")
     assert runs > 0  # the trial's rows went through the served board
+
+
+@pytest.mark.slow
+def test_asha_stops_poor_trials_and_their_workers_take_the_next_trial(local_ray, tmp_path):
+    """ASHA on the class Trainable: poor trials stop at a rung (their best validation so far kept, no test),
+    the others finish with their test record; a stopped trial's worker is reset for the next (reuse_actors)."""
+    trials = expand(TINY | {"steps": 40, "eval_every": 5, "checkpoint_every": 10}, {"estimator": ["node", "param"]},
+                    seeds="0-1")
+    result = sweep(trials, out=tmp_path, asha=True, grace=10, progress=lambda line: None)
+    statuses = [r.status for r in result.trials]
+    assert set(statuses) <= {"done", "stopped"} and "stopped" in statuses and "done" in statuses
+    for r in result.trials:
+        vals = [h["val_acc"] for h in r.history if h.get("val_acc") is not None]
+        assert r.metrics["best_val_acc"] == max(vals)
+        if r.status == "stopped":
+            assert r.metrics["best_test_acc"] is None and all(h.get("test_acc") is None for h in r.history)
+        else:
+            assert r.metrics["finished"] and r.history[-1]["test_acc"] == r.metrics["best_test_acc"]
+    assert result.best().status == "done"

@@ -241,7 +241,9 @@ def sweep(
             if doc["asha"]:
                 from ray.tune.schedulers import ASHAScheduler
 
-                max_t = max(t.config.steps for t in todo)
+                # one past the last step: ASHA stops a trial that reaches max_t, and a trial's final evaluation
+                # (at its last step) is followed by its test record, which must still be reported
+                max_t = max(t.config.steps for t in todo) + 1
                 g = doc["grace"] or max(1, min(t.config.eval_every for t in todo))
                 # best validation accuracy so far: every record carries it (the final test record too)
                 scheduler = ASHAScheduler(time_attr="step", metric="best_val_acc", mode="max",
