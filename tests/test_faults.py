@@ -152,9 +152,9 @@ def test_truncated_requests_never_make_the_board_leave_its_loop(reference: RingC
     with PtyServer(make_core(noise_free=True, board="wide"), log=logs.append) as srv:
         path = srv.start()
         with RingClient.open(path, wrap=wrap, timeout=0.05, link_rate=1e6) as c:
-            c.configure(settle_us=9)
+            c.configure(settle_us=1009)  # (a settled drive: rows comparable with the reference)
             assert run_blocks(c, reference, blocks=60, rows=64, seed=2) == 0
-            assert srv.core.settle_us == 9
+            assert srv.core.settle_us == 1009
             status = c.status()
             assert wrap.stats["truncate_to_device"] >= 5
             assert not [line for line in logs if "board reset" in line or "left the serve loop" in line], logs
@@ -168,11 +168,11 @@ def test_silent_board_reboots_are_noticed_and_the_config_replayed(reference: Rin
         path = srv.start()
         wrap = faulty(FaultPlan(reset=0.05, seed=4), reset_device=lambda: srv.reset_device())
         with RingClient.open(path, wrap=wrap, timeout=0.1, link_rate=1e6) as c:
-            c.configure(settle_us=9)
+            c.configure(settle_us=1009)  # (a settled drive: rows comparable with the reference)
             assert run_blocks(c, reference, blocks=60, rows=16, seed=3) == 0
             resets = wrap.stats["reset_to_device"]
             assert resets >= 1 and 1 <= c.device_resets <= resets
-            assert srv.core.settle_us == 9  # the fresh Core got the config again
+            assert srv.core.settle_us == 1009  # the fresh Core got the config again
 
 
 def test_board_resets_that_drop_the_connection(reference: RingClient) -> None:
