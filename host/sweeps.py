@@ -273,9 +273,9 @@ def _open_device(trial: Trial) -> Any:
         from .sim.ring import make_ring_reservoir
 
         return make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free, board=trial.board)
-    from .client import RingClient
+    from .device import open_device
 
-    return RingClient.open(trial.url)
+    return open_device(trial.url)
 
 
 def _metrics(rec: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
+from .device import default_device, reopen
 from .errors import DeviceError, PgtError, UserError
 from .estimators import ESTIMATORS, Estimator, make_estimator
 from .models import HybridModel, build_model
@@ -199,23 +200,6 @@ def _deferred_interrupt(describe: Callable[[], str]) -> Iterator[_StopFlag]:
         yield flag
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def default_device(estimator: str = "surrogate", seed: int = 0) -> Reservoir:
-    """The device a run uses when none is given: the simulated board through the firmware Core, in process
-    (``sim://?seed=N``); for the backprop reference, the noise-free differentiable ring of the same shape."""
-    if estimator == "backprop":
-        from pgt.sim.ring import make_ring_reservoir
-
-        return make_ring_reservoir(seed=seed, noise_free=True)
-    return open_device(f"sim://?seed={seed}")
-
-
-def open_device(url: str) -> Reservoir:
-    """A :class:`pgt.client.RingClient` for ``url`` (a serial port, a pyserial URL or ``sim://...``)."""
-    from pgt.client import RingClient
-
-    return RingClient.open(url)
 
 
 def _link_counters(reservoir: Reservoir) -> dict[str, int]:
@@ -566,7 +550,7 @@ class Trainer:
             config.steps = steps
             state["config"]["steps"] = steps
         if reservoir is None:
-            reservoir = recorded_device(state["device"]["info"], config)
+            reservoir = reopen(state["device"]["info"])
         self = cls(reservoir, config, on_eval=on_eval)
         self.load_state(state)
         self.run_dir = run_dir
@@ -583,25 +567,6 @@ class Trainer:
 def _same_simulator(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     keys = ("kind", "url", "seed", "level", "uid")
     return all(saved.get(k) == now.get(k) for k in keys)
-
-
-def recorded_device(info: dict[str, Any], config: TrainConfig) -> Reservoir:
-    """Reopen the device a run recorded: its URL, or the differentiable reference ring of the same seed."""
-    url = info.get("url")
-    if url:
-        return open_device(str(url))
-    seed, level = int(info.get("seed", 0)), str(info.get("level", "A"))
-    if info.get("kind") == "sim-ring" and "params" in info:  # the noise-free reference ring, in process
-        from pgt.sim.ring import Ring, RingParams, RingReservoir
-
-        volts = (float(info["volts_low"]), float(info["volts_high"]))
-        return RingReservoir(Ring(RingParams(**info["params"]), seed=seed, level=level), volts=volts)
-    if info.get("kind") == "sim-device" and "board_config" in info:  # the simulated board, in process
-        from pgt.sim.device import SimDevice, make_core
-
-        return SimDevice(make_core(seed=seed, level=level, noise_free=bool(info.get("noise_free")),
-                                   config=dict(info["board_config"])))
-    raise UserError("this run's device has no URL to reopen: give the device to resume on (--device URL)")
 
 
 def fit(
@@ -640,5 +605,5 @@ def progress_line(rec: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["TrainConfig", "Trainer", "Result", "Counters", "fit", "crossing", "check_config", "default_device",
-           "open_device", "progress_line", "TrainingInterrupted", "ESTIMATORS", "TASKS"]
+__all__ = ["TrainConfig", "Trainer", "Result", "Counters", "fit", "crossing", "check_config",
+           "progress_line", "TrainingInterrupted", "ESTIMATORS", "TASKS"]

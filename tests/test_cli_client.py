@@ -234,9 +234,9 @@ def test_flash_checks_the_port_before_mpremote(monkeypatch: pytest.MonkeyPatch, 
         assert "sys.platform is 'linux'): pass --board rp2 or --board esp32" in capsys.readouterr().err
     finally:
         unknown.close()
-    from pgt import flash
+    from pgt import repl
 
-    monkeypatch.setattr(flash, "open_serial", no_mpremote)  # a bad config is reported before the port is opened
+    monkeypatch.setattr(repl, "open_port", no_mpremote)  # a bad config is reported before the port is opened
     assert pgt_main(["flash", "/dev/null", "--config", str(tmp_path / "none.json")]) == 1
     assert "none.json: No such file or directory" in capsys.readouterr().err
     monkeypatch.undo()
@@ -249,11 +249,11 @@ def test_flash_checks_the_port_before_mpremote(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_flash_detects_the_board_type(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgt import flash
+    from pgt import repl
 
     board = FakeRepl("rp2")
     try:
-        assert flash.check_board(board.port, None, say=lambda s: None) == "rp2"
+        assert repl.check_board(board.port, None, say=lambda s: None) == "rp2"
     finally:
         board.close()
 
@@ -270,7 +270,7 @@ def test_info_shows_each_channels_limits_and_configured_range(tmp_path: Path, ca
 
 def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from pgt import flash
+    from pgt.board_config import config_keys
 
     typo = tmp_path / "board.json"
     typo.write_text('{"board": "rp2", "limits_hi": [4095, 4095]}')  # limit_hi misspelt: would be ignored
@@ -288,7 +288,7 @@ def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path
         assert capsys.readouterr().err.splitlines() == [f"pgt {c}: error: --config {typo}: {reason}"
                                                         for c in ("flash", "sim")]
     # every key docs/hardware.md's example uses is known
-    assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= flash.config_keys()
+    assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= config_keys()
 
 
 def test_flash_refuses_the_in_process_simulator(capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,7 +50,7 @@ def _firmware_keys() -> set[str]:
 
 
 def test_the_board_json_table_lists_exactly_the_firmware_keys() -> None:
-    from pgt.flash import config_keys
+    from pgt.board_config import config_keys
 
     documented = _documented_keys()
     assert documented == _firmware_keys(), (sorted(documented - _firmware_keys()),
@@ -66,7 +66,7 @@ def test_the_example_board_json_is_valid(tmp_path: Path) -> None:
     cfg = json.loads(example.group(1))
     assert set(cfg) <= _firmware_keys()
     fwboard.check(fwboard.resolve(cfg))
-    from pgt.flash import read_config
+    from pgt.board_config import read_config
 
     path = tmp_path / "board.json"
     path.write_text(example.group(1))
@@ -187,7 +187,7 @@ def test_the_status_and_config_replies_hold_the_documented_fields() -> None:
 
 
 def test_the_sim_url_options_hardware_md_names_are_known() -> None:
-    from pgt.link import parse_sim_url
+    from pgt.link import sim_options
 
     named = re.search(r"\(options: (.*?)\)", HARDWARE, re.S)
     assert named
@@ -197,7 +197,7 @@ def test_the_sim_url_options_hardware_md_names_are_known() -> None:
               "settle": "skip", "max_frame": "4096"}
     for option in options:
         if option != "config":  # (a path to a board.json: the file's keys are checked by test_cli_client)
-            parse_sim_url(f"sim://?{option}={values[option]}")
+            sim_options(f"sim://?{option}={values[option]}")
 
 
 def test_the_hello_board_field_is_described_as_it_is() -> None:

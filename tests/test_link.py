@@ -14,7 +14,7 @@ import pytest
 
 from pgt.errors import DeviceError, UserError
 from pgt.faults import FaultPlan, faulty
-from pgt.link import InProcessLink, NoReplyError, SerialLink, parse_sim_url
+from pgt.link import InProcessLink, NoReplyError, SerialLink, sim_options
 from pgt.sim.device import make_core
 from pgt.sim.serve import PtyServer, TcpServer
 
@@ -203,11 +203,11 @@ def test_close_stops_the_reader_thread(tcp: tuple[TcpServer, str]) -> None:
 
 
 def test_in_process_link_and_sim_urls() -> None:
-    assert parse_sim_url("sim://?seed=3&model=b&noise_free=1") == {"seed": 3, "level": "B", "noise_free": True}
+    assert sim_options("sim://?seed=3&model=b&noise_free=1") == {"seed": 3, "level": "B", "noise_free": True}
     with pytest.raises(UserError, match="unknown simulator option 'sed'"):
-        parse_sim_url("sim://?sed=3")
+        sim_options("sim://?sed=3")
     with pytest.raises(UserError, match="bad value for seed"):
-        parse_sim_url("sim://?seed=x")
+        sim_options("sim://?seed=x")
     link = InProcessLink("sim://?noise_free=1&max_frame=4096&board=wide")
     hello = link.request({"op": "hello"})
     assert hello["max_frame"] == 4096 and hello["max_batch"] == (4096 - 256) // 64

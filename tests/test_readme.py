@@ -65,7 +65,7 @@ def _url_forms() -> list[str]:
 
 
 def test_documented_device_urls_parse() -> None:
-    from pgt.link import parse_sim_url
+    from pgt.link import sim_options
 
     forms = _url_forms()
     sims = [u for u in forms if u.startswith("sim:")]
@@ -76,10 +76,10 @@ def test_documented_device_urls_parse() -> None:
         args = build_parser().parse_args(["info", url])
         assert args.url == url
     for url in sims:
-        options = parse_sim_url(url)
+        options = sim_options(url)
         named = re.findall(r"[?&]([a-z_]+)=", url)
         assert named and len(options) >= len(named)  # every option the README names is known (else UserError)
-    parse_sim_url("sim://")  # the default device the command table names
+    sim_options("sim://")  # the default device the command table names
 
 
 def test_the_python_api_snippet_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

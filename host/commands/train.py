@@ -157,7 +157,7 @@ def _check_device_url(url: str | None, args: argparse.Namespace) -> None:
     if args.estimator == "backprop":  # known before any device is opened
         raise UserError("--estimator backprop runs through the noise-free ring model in process (the exact "
                         f"gradient): leave out --device {url}")
-    from pgt.link import check_device_url
+    from pgt.device import check_device_url
 
     check_device_url(url)  # a stopped `pgt sim`'s pty, a file: said before the run directory is made
 
@@ -183,8 +183,9 @@ def _resume(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from pgt import checkpoint
+    from pgt.device import open_device
     from pgt.errors import UserError
-    from pgt.trainer import Trainer, open_device
+    from pgt.trainer import Trainer
 
     changing = [k for k in _given(args) if k not in RESUME_FLAGS]
     if changing:
@@ -192,7 +193,7 @@ def _resume(args: argparse.Namespace) -> Any:
         raise UserError(f"--resume continues a run as it was configured: {names} would change it (--resume "
                         "accepts only --steps to extend it, --device and --quiet)")
     if args.device is not None:
-        from pgt.link import check_device_url
+        from pgt.device import check_device_url
 
         check_device_url(args.device)
     run_dir = Path(args.resume)
@@ -219,8 +220,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    from pgt.device import default_device, open_device
     from pgt.plots import accuracy_vs_queries
-    from pgt.trainer import Trainer, default_device, open_device
+    from pgt.trainer import Trainer
 
     if args.resume:
         trainer, run_dir, at = _resume(args)
