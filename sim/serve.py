@@ -65,7 +65,8 @@ Log = Callable[[str], None]
 
 def reboot(core: Core) -> Core:
     """A fresh Core over the same HAL, clock and sizes: what a board reset running ``main.py`` gives."""
-    return Core(core.hal, core.clock, core.max_frame, core.files, core.poll_ms, core.frame_timeout_ms)
+    return Core(core.hal, core.clock, max_frame=core.max_frame, files=core.files, poll_ms=core.poll_ms,
+                frame_timeout_ms=core.frame_timeout_ms)
 
 
 class Restart(Exception):
