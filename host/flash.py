@@ -12,7 +12,7 @@ Steps (``plan`` builds them; ``--dry-run`` prints them):
    serve loop returns to the REPL on it); ``resume`` skips mpremote's soft reset, so the timer that feeds the
    firmware's hardware watchdog while at the REPL keeps running during the copy;
 3. ``pgt.repl.soft_reset_into_main``: the one soft-reset sequence, which runs ``/main.py``;
-4. handshake with ``RingClient.open(PORT)`` and compare the file hashes the board reports with the staged ones.
+4. handshake with ``pgt.device.open_device(PORT)`` and compare the file hashes the board reports with the staged ones.
 """
 
 from __future__ import annotations

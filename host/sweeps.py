@@ -60,7 +60,7 @@ class Trial:
     noise_free: bool = False
     """In-process ring without noise (implied by the backprop estimator)."""
     url: str | None = None
-    """Device URL (``pgt.client.RingClient.open``), set by :func:`sweep` from the rig."""
+    """Device URL (``pgt.device.open_device``), set by :func:`sweep` from the rig."""
     rig: str | None = None
     varied: tuple[str, ...] = ()
     """Config fields that vary across the sweep (they name the trial and its group)."""
