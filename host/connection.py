@@ -92,15 +92,25 @@ Event = Reply | StaleReply | OrphanError | DroppedFrame | Echo | Undecodable | R
 
 @dataclass(eq=False)
 class Outgoing:
-    """A request ready to go: its seq, its payload and the whole frame; how often it was sent (``tries``), how
-    many soft resets of a board at its REPL (``revivals``) and reconnections (``reconnects``) it has cost."""
+    """A request ready to go: its seq, its payload and the whole frame; how often it was sent (``tries``) and how
+    many of those sends were spared from its budget of retries (``spared``: the first send after a soft reset,
+    and the resends while the board boots); how many soft resets of a board at its REPL (``revivals``) and
+    reconnections (``reconnects``) it has cost; until when a board soft-reset for it boots (``boot_until``, on
+    the link's clock)."""
 
     seq: int
     payload: bytes
     frame: bytes
     tries: int = 0
+    spared: int = 0
     revivals: int = 0
     reconnects: int = 0
+    boot_until: float = 0.0
+
+    @property
+    def counted(self) -> int:
+        """Sends that count against the budget of retries."""
+        return self.tries - self.spared
 
 
 COUNTERS = ("requests", "replies", "retries", "timeouts", "fast_retries", "repl_revivals", "reconnects",
@@ -128,6 +138,7 @@ class Connection:
         self._dropped_before: dict[str, int] = {}
         self._garbage_before = 0
         self._frames_before = 0
+        self._frames_whole = 0  # payloads handed over whole (receive_payload)
 
     # -- requests -----------------------------------------------------------------------------------------
 
@@ -170,17 +181,22 @@ class Connection:
 
     # -- what the link observed ---------------------------------------------------------------------------
 
-    def wait_ended(self, ended: str, retries: int, revivals: int) -> str:
+    def wait_ended(self, ended: str, retries: int, revivals: int, now: float, boot_s: float) -> str:
         """The wait for the reply to the request in flight ended without it (``ended``: BROKEN, DROPPED or
-        SILENCE): :func:`after_wait`'s action, with its cost recorded — a fast resend or a timeout counted; a
-        soft reset (REVIVE) costs the request a revival and no try."""
+        SILENCE, at ``now`` on the link's clock): :func:`after_wait`'s action, with its cost recorded — a fast
+        resend or a timeout counted; a soft reset (REVIVE) costs the request a revival, and the send after it
+        and the resends for ``boot_s`` seconds while the board boots are spared from its retries (they are
+        still tries, and retries in :meth:`counters`)."""
         out = self.pending
-        action = after_wait(out, self.repl_state, ended, retries, revivals)
+        booting = out is not None and now < out.boot_until and self.repl_state is None  # (a REPL again: no boot)
+        action = after_wait(out, self.repl_state, ended, retries, revivals, booting)
         self.count["fast_retries"] += ended == DROPPED
         self.count["timeouts"] += ended == SILENCE
-        if action == REVIVE and out is not None:
+        if out is not None and (action == REVIVE or (action == RESEND and booting)):
+            out.spared += 1
+        if out is not None and action == REVIVE:
             out.revivals += 1
-            out.tries -= 1
+            out.boot_until = now + boot_s
         return action
 
     def revived(self) -> None:
@@ -221,7 +237,7 @@ class Connection:
         for reason, n in dec.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
         return {**self.count, "dropped": dropped, "garbage_bytes": self._garbage_before + dec.garbage_bytes,
-                "frames_in": self._frames_before + dec.frames, "stale_replies": self.stale,
+                "frames_in": self._frames_before + self._frames_whole + dec.frames, "stale_replies": self.stale,
                 "echoes": self.echoes, "undecodable": self.undecodable}
 
     def receive(self, data: bytes) -> list[Event]:
@@ -251,7 +267,7 @@ class Connection:
         """Events for one whole reply payload handed over without framing (an in-process device): counted as a
         good frame of ``len(payload)`` + the frame overhead bytes."""
         self.count["bytes_in"] += len(payload) + framing.OVERHEAD
-        self._frames_before += 1
+        self._frames_whole += 1
         return self._frame(payload)
 
     def _typed_echo(self) -> bool:
@@ -299,22 +315,23 @@ BROKEN, DROPPED, SILENCE = "broken", "dropped", "silence"
 the timeout ran out."""
 
 
-def after_silence(out: Outgoing, repl: str | None, retries: int, revivals: int) -> str:
+def after_silence(out: Outgoing, repl: str | None, retries: int, revivals: int, booting: bool = False) -> str:
     """What to do when the wait for the reply to ``out`` ran out (``repl``: the REPL state seen, or None). A
     board seen at its REPL is soft-reset into main.py, at most ``revivals`` times per request; a REPL that is
     still there after them (or with ``revivals`` 0) will not answer frames: give up at once. Otherwise resend
-    while tries remain (the soft reset itself cost no try; the resends after it, while the board boots, do)."""
+    while the budget of retries lasts, and while a board soft-reset for this request boots (``booting``)."""
     if repl is not None:
         return REVIVE if out.revivals < revivals else GIVE_UP
-    return RESEND if out.tries <= retries else GIVE_UP
+    return RESEND if booting or out.counted <= retries else GIVE_UP
 
 
 def after_drop(out: Outgoing | None, retries: int) -> bool:
     """A frame was dropped while the reply to ``out`` was awaited: resend at once (it may have been the reply)?"""
-    return out is not None and out.tries <= retries
+    return out is not None and out.counted <= retries
 
 
-def after_wait(out: Outgoing | None, repl: str | None, ended: str, retries: int, revivals: int) -> str:
+def after_wait(out: Outgoing | None, repl: str | None, ended: str, retries: int, revivals: int,
+               booting: bool = False) -> str:
     """What to do when the wait for the reply to ``out`` ended without it (``ended``: BROKEN, DROPPED or
     SILENCE): RECONNECT, RESEND, REVIVE (soft-reset the board at its REPL into main.py, then resend) or
     GIVE_UP (:func:`after_silence`)."""
@@ -322,7 +339,7 @@ def after_wait(out: Outgoing | None, repl: str | None, ended: str, retries: int,
         return RECONNECT
     if ended == DROPPED:
         return RESEND
-    return after_silence(out, repl, retries, revivals)
+    return after_silence(out, repl, retries, revivals, booting)
 
 
 def after_break(out: Outgoing, retries: int) -> str:

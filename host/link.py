@@ -82,9 +82,11 @@ class SerialLink:
     blocking loop around it: a reader thread feeds it the port's bytes and wakes the requester on its events.
 
     ``timeout`` is the default seconds to wait for one reply before resending; ``retries`` how many resends
-    before giving up; ``reconnect_timeout`` how long to look for a port that disappeared. ``wrap`` (tests,
-    bench) wraps each opened transport, e.g. in :class:`pgt.faults.FaultyTransport`; ``opener`` replaces
-    :func:`open_port`. ``log`` receives a line when the link soft-resets a board out of its REPL.
+    before giving up; ``reconnect_timeout`` how long to look for a port that disappeared; ``boot_timeout`` how
+    long a board soft-reset out of its REPL may take to serve again (resends meanwhile do not use up retries).
+    ``wrap`` (tests, bench) wraps each opened transport, e.g. in :class:`pgt.faults.FaultyTransport`;
+    ``opener`` replaces :func:`pgt.ports.open_port`. ``log`` receives a line when the link soft-resets a board
+    out of its REPL.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class SerialLink:
         timeout: float = 1.0,
         retries: int = 5,
         reconnect_timeout: float = 10.0,
+        boot_timeout: float = 5.0,
         max_payload: int = framing.DEFAULT_MAX_PAYLOAD,
         fast_retry: bool = True,
         wrap: Callable[[Transport], Transport] | None = None,
@@ -106,6 +109,7 @@ class SerialLink:
         self.timeout = timeout
         self.retries = retries
         self.reconnect_timeout = reconnect_timeout
+        self.boot_timeout = boot_timeout
         self.fast_retry = fast_retry
         self.log = log
         self.revive_repl = 0
@@ -256,7 +260,7 @@ class SerialLink:
                 if isinstance(got, dict):
                     return got
                 with self._cond:
-                    action = conn.wait_ended(got, retries, self.revive_repl)
+                    action = conn.wait_ended(got, retries, self.revive_repl, time.monotonic(), self.boot_timeout)
                 if action == REVIVE:
                     self._revive()
                 elif action == GIVE_UP:
@@ -295,12 +299,12 @@ class SerialLink:
             transport.write(repl.RESTART)
         except Exception:  # noqa: BLE001 - the port broke: the next send notices and reconnects
             return
-        with self._cond:
-            self.conn.sent(len(repl.RESTART))
-            self.conn.revived()
         if self.log is not None:
             self.log(f"{self.url} was at its MicroPython REPL ({state}): soft reset into main.py to serve again")
         time.sleep(self.revive_wait)  # let main.py start before the resend: bytes sent while it boots are lost
+        with self._cond:  # (after the wait: the prompts the reset itself printed are not a REPL seen again)
+            self.conn.sent(len(repl.RESTART))
+            self.conn.revived()
 
     def _broken_now(self) -> BaseException | None:
         with self._cond:

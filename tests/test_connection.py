@@ -176,23 +176,28 @@ def test_decisions_are_pure() -> None:
     assert (out.tries, out.revivals, out.reconnects) == before
 
 
-def test_after_a_wait_a_soft_reset_costs_no_try_and_the_resends_after_it_do() -> None:
+def test_after_a_soft_reset_resends_are_spared_while_the_board_boots_and_no_longer() -> None:
+    """The boot allowance is the link's boot_s from the soft reset (it was reconnect_timeout, 10 s, before)."""
     conn = Connection()
     sent(conn)
     out = conn.pending
     assert out is not None
-    assert conn.wait_ended(BROKEN, 1, MAX_REVIVALS) == RECONNECT
-    assert conn.wait_ended(DROPPED, 1, MAX_REVIVALS) == RESEND
+    assert conn.wait_ended(BROKEN, 1, MAX_REVIVALS, now=0.0, boot_s=2.0) == RECONNECT
+    assert conn.wait_ended(DROPPED, 1, MAX_REVIVALS, now=0.0, boot_s=2.0) == RESEND
     conn.receive(b"raw REPL; CTRL-B to exit\r\n>")
-    assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS) == REVIVE
-    assert (out.tries, out.revivals) == (0, 1)  # the resend after it is not a retry
+    assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS, now=10.0, boot_s=2.0) == REVIVE
+    assert (out.tries, out.spared, out.revivals, out.boot_until) == (1, 1, 1, 12.0)
     conn.revived()  # (the link sent the soft reset: the REPL is left behind)
+    for _ in range(3):  # the board boots until 12 s: resends spared
+        conn.expect(out)
+        assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS, now=11.0, boot_s=2.0) == RESEND
+    assert out.tries == 4 and out.counted == 0
     conn.expect(out)
-    assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS) == RESEND  # the board boots: one more try allowed
+    assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS, now=12.5, boot_s=2.0) == RESEND  # booted: one retry left
     conn.expect(out)
-    assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS) == GIVE_UP  # no free resends while it boots
+    assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS, now=13.5, boot_s=2.0) == GIVE_UP
     counts = conn.counters()
-    assert (counts["timeouts"], counts["fast_retries"], counts["repl_revivals"], counts["retries"]) == (3, 1, 1, 1)
+    assert (counts["timeouts"], counts["fast_retries"], counts["repl_revivals"], counts["retries"]) == (6, 1, 1, 5)
 
 
 def test_after_a_break_and_a_failed_reconnect() -> None:

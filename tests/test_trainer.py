@@ -12,9 +12,10 @@ import pytest
 from test_estimators import ToyReservoir
 
 import pgt.trainer as trainer_mod
+from pgt.device import default_device, open_device
 from pgt.errors import DeviceError, UserError
 from pgt.reservoir import from_callable
-from pgt.trainer import TrainConfig, Trainer, crossing, default_device, fit, open_device
+from pgt.trainer import TrainConfig, Trainer, crossing, fit
 
 ring = pytest.importorskip("pgt.sim.ring")
 
