@@ -21,12 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,179 +30,32 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
+from .config import TrainConfig, check_config
 from .device import default_device, reopen
 from .errors import DeviceError, PgtError, UserError
 from .estimators import ESTIMATORS, Estimator, make_estimator
+from .interrupts import TrainingInterrupted, deferred_interrupt
 from .models import HybridModel, build_model
 from .optim import Transform, apply_updates, make_optimizer, make_schedule
 from .physical import PhysicalLayer
+from .progress import (
+    LINK_KEYS,
+    Counters,
+    Result,
+    accuracy,
+    crossing,
+    link_counters,
+    link_text,
+    log_to_stderr,
+    progress_line,
+)
 from .reservoir import Reservoir
-from .tasks import TASKS, Task, load_task
+from .tasks import TASKS, Task
 
 Array = np.ndarray
 METRICS = "metrics.jsonl"
-LINK_KEYS = {"retries": "resends", "timeouts": "timeouts", "reconnects": "reconnects",
-             "repl_revivals": "REPL revivals", "device_resets": "device resets"}
-"""Link trouble counted into the metrics (metrics key -> what it is called in messages)."""
-
-
-def _link_text(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {LINK_KEYS[k]}" for k, n in counts.items() if n)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run (saved in ``config.json`` and in every checkpoint)."""
-
-    task: str = "digits"
-    model: str = "mlp"
-    estimator: str = "surrogate"
-    steps: int = 300
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float | None = None
-    """None: chosen at calibration (``lr_rel`` times the RMS of the initial weights for Adam)."""
-    lr_rel: float | None = None
-    """None: 0.1 for the low-variance estimators (backprop, surrogate), 0.03 for the perturbative ones."""
-    schedule: str = "constant"
-    clip: float | None = None
-    eval_every: int = 20
-    val_size: int | None = 64
-    """Validation samples per evaluation: a fixed subsample of the validation set (None: all of it)."""
-    checkpoint_every: int = 50
-    seed: int = 0
-    probe: int = 256
-    model_options: dict[str, Any] = field(default_factory=dict)
-    estimator_options: dict[str, Any] = field(default_factory=dict)
-
-
-def _positive_finite(name: str, value: float | None) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-        raise UserError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def check_config(cfg: TrainConfig) -> Task:
-    """Validate every field of ``cfg`` without touching a device; returns the task. UserError on the first
-    problem, in one line."""
-    from . import estimator_options
-
-    if cfg.task not in TASKS:
-        raise UserError(f"unknown task {cfg.task!r} (choose from {', '.join(TASKS)})")
-    task = load_task(cfg.task)
-    if cfg.model not in ("mlp", "transformer"):
-        raise UserError(f"unknown model {cfg.model!r} (choose mlp or transformer)")
-    want = "vector" if cfg.model == "mlp" else "sequence"
-    if task.info["kind"] != want:
-        raise UserError(f"task {cfg.task!r} is {'a sequence' if want == 'vector' else 'not a sequence'} task; "
-                        f"use --model {'transformer' if want == 'vector' else 'mlp'}")
-    estimator_options.check(cfg.estimator, cfg.estimator_options)
-    n_train = len(task.y_train)
-    for name, value, low in (("steps", cfg.steps, 0), ("seed", cfg.seed, 0), ("eval_every", cfg.eval_every, 1),
-                             ("checkpoint_every", cfg.checkpoint_every, 1), ("probe", cfg.probe, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
-    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or not 1 <= cfg.batch_size <= n_train:
-        raise UserError(f"batch_size must be between 1 and {n_train} (the {cfg.task} training set), "
-                        f"got {cfg.batch_size!r}")
-    if cfg.val_size is not None and (not isinstance(cfg.val_size, int) or cfg.val_size < 1):
-        raise UserError(f"val_size must be an integer >= 1 or None (the whole validation set), got {cfg.val_size!r}")
-    _positive_finite("lr", cfg.lr)
-    _positive_finite("lr_rel", cfg.lr_rel)
-    _positive_finite("clip", cfg.clip)
-    make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, 1.0, max(cfg.steps, 1)), cfg.clip)  # the names
-    return task
-
-
-@dataclass
-class Counters:
-    """Device rows by kind, device time, and link trouble seen (cumulative over the run)."""
-
-    calibration: int = 0
-    train: int = 0
-    eval: int = 0
-    device_seconds: float = 0.0
-    link: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return self.calibration + self.train + self.eval
-
-
-@dataclass
-class Result:
-    """What a run returns: the best-validation iterate, its test accuracy, the device rows and the history."""
-
-    best_step: int
-    best_val_acc: float
-    best_test_acc: float | None
-    """Test accuracy at the best-validation step (None if the test set was never evaluated)."""
-    final_val_acc: float
-    queries: int
-    """Every device row: calibration + training + evaluation."""
-    calibration_queries: int
-    training_queries: int
-    eval_queries: int
-    device_seconds: float
-    history: list[dict[str, Any]]
-    best_params: dict[str, Array]
-    run_dir: str | None = None
-
-
-def _accuracy(logits: Array, labels: Array) -> float:
-    return float(np.mean(np.argmax(logits, axis=1) == labels))
-
-
-def crossing(history: Sequence[dict[str, Any]], threshold: float, key: str = "val_acc") -> int | None:
-    """All device rows (``queries``) spent when ``key`` first reached ``threshold`` on two consecutive
-    evaluations: the rows at the first of the two. None if it never did. This is the crossing Q is taken on
-    (README: Q = these rows / backprop's rows for the same threshold)."""
-    evals = [r for r in history if r.get(key) is not None]
-    for a, b in zip(evals, evals[1:]):
-        if a[key] >= threshold and b[key] >= threshold:
-            return int(a["queries"])
-    return None
-
-
 def resume_command(run_dir: Path | str) -> str:
     return f"pgt train --resume {shlex.quote(str(run_dir))}"
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; the message says where the checkpoint is and how to resume."""
-
-
-class _StopFlag:
-    requested = False
-
-
-@contextmanager
-def _deferred_interrupt(describe: Callable[[], str]) -> Iterator[_StopFlag]:
-    """In the main thread: the first Ctrl-C asks the loop to stop after the step in progress, a second one
-    interrupts at once. Elsewhere (or under a custom SIGINT handler) nothing changes."""
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield flag
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
-        print(f"stopping after {describe()} (Ctrl-C again to abort now)", file=sys.stderr, flush=True)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _link_counters(reservoir: Reservoir) -> dict[str, int]:
-    link = getattr(reservoir, "link", None)
-    counts = link.counters() if link is not None and hasattr(link, "counters") else {}
-    counts["device_resets"] = getattr(reservoir, "device_resets", 0)
-    return {k: int(counts.get(k, 0)) for k in LINK_KEYS}
 
 
 class Trainer:
@@ -218,7 +67,7 @@ class Trainer:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
-        self.log = log or _stderr
+        self.log = log or log_to_stderr
         cfg = self.config
         self.task = task or check_config(cfg)
         self.reservoir = reservoir
@@ -252,7 +101,7 @@ class Trainer:
         self._stepping = False
         """True while a training step is in progress (the one that will end at step ``_finishing``)."""
         self._finishing = 0
-        self._link_seen = _link_counters(reservoir)
+        self._link_seen = link_counters(reservoir)
         self.run_dir = Path(out_dir) if out_dir is not None else None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,13 +123,13 @@ class Trainer:
 
     def _check_link(self) -> None:
         """Book resends, reconnects and resets the link saw since the last look; say so on stderr."""
-        now = _link_counters(self.reservoir)
+        now = link_counters(self.reservoir)
         new = {k: now[k] - self._link_seen.get(k, 0) for k in LINK_KEYS if now[k] > self._link_seen.get(k, 0)}
         self._link_seen = now
         if new:
             for k, n in new.items():
                 self.counters.link[k] = self.counters.link.get(k, 0) + n
-            self.log(f"link at step {self.step}: {_link_text(new)}")
+            self.log(f"link at step {self.step}: {link_text(new)}")
 
     # -- calibration -------------------------------------------------------------------------------
     def _batch(self, rng: np.random.Generator) -> tuple[Array, Array]:
@@ -372,7 +221,7 @@ class Trainer:
         """Validation accuracy of the current iterate (on the fixed subsample); tracks the best iterate."""
         t = self.task
         self._busy = True
-        val_acc = _accuracy(self.predict(t.x_val[self.val_idx]), t.y_val[self.val_idx])
+        val_acc = accuracy(self.predict(t.x_val[self.val_idx]), t.y_val[self.val_idx])
         if val_acc > self.best["val_acc"]:
             self.best = {"step": self.step, "val_acc": val_acc,
                          "params": {k: v.copy() for k, v in self.model.params.items()}}
@@ -393,7 +242,7 @@ class Trainer:
             if params is not None:
                 for k, v in self.model.params.items():
                     v[...] = params[k]
-            acc = _accuracy(self.predict(self.task.x_test), self.task.y_test)
+            acc = accuracy(self.predict(self.task.x_test), self.task.y_test)
         finally:
             for k, v in self.model.params.items():
                 v[...] = saved[k]
@@ -427,7 +276,7 @@ class Trainer:
         completed step too."""
         cfg = self.config
         target = cfg.steps if steps is None else steps
-        with _deferred_interrupt(lambda: f"step {self._finishing if self._stepping else self.step}") as stop:
+        with deferred_interrupt(lambda: f"step {self._finishing if self._stepping else self.step}") as stop:
             try:
                 if not self.calibrated:
                     self.calibrate()
@@ -586,23 +435,6 @@ def fit(
     device = reservoir if reservoir is not None else default_device(estimator, seed)
     on_eval = (lambda r: print(progress_line(r), file=sys.stderr)) if verbose else None
     return Trainer(device, cfg, out_dir=out_dir, on_eval=on_eval, task=task_data).run()
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def progress_line(rec: dict[str, Any]) -> str:
-    """One line for a metrics record: step, loss, accuracy, all device rows (by kind), device time."""
-    loss = "   -  " if rec["loss"] is None else format(rec["loss"], ".4f")
-    acc = f"val {100 * rec['val_acc']:5.1f}%" if rec["val_acc"] is not None else \
-        f"test {100 * rec['test_acc']:5.1f}% (best-validation step {rec.get('test_step')})"
-    link = _link_text({k: rec.get(k, 0) for k in LINK_KEYS})
-    return (
-        f"step {rec['step']:5d}  loss {loss}  {acc}  queries {rec['queries']:,} "
-        f"(cal {rec['calibration_queries']:,}, train {rec['training_queries']:,}, eval {rec['eval_queries']:,})  "
-        f"device {rec['device_seconds']:.1f} s" + (f"  link: {link}" if link else "")
-    )
 
 
 __all__ = ["TrainConfig", "Trainer", "Result", "Counters", "fit", "crossing", "check_config",

@@ -43,7 +43,7 @@ def test_reset_refuses_sim_and_a_missing_port(capsys: pytest.CaptureFixture[str]
 def test_a_simulated_reboot_passes_the_core_its_settings_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     """``reboot()`` once built the fresh Core from positional arguments: a Core whose settings are keyword-only
     (or reordered) would have been handed the wrong ones."""
-    import pgt.sim.serve as serve
+    import pgt.sim.stream_board as serve
     from pgt.firmware.core import Core
 
     class KeywordCore(Core):

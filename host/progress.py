@@ -1,0 +1,95 @@
+"""A run's accounting and what it tells a person: device rows by kind, the result, progress lines, link trouble."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .reservoir import Reservoir
+
+Array = np.ndarray
+LINK_KEYS = {"retries": "resends", "timeouts": "timeouts", "reconnects": "reconnects",
+             "repl_revivals": "REPL revivals", "device_resets": "device resets"}
+"""Link trouble counted into the metrics (metrics key -> what it is called in messages)."""
+
+
+def link_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {LINK_KEYS[k]}" for k, n in counts.items() if n)
+
+
+@dataclass
+class Counters:
+    """Device rows by kind, device time, and link trouble seen (cumulative over the run)."""
+
+    calibration: int = 0
+    train: int = 0
+    eval: int = 0
+    device_seconds: float = 0.0
+    link: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.calibration + self.train + self.eval
+
+
+@dataclass
+class Result:
+    """What a run returns: the best-validation iterate, its test accuracy, the device rows and the history."""
+
+    best_step: int
+    best_val_acc: float
+    best_test_acc: float | None
+    """Test accuracy at the best-validation step (None if the test set was never evaluated)."""
+    final_val_acc: float
+    queries: int
+    """Every device row: calibration + training + evaluation."""
+    calibration_queries: int
+    training_queries: int
+    eval_queries: int
+    device_seconds: float
+    history: list[dict[str, Any]]
+    best_params: dict[str, Array]
+    run_dir: str | None = None
+
+
+def accuracy(logits: Array, labels: Array) -> float:
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def crossing(history: Sequence[dict[str, Any]], threshold: float, key: str = "val_acc") -> int | None:
+    """All device rows (``queries``) spent when ``key`` first reached ``threshold`` on two consecutive
+    evaluations: the rows at the first of the two. None if it never did. This is the crossing Q is taken on
+    (README: Q = these rows / backprop's rows for the same threshold)."""
+    evals = [r for r in history if r.get(key) is not None]
+    for a, b in zip(evals, evals[1:]):
+        if a[key] >= threshold and b[key] >= threshold:
+            return int(a["queries"])
+    return None
+
+
+def link_counters(reservoir: Reservoir) -> dict[str, int]:
+    link = getattr(reservoir, "link", None)
+    counts = link.counters() if link is not None and hasattr(link, "counters") else {}
+    counts["device_resets"] = getattr(reservoir, "device_resets", 0)
+    return {k: int(counts.get(k, 0)) for k in LINK_KEYS}
+
+
+def log_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def progress_line(rec: dict[str, Any]) -> str:
+    """One line for a metrics record: step, loss, accuracy, all device rows (by kind), device time."""
+    loss = "   -  " if rec["loss"] is None else format(rec["loss"], ".4f")
+    acc = f"val {100 * rec['val_acc']:5.1f}%" if rec["val_acc"] is not None else \
+        f"test {100 * rec['test_acc']:5.1f}% (best-validation step {rec.get('test_step')})"
+    link = link_text({k: rec.get(k, 0) for k in LINK_KEYS})
+    return (
+        f"step {rec['step']:5d}  loss {loss}  {acc}  queries {rec['queries']:,} "
+        f"(cal {rec['calibration_queries']:,}, train {rec['training_queries']:,}, eval {rec['eval_queries']:,})  "
+        f"device {rec['device_seconds']:.1f} s" + (f"  link: {link}" if link else "")
+    )
