@@ -265,7 +265,7 @@ class SerialLink:
                     self._revive()
                 elif action == GIVE_UP:
                     if conn.repl_state == NORMAL:
-                        self._send(b"\x03")  # cancel what our frames typed: the prompt as it was found
+                        self._send(repl.CTRL_C)  # cancel what our frames typed: the prompt as it was found
                     raise NoReplyError(self._silence(str(msg.get("op")), out.seq, out.tries, timeout))
         finally:
             with self._cond:

@@ -31,7 +31,8 @@ SIGN_SPAN = 32  # the longest sign, and then some: signs may straddle two reads
 RESTART = b"\r\x03\x02\x03\x04"
 RESTART_KEYS = "Ctrl-C, Ctrl-B, Ctrl-C, Ctrl-D"
 
-BREAK_IN = b"\r\x03\x03"  # what mpremote sends when it connects: a running program (the serve loop) stops
+CTRL_C = b"\x03"  # a running program (the serve loop) stops; at the prompt, the line typed is cancelled
+BREAK_IN = b"\r\x03\x03"  # what mpremote sends when it connects
 FRIENDLY = b"\r\x02"  # Ctrl-B: the friendly REPL, its banner and prompt
 PLATFORM_PROBE = b"import sys; print('pgt-platform', sys.platform)\r"
 

@@ -93,6 +93,7 @@ def test_a_port_locked_by_another_program_is_refused_in_one_line(pty: Pty, tmp_p
     assert pty.heard() == b""  # not a byte was sent to the port
 
 
+@pytest.mark.slow
 def test_flash_refuses_a_port_a_training_uses(tmp_path: Path) -> None:
     """Row 5: `pgt flash PORT` while `pgt train --device PORT` runs is refused like info/probe/reset/train; the
     training goes on, its board never broken into (same Core, no Ctrl-C seen, no reboot)."""
@@ -170,11 +171,15 @@ def test_long_or_strange_input_is_cut_and_escaped_in_the_message(argv: list[str]
 
 
 @pytest.mark.parametrize("url", ["sim:?seed=1", "sim:", "sim://host?seed=1", "sim:///path", "SIM://", "sim://#x"])
-def test_a_malformed_simulator_url_is_refused_before_anything_opens(url: str, tmp_path: Path) -> None:
-    """Every malformed sim: URL is refused with one line, by every command that takes a device, before anything
-    is opened or written (it once reached pyserial: "cannot open sim:?seed=1")."""
-    for argv in (["info", url], ["train", "--device", url, "--out", str(tmp_path / "runs")],
-                 ["probe", url, "--out", str(tmp_path / "probe")]):
-        line = one_line_error(pgt(*argv), argv[0])
-        assert "malformed simulator URL" in line and "sim://?" in line and "cannot open" not in line
+def test_a_malformed_simulator_url_is_refused(url: str) -> None:
+    """Every malformed sim: URL is refused with one line (it once reached pyserial: "cannot open sim:?seed=1")."""
+    line = one_line_error(pgt("info", url), "info")
+    assert "malformed simulator URL" in line and "sim://?" in line and "cannot open" not in line
+
+
+def test_a_malformed_simulator_url_is_refused_before_anything_opens(tmp_path: Path) -> None:
+    """... by every command that takes a device, before anything is written."""
+    for argv in (["train", "--device", "sim:?seed=1", "--out", str(tmp_path / "runs")],
+                 ["probe", "sim:?seed=1", "--out", str(tmp_path / "probe")]):
+        assert "malformed simulator URL" in one_line_error(pgt(*argv), argv[0])
     assert not list(tmp_path.iterdir())

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     transport = open_port(args.url, args.baud)
     try:
         print(f"{args.url}: sending Ctrl-C to see what the board is doing ...", flush=True)
-        transport.write(b"\x03")
+        transport.write(repl.CTRL_C)
         heard = repl.listen(transport, LISTEN_S)
         state = repl.repl_state(heard)
         found = repl.STATE_NAMES.get(state or "", "showing no REPL prompt (raw REPL, raw-paste mode, or a busy "
