@@ -31,7 +31,7 @@ import numpy as np
 
 from . import checkpoint
 from .config import TrainConfig, check_config
-from .device import default_device, reopen
+from .device import default_device, open_device, reopen  # (open_device, default_device: re-exported)
 from .errors import DeviceError, PgtError, UserError
 from .estimators import ESTIMATORS, Estimator, make_estimator
 from .interrupts import TrainingInterrupted, deferred_interrupt
@@ -437,5 +437,5 @@ def fit(
     return Trainer(device, cfg, out_dir=out_dir, on_eval=on_eval, task=task_data).run()
 
 
-__all__ = ["TrainConfig", "Trainer", "Result", "Counters", "fit", "crossing", "check_config",
-           "progress_line", "TrainingInterrupted", "ESTIMATORS", "TASKS"]
+__all__ = ["TrainConfig", "Trainer", "Result", "Counters", "fit", "crossing", "check_config", "default_device",
+           "open_device", "progress_line", "TrainingInterrupted", "ESTIMATORS", "TASKS"]
