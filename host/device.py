@@ -15,6 +15,7 @@ recorded (``info`` of its checkpoint); :func:`default_device` is what a run uses
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pgt.client import RingClient
@@ -49,7 +50,7 @@ def open_link(url: str, **options: Any) -> Link:
 
 
 def open_device(url: str, *, out_of_range: str = "refuse", timeout: float = 1.0, link_rate: float = 10_000.0,
-                log: Any = None, **link_options: Any) -> RingClient:
+                log: Callable[[str], None] | None = None, **link_options: Any) -> RingClient:
     """Open ``url`` and handshake: a :class:`pgt.client.RingClient`. ``link_options`` go to the link
     (:class:`pgt.link.SerialLink`: ``baudrate``, ``retries``, ``reconnect_timeout``, ``wrap``...)."""
     if not is_sim_url(url):
