@@ -30,9 +30,10 @@ def pgt(*argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], command: str) -> str:
-    """The one error line of a failed command (its last line on stderr, after any progress; no traceback)."""
+    """The one error line of a failed command (its last line on stderr, after any progress; no traceback): exit
+    status 1, or 2 for a usage error the argument parser reports."""
     lines = proc.stderr.splitlines()
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode in (1, 2), proc.stderr
     assert lines and lines[-1].startswith(f"pgt {command}: error: "), proc.stderr
     assert sum(": error: " in line for line in lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     return lines[-1]
