@@ -390,6 +390,7 @@ class InProcessLink:
         conn.expect(out)
         try:
             conn.sent(len(out.frame))
+            self.core.poll()  # the host-silence decision, as the serve loop takes it on every pass
             events = conn.receive_payload(bytes(self.core.handle(out.payload)))
         finally:
             conn.done()
