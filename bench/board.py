@@ -6,11 +6,12 @@ its fake pins, shaped like the default rp2 board: 2 drives, 3 taps), flashes it 
 pty — every query a real frame through the firmware's serve loop, Core and HAL. The ring layer is time
 multiplexed (the default slots: 8 device rows per sample).
 
-Usage: ``python bench/board.py [--steps N] [--estimator NAME] [--seed S] [--eval-every N] [--quick]`` (quick: 4
-steps, 64 probe rows, 32 validation samples: the flash and the path through the firmware, not an accuracy).
-Progress and the run's header on stderr; the last line printed is one JSON object with ``test_acc`` (test
-accuracy at the best-validation step), ``queries`` (all device rows), ``steps`` and ``wall_s`` (training, after
-flashing), plus the board's shape, slots, n_avg and per-tap noise/span as calibration measured them.
+Usage: ``python bench/board.py [--steps N] [--estimator NAME] [--seed S] [--eval-every N] [--quick]`` (the default
+estimator is ``pgt train``'s; quick: 4 steps, 64 probe rows, 32 validation samples: the flash and the path
+through the firmware, not an accuracy). Progress and the run's header on stderr; the last line printed is one
+JSON object with ``test_acc`` (test accuracy at the best-validation step), ``queries`` (all device rows),
+``steps`` and ``wall_s`` (training, after flashing), plus the board's shape, slots, n_avg and per-tap
+noise/span as calibration measured them.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ def stop_board(proc: subprocess.Popen[str]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from pgt.config import TrainConfig
+
     parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    parser.add_argument("--estimator", default="surrogate", help="PGT estimator (default surrogate)")
+    parser.add_argument("--estimator", default=TrainConfig.estimator,
+                        help=f"PGT estimator (default {TrainConfig.estimator}, as pgt train)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the board's ring and of the run (default 0)")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between evaluations (default 20)")
     parser.add_argument("--quick", action="store_true", help="4 steps, 64 probe rows, 32 validation samples")
@@ -66,7 +70,7 @@ def main() -> int:
 
     from pgt.cli import main as pgt_main
     from pgt.device import open_device
-    from pgt.trainer import TrainConfig, Trainer, progress_line
+    from pgt.trainer import Trainer, progress_line
 
     proc, port = start_board(args.seed)
     try:
@@ -94,7 +98,7 @@ def main() -> int:
         "steps": args.steps, "wall_s": round(wall, 1), "estimator": args.estimator, "seed": args.seed,
         "board": info.get("board"), "k": ph.k, "m": ph.m, "slots": ph.slots, "n_avg": ph.n_avg,
         "noise_span": [round(float(v), 3) for v in ph.noise_span],
-        "device_seconds": round(result.device_seconds, 1), "flash_s": round(flash_s, 1),
+        "device_seconds": round(result.device_seconds, 1), "flash_s": round(flash_s, 1), "quick": args.quick,
     }))
     return 0
 

@@ -1,6 +1,6 @@
 """Device queries to reach a target accuracy, per estimator, against backprop — on the board you can build.
 
-Three sections, each over several seeds and the four estimators:
+Three sections, each over several seeds and the five estimators (twin, surrogate, node, param against backprop):
 
 * ``board`` — the dense net on ``digits`` through a ring of the **default rp2 board's shape** (2 drives, 3 taps),
   time multiplexed (``slots`` rows per sample; the default: 8 slots, a 16-drive / 24-reading ring layer);
@@ -24,7 +24,9 @@ cores; ``--sequential`` runs the same trials one after another in this process i
 (each trial is the same code with the same seeds; only the wall times differ).
 
 Usage: ``python bench/queries.py [--quick] [--seeds N] [--jobs J] [--sequential] [--sections board,mlp,transformer]``.
-The last line printed is one JSON object; its ``"board"`` key holds exactly
+``best_pgt`` is the PGT estimator that reaches the reference (at most 1 point below it) with the fewest device
+rows (lowest Q_90), or the most accurate one if none does. The last line printed is one JSON object; its
+``"board"`` key holds exactly
 ``{"k", "m", "slots", "reference_best_test_acc", "best_pgt": {"estimator", "best_test_acc", "Q_90"}}``.
 """
 
@@ -45,19 +47,20 @@ SECTIONS = {
     "mlp": {"task": "digits", "model": "mlp", "ring": "wide"},
     "transformer": {"task": "digits-seq", "model": "transformer", "ring": "wide"},
 }
-ESTIMATORS = ("backprop", "surrogate", "node", "param")
+ESTIMATORS = ("backprop", "twin", "surrogate", "node", "param")
 PGT = tuple(e for e in ESTIMATORS if e != "backprop")
-# (steps, eval_every) per section and estimator; quick roughly halves the work.
+# (steps, eval_every) per section and estimator. The twin's steps between its device checks (every 100 steps
+# and at the end) cost no device rows, and its evaluations in between go through the twin (free; they give no
+# val_acc and cannot make a crossing).
 PLAN = {
-    "board": {"backprop": (400, 10), "surrogate": (400, 10), "node": (600, 10), "param": (2500, 50)},
-    "mlp": {"backprop": (400, 5), "surrogate": (400, 5), "node": (600, 5), "param": (1500, 50)},
-    "transformer": {"backprop": (300, 15), "surrogate": (300, 15), "node": (300, 15), "param": (600, 30)},
+    "board": {"backprop": (400, 10), "twin": (300, 20), "surrogate": (400, 10), "node": (600, 10),
+              "param": (2500, 50)},
+    "mlp": {"backprop": (400, 5), "twin": (600, 20), "surrogate": (400, 5), "node": (600, 5), "param": (1500, 50)},
+    "transformer": {"backprop": (300, 15), "twin": (600, 15), "surrogate": (300, 15), "node": (300, 15),
+                    "param": (600, 30)},
 }
-QUICK = {
-    "board": {"backprop": (200, 10), "surrogate": (200, 10), "node": (300, 10), "param": (600, 50)},
-    "mlp": {"backprop": (200, 5), "surrogate": (200, 5), "node": (300, 5), "param": (600, 50)},
-    "transformer": {"backprop": (150, 15), "surrogate": (150, 15), "node": (150, 15), "param": (150, 30)},
-}
+QUICK = {section: {est: (20, 10) for est in ESTIMATORS} for section in PLAN}
+"""``--quick``: a check that the bench still runs end to end (1 seed, 20 steps: its figures mean nothing)."""
 
 
 def make_trial(job: tuple[str, str, int, int, int]) -> Any:
@@ -166,10 +169,18 @@ def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     return out
 
 
+WITHIN = 0.01
+"""How close to the reference's test accuracy an estimator must come to count as reaching it."""
+
+
 def best_pgt(summary: dict[str, Any]) -> str:
-    """The PGT estimator with the highest test accuracy at its best-validation step (ties: lower Q_90)."""
-    ests = summary["estimators"]
-    return max(PGT, key=lambda e: (ests[e]["best_test_acc"], -(ests[e]["Q_90"] or float("inf"))))
+    """The PGT estimator that reaches the reference (test accuracy at most :data:`WITHIN` below it) with the
+    fewest device rows to 90 % (lowest Q_90; ties: higher accuracy); if none reaches it, the most accurate."""
+    ests, ref = summary["estimators"], summary["reference_best_test_acc"]
+    reach = [e for e in PGT if ests[e]["best_test_acc"] >= ref - WITHIN and ests[e]["Q_90"] is not None]
+    if reach:
+        return min(reach, key=lambda e: (ests[e]["Q_90"], -ests[e]["best_test_acc"]))
+    return max(PGT, key=lambda e: ests[e]["best_test_acc"])
 
 
 def print_table(name: str, spec: dict[str, str], s: dict[str, Any], seeds: list[int], shape: str) -> None:
@@ -189,8 +200,8 @@ def print_table(name: str, spec: dict[str, str], s: dict[str, Any], seeds: list[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps and 2 seeds")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 2)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 20 steps: a check that the bench runs")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 1)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="CPUs of the local Ray the trials share (default: all cores)")
     parser.add_argument("--sequential", action="store_true",
@@ -206,7 +217,7 @@ def main() -> int:
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     plan = QUICK if args.quick else PLAN
-    seeds = list(range(args.seeds if args.seeds else (2 if args.quick else 3)))
+    seeds = list(range(args.seeds if args.seeds else (1 if args.quick else 3)))
     jobs = [(sec, est, s, *plan[sec][est]) for sec in sections for est in ESTIMATORS for s in seeds]
     jobs.sort(key=lambda j: -j[3] * (6 if j[0] == "transformer" else 1))  # longest first
     t0 = time.perf_counter()

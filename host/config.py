@@ -107,7 +107,7 @@ CONSTRAINTS: dict[str, Field] = {
     "batch_size": Field("int", 1, 65_536),
     "optimizer": Field("str", choices=_optimizers),
     "lr": Field("float", 0, optional=True, none_text="chosen at calibration"),
-    "lr_rel": Field("float", 0, optional=True, none_text="0.1 for backprop and surrogate, 0.03 for the others"),
+    "lr_rel": Field("float", 0, optional=True, none_text="0.1 for backprop, surrogate, twin; 0.03 for node, param"),
     "schedule": Field("str", choices=lambda: ("constant", "cosine")),
     "clip": Field("float", 0, optional=True, none_text="no clipping"),
     "eval_every": Field("int", 1, 10_000_000),
@@ -139,14 +139,14 @@ class TrainConfig:
 
     task: str = "digits"
     model: str = "mlp"
-    estimator: str = "surrogate"
+    estimator: str = "twin"
     steps: int = 300
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float | None = None
     """None: chosen at calibration (``lr_rel`` times the RMS of the initial weights for Adam)."""
     lr_rel: float | None = None
-    """None: 0.1 for the low-variance estimators (backprop, surrogate), 0.03 for the perturbative ones."""
+    """None: the estimator's own ``lr_rel`` (0.1 for backprop, surrogate and twin, 0.03 for node and param)."""
     schedule: str = "constant"
     clip: float | None = None
     eval_every: int = 20

@@ -63,7 +63,7 @@ def open_device(url: str, *, out_of_range: str = "refuse", timeout: float = 1.0,
         raise
 
 
-def default_device(estimator: str = "surrogate", seed: int = 0) -> Reservoir:
+def default_device(estimator: str = "twin", seed: int = 0) -> Reservoir:
     """The device a run uses when none is given: the simulated board through the firmware Core, in process
     (``sim://?seed=N``); for the backprop reference, the noise-free differentiable ring of the same shape."""
     if estimator == "backprop":

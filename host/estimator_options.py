@@ -54,6 +54,14 @@ RULES: dict[str, Rule] = {
     "features": ("int>=1", lambda v: _int(v) and v >= 1),
     "ridge": ("number>=0", lambda v: _number(v) and v >= 0),
     "width": ("number>0", lambda v: _number(v) and v > 0),
+    "probe_rows": ("int>=8", lambda v: _int(v) and v >= 8),
+    "active_rows": ("int>=0", lambda v: _int(v) and v >= 0),
+    "check_every": ("int>=1", lambda v: _int(v) and v >= 1),
+    "gap": ("number in (0,1]", lambda v: _number(v) and 0 < v <= 1),
+    "drift_every": ("int>=1", lambda v: _int(v) and v >= 1),
+    "drift_rows": ("int>=2", lambda v: _int(v) and v >= 2),
+    "max_heldout": ("number>0", lambda v: _number(v) and v > 0),
+    "max_drifts": ("int>=1", lambda v: _int(v) and v >= 1),
 }
 CONVERT: dict[str, Callable[[Any], Any]] = {
     "params": _prefixes, "sigma_range": lambda v: tuple(v) if isinstance(v, list) else v,

@@ -86,8 +86,16 @@ def log_to_stderr(line: str) -> None:
 def progress_line(rec: dict[str, Any]) -> str:
     """One line for a metrics record: step, loss, accuracy, all device rows (by kind), device time."""
     loss = "   -  " if rec["loss"] is None else format(rec["loss"], ".4f")
-    acc = f"val {100 * rec['val_acc']:5.1f}%" if rec["val_acc"] is not None else \
-        f"test {100 * rec['test_acc']:5.1f}% (best-validation step {rec.get('test_step')})"
+    if rec["val_acc"] is not None:
+        acc = f"val {100 * rec['val_acc']:5.1f}%"
+    elif rec.get("test_acc") is not None:
+        acc = f"test {100 * rec['test_acc']:5.1f}% (best-validation step {rec.get('test_step')})"
+    else:
+        acc = "val   (twin only)"
+    if rec.get("twin_val_acc") is not None:
+        acc += f"  twin val {100 * rec['twin_val_acc']:5.1f}%"
+    if rec.get("phase"):
+        acc += f"  [{rec['phase']}{', fallback' if rec.get('fallback') else ''}]"
     link = link_text({k: rec.get(k, 0) for k in LINK_KEYS})
     return (
         f"step {rec['step']:5d}  loss {loss}  {acc}  queries {rec['queries']:,} "

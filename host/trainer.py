@@ -4,9 +4,12 @@
 the config; ``run()`` calibrates (output normalisation from a probe batch, device repeat noise, perturbation
 size, starting learning rate), writes a checkpoint, then steps. Every ``eval_every`` steps it evaluates the
 unperturbed model on a fixed subsample of the validation set (``val_size`` rows; the whole set if None), keeps
-the best iterate by validation accuracy and appends one record to ``metrics.jsonl``. The test set is evaluated
-once, at the end, on the best-validation iterate (and on demand: :meth:`Trainer.test`). Evaluation readings
-also feed the estimator (``estimator.observe``: the surrogate learns from them).
+the best iterates by validation accuracy and appends one record to ``metrics.jsonl``; with an estimator that
+has a twin of the device, through the twin as well (``twin_val_acc``, no device rows) and through the device
+only when the estimator asks for a check. At the end the best candidates are measured again on the rest of the
+validation set (:mod:`pgt.selection`) and the test set is evaluated once, on the chosen iterate (and on demand:
+:meth:`Trainer.test`). Evaluation readings also feed the estimator (``estimator.observe``: surrogate and twin
+learn from them).
 
 Every device row is counted once, by kind: ``calibration``, ``train`` (estimator steps) and ``eval``;
 ``queries`` is their sum. Checkpoints (JSON + ``.npz``, :mod:`pgt.checkpoint`) are written after calibration,
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, settle
+from . import checkpoint, selection, settle
 from . import run_dir as run_dirs
 from .config import TrainConfig, check_config, check_memory
 from .device import default_device, open_device, reopen  # (open_device, default_device: re-exported)
@@ -100,6 +103,8 @@ class Trainer:
         self._opt: Transform | None = None
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"step": -1, "val_acc": -1.0, "params": None}
+        self.candidates: list[dict[str, Any]] = []
+        """The few best iterates by subsample validation, measured again on the whole set at the end."""
         self.tested_step = -1
         """The best-validation step whose test accuracy was last measured (-1: never)."""
         self._loss_sum = 0.0
@@ -173,8 +178,7 @@ class Trainer:
         self.measure_device()
         if self.lr is None:
             weights = np.concatenate([p.ravel() for p in self.model.params.values() if p.ndim > 1])
-            lr_rel = cfg.lr_rel if cfg.lr_rel is not None else (
-                0.1 if cfg.estimator in ("backprop", "surrogate") else 0.03)
+            lr_rel = cfg.lr_rel if cfg.lr_rel is not None else self.estimator.lr_rel
             self.lr = float(lr_rel * np.sqrt(np.mean(weights**2)))
             if cfg.optimizer != "adam":
                 # SGD: scale so the first step's update has the same RMS (gradient size from one estimate).
@@ -204,20 +208,45 @@ class Trainer:
                 f"{ph.width_in} drives / {ph.width_out} readings; noise/span per tap "
                 f"{' '.join(f'{v:.2f}' for v in ph.noise_span)}; n_avg {'-' if n_avg is None else n_avg}; "
                 + (f"{settle.describe(info)}; " if settle.describe(info) else "")
-                + f"{rows:,} queries per step, ~{rows * ph.seconds_per_query:.3g} device s per step")
+                + f"{rows:,} queries per step, ~{rows * ph.seconds_per_query:.3g} device s per step; "
+                + self.estimator.describe())
 
     # -- evaluation --------------------------------------------------------------------------------
-    def predict(self, x: Array, batch: int = 512) -> Array:
-        """Unperturbed forward through the device (counted as eval rows, shown to the estimator); logits."""
+    def predict(self, x: Array, batch: int = 512, twin: bool = False) -> Array | None:
+        """Unperturbed forward through the device (counted as eval rows, shown to the estimator); logits.
+        ``twin``: through the estimator's twin of the device instead (no device rows; None without a twin)."""
         out = []
         ph = self.physical
         for i in range(0, len(x), batch):
             a, pc = self.model.pre(x[i : i + batch])
             u, _ = ph.drive(a)
-            y = self._device_call("eval", partial(ph.query, u))
-            self.estimator.observe(u, y)
-            out.append(self.model.post(ph.normalise(y), pc)[0])
+            if twin:
+                z = self.estimator.twin_readings(u)
+                if z is None:
+                    return None
+            else:
+                y = self._device_call("eval", partial(ph.query, u))
+                self.estimator.observe(u, y)
+                z = ph.normalise(y)
+            out.append(self.model.post(z, pc)[0])
         return np.concatenate(out)
+
+    def _device_logits(self, x: Array) -> Array:
+        logits = self.predict(x)
+        assert logits is not None
+        return logits
+
+    def _accuracy_with(self, params: dict[str, Array] | None, x: Array, labels: Array) -> float:
+        """Accuracy through the device with ``params`` in the model (the current ones if None), then back."""
+        saved = {k: v.copy() for k, v in self.model.params.items()}
+        try:
+            for k, v in self.model.params.items():
+                if params is not None:
+                    v[...] = params[k]
+            return accuracy(self._device_logits(x), labels)
+        finally:
+            for k, v in self.model.params.items():
+                v[...] = saved[k]
 
     def _record(self, **fields: Any) -> dict[str, Any]:
         c = self.counters
@@ -245,14 +274,30 @@ class Trainer:
         return rec
 
     def evaluate(self) -> dict[str, Any]:
-        """Validation accuracy of the current iterate (on the fixed subsample); tracks the best iterate."""
+        """Validation accuracy of the current iterate (on the fixed subsample); tracks the best iterates.
+
+        With an estimator that has a twin of the device, through the twin too (``twin_val_acc``, no device
+        rows), and through the device only when the estimator asks for a check (``val_acc`` None otherwise)."""
         t = self.task
         self._busy = True
-        val_acc = accuracy(self.predict(t.x_val[self.val_idx]), t.y_val[self.val_idx])
-        if val_acc > self.best["val_acc"]:
-            self.best = {"step": self.step, "val_acc": val_acc,
-                         "params": {k: v.copy() for k, v in self.model.params.items()}}
-        rec = self._record(val_acc=val_acc)
+        x, labels = t.x_val[self.val_idx], t.y_val[self.val_idx]
+        fields: dict[str, Any] = {}
+        twin = self.predict(x, twin=True)
+        if twin is not None:
+            fields["twin_val_acc"] = accuracy(twin, labels)
+        val_acc = None
+        last = self.step >= self.config.steps
+        if twin is None or "device_changed" in self._note or self.estimator.eval_through_device(self.step, last):
+            logits = self._device_logits(x)
+            val_acc = accuracy(logits, labels)
+            if twin is not None:
+                right = np.argmax(logits, axis=1) == labels
+                self.estimator.checked(self.step, self.model, right, np.argmax(twin, axis=1) == labels)
+            if val_acc > self.best["val_acc"]:
+                self.best = {"step": self.step, "val_acc": val_acc,
+                             "params": {k: v.copy() for k, v in self.model.params.items()}}
+            self.candidates = selection.keep(self.candidates, self.step, val_acc, self.model.params)
+        rec = self._record(val_acc=val_acc, **fields)
         self._loss_sum, self._loss_n = 0.0, 0
         self._busy = False
         if self.on_eval is not None:
@@ -263,16 +308,8 @@ class Trainer:
         """Test accuracy of the best-validation iterate (the current one before any evaluation); counted as
         eval rows and recorded in the metrics with ``test_step``."""
         params = self.best["params"]
-        saved = {k: v.copy() for k, v in self.model.params.items()}
         self._busy = True
-        try:
-            if params is not None:
-                for k, v in self.model.params.items():
-                    v[...] = params[k]
-            acc = accuracy(self.predict(self.task.x_test), self.task.y_test)
-        finally:
-            for k, v in self.model.params.items():
-                v[...] = saved[k]
+        acc = self._accuracy_with(params, self.task.x_test, self.task.y_test)
         self.tested_step = self.best["step"] if params is not None else self.step
         self._record(test_acc=acc, test_step=self.tested_step, loss=None)
         self._busy = False
@@ -328,6 +365,7 @@ class Trainer:
                     if self.step % cfg.checkpoint_every == 0 or self.step == target:
                         self._save_if_dir()
                 if self.step >= cfg.steps and self.tested_step != self.best["step"]:  # the run's end, not a chunk's
+                    self.select()
                     self.test()
                     self._save_if_dir()
             except KeyboardInterrupt as exc:
@@ -335,6 +373,21 @@ class Trainer:
             except PgtError as exc:
                 raise type(exc)(f"{exc}; {self._stopped_note(consistent=isinstance(exc, DeviceError))}") from exc
         return self.result()
+
+    def select(self) -> None:
+        """The final iterate (:mod:`pgt.selection`): the candidates measured again on the validation samples
+        outside the subsample (evaluation rows); the best on the whole validation set becomes ``best``."""
+        t = self.task
+        rest = np.setdiff1d(np.arange(len(t.y_val)), self.val_idx)
+        if len(self.candidates) < 2 or rest.size == 0:
+            return
+        self._busy = True
+        acc, best, text = selection.choose(self.candidates, len(self.val_idx), rest.size,
+                                           lambda p: self._accuracy_with(p, t.x_val[rest], t.y_val[rest]))
+        self.best = {"step": best["step"], "val_acc": acc, "params": best["params"]}
+        self.candidates = [best]
+        self._busy = False
+        self.log(text)
 
     def _save_if_dir(self) -> None:
         if self.run_dir is not None:
@@ -377,6 +430,7 @@ class Trainer:
             "counters": dataclasses.asdict(self.counters),
             "history": self.history,
             "best": self.best,
+            "candidates": self.candidates,
             "tested_step": self.tested_step,
             "loss": [self._loss_sum, self._loss_n],
             "model": self.model.state(),
@@ -396,6 +450,7 @@ class Trainer:
         checkpoint.set_rng_state(self.cal_rng, state["rngs"]["cal"])
         self.counters = Counters(**state["counters"])
         self.history, self.best, self.tested_step = state["history"], state["best"], state["tested_step"]
+        self.candidates = state["candidates"]
         self._loss_sum, self._loss_n = state["loss"]
         try:
             self.model.load_state(state["model"])
@@ -418,6 +473,7 @@ class Trainer:
         (its metrics record carries ``note`` as ``device_changed``)."""
         self.measure_device()
         self.best = {"step": -1, "val_acc": -1.0, "params": None}
+        self.candidates = []
         self._evaluate_first = True
         self._note = {"device_changed": note}
         self.log(self.header())
@@ -462,7 +518,7 @@ def _same_simulator(saved: dict[str, Any], now: dict[str, Any]) -> bool:
 
 
 def fit(
-    reservoir: Reservoir | None = None, task: str = "digits", model: str = "mlp", estimator: str = "surrogate",
+    reservoir: Reservoir | None = None, task: str = "digits", model: str = "mlp", estimator: str = "twin",
     steps: int = 300, seed: int = 0, out_dir: str | Path | None = None, verbose: bool = False,
     **options: Any,
 ) -> Result:

@@ -174,7 +174,7 @@ def test_resume_with_nothing_readable_is_one_line(cwd: Path) -> None:
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--resume", ""], "--resume needs a run directory"),
-    (["--estimator", ""], "--estimator: must be one of backprop, node, surrogate, param, got ''"),
+    (["--estimator", ""], "--estimator: must be one of backprop, node, surrogate, param, twin, got ''"),
     (["--hidden", "32,,16"], "--hidden: takes comma-separated widths such as 32,16, got '32,,16'"),
     (["--hidden", ""], "--hidden: takes comma-separated widths"),
     (["--task", ""], "--task: must be one of"),

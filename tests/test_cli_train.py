@@ -30,11 +30,14 @@ def test_train_writes_metrics_checkpoint_and_plot(tmp_path: Path, capsys: pytest
     assert rc == 0
     captured = capsys.readouterr()
     (run_dir,) = tmp_path.iterdir()
-    assert run_dir.name.startswith("digits-mlp-surrogate-s0-")
+    assert run_dir.name.startswith("digits-mlp-twin-s0-")  # the default estimator
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [0, 10, 20, 20]  # three validations, then the test
-    assert lines[-1]["test_step"] == lines[-1]["best_step"] and lines[-1]["test_acc"] is not None
-    assert lines[-1]["queries"] > lines[-1]["training_queries"] == 20 * 32 * 8  # 8 rows per sample (2 drives)
+    assert [r["val_acc"] is not None for r in lines[:3]] == [False, False, True]  # through the twin until the end
+    assert all(r["twin_val_acc"] is not None and r["phase"] == "in_silico" for r in lines[:3])
+    assert lines[-1]["test_step"] == lines[-1]["best_step"] == 20 and lines[-1]["test_acc"] is not None
+    assert lines[-1]["training_queries"] == 0  # in silico (drift watch every 50 steps)
+    assert "estimator twin: probe -> fit" in captured.err and "[in_silico]" in captured.err
     assert (run_dir / "checkpoint.json").exists() and (run_dir / "accuracy.png").stat().st_size > 1000
     assert json.loads((run_dir / "config.json").read_text())["config"]["seed"] == 0
     assert "queries" in captured.err and "sim://" in captured.err  # progress lines on stderr
@@ -68,9 +71,11 @@ def test_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_demo_prints_the_comparison(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--steps", "20", "--estimators", "surrogate", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["demo", "--steps", "20", "--estimators", "twin,surrogate", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "backprop" in out and "surrogate" in out and "train queries" in out
+    (twin,) = [line.split() for line in out.splitlines() if line.startswith("twin ")]
+    assert twin[-4] == "0"  # train queries: none (20 steps in silico, before the first drift watch)
     assert list(tmp_path.glob("demo-*/accuracy.png"))
     _one_line_error(capsys, ["demo", "--estimators", "telepathy"], "--estimators")
 
@@ -115,8 +120,9 @@ BAD = [
     (["--out", "/proc/nope"], "--out /proc/nope"),
     (["--device", "sim://?model=Z"], "bad value for model"),
     (["--device", "sim://?colour=red"], "unknown simulator option 'colour'"),
-    (["-E", "sigma=abc"], "unknown option 'sigma' for the surrogate"),
-    (["-E", "sigma=0.1"], "valid -E keys for surrogate: refit_every"),
+    (["-E", "sigma=abc"], "unknown option 'sigma' for the twin"),
+    (["-E", "sigma=0.1"], "valid -E keys for twin: probe_rows"),
+    (["-E", "check_every=0"], "bad option check_every=0"),
     (["--estimator", "node", "-E", "sigma=abc"], "want number>0"),
     (["--estimator", "node", "-E", "sigma=nan"], "want number>0"),
     (["--estimator", "node", "-E", "sigma=-1"], "want number>0"),

@@ -248,7 +248,7 @@ def test_a_run_prints_one_header_before_the_first_step() -> None:
     cfg = TrainConfig(estimator="node", steps=1, batch_size=8, eval_every=1, probe=64)
     trainer = Trainer(AveragingBoard((0.001, 0.002, 0.002), per_read=True), cfg, log=lines.append)
     trainer.run()
-    assert len(lines) == 1
+    assert len(lines) == 2 and lines[1].startswith("final iterate: step ")  # the header, then the final choice
     head = lines[0]
     assert "rp2 uid e6614c311b7e2a35" in head and "k=2 drives, m=3 taps" in head
     assert "8 slots -> ring layer 16 drives / 24 readings" in head and "n_avg 4" in head

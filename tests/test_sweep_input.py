@@ -16,7 +16,7 @@ from pgt import cli
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--estimator", "foo"], "estimator must be one of backprop, node, surrogate, param, got 'foo'"),
+    (["--estimator", "foo"], "estimator must be one of backprop, node, surrogate, param, twin, got 'foo'"),
     (["--set", "lr_rel=a,b"], "lr_rel must be a finite number > 0 or null"),
     (["--set", "nope=1"], "unknown config field 'nope'"),
     (["--seeds", "3-x"], "seeds are like 0-7"),

@@ -33,7 +33,8 @@ def test_short_run_improves_accuracy_and_counts_every_row() -> None:
     slots = tr.physical.slots  # device rows per sample (the rp2-shaped board: 8)
     assert c.train == 60 * 32 * slots
     assert c.calibration >= tr.physical.probe_queries(256) + tr.estimator.calibration.queries  # (+ averaging tries)
-    assert c.eval == (4 * 64 + len(tr.task.y_test)) * slots  # 4 validation subsamples, one test pass
+    n_rest = len(tr.task.y_val) - 64  # the 2 best iterates measured again on the rest of the validation set
+    assert c.eval == (4 * 64 + 2 * n_rest + len(tr.task.y_test)) * slots  # 4 subsamples, selection, one test
     assert result.queries == result.calibration_queries + result.training_queries + result.eval_queries
     assert result.device_seconds == pytest.approx(res.device_seconds)
 
@@ -43,9 +44,30 @@ def test_default_evaluation_is_a_small_share_of_all_rows() -> None:
     cfg = tr.config
     evals = cfg.steps // cfg.eval_every + 1
     rows = tr.physical.slots * tr.model.rows_per_sample  # device rows per sample
-    evaluation = (evals * cfg.val_size + len(tr.task.y_test)) * rows  # type: ignore[operator]
+    n_rest = len(tr.task.y_val) - cfg.val_size  # type: ignore[operator]
+    selection = 2 * n_rest  # the final choice between the two best iterates, on the rest of the validation set
+    evaluation = (evals * cfg.val_size + selection + len(tr.task.y_test)) * rows  # type: ignore[operator]
     training = cfg.steps * cfg.batch_size * rows  # (calibration left out: the share is an upper bound)
     assert evaluation / (evaluation + training) <= 0.15  # the default plan, surrogate (the cheapest per step)
+
+
+def test_the_final_iterate_is_the_best_candidate_on_the_whole_validation_set() -> None:
+    from pgt import selection
+
+    lines: list[str] = []
+    tr = Trainer(open_sim_board(seed=0), TrainConfig(estimator="surrogate", steps=40, eval_every=10,
+                                                               val_size=16), log=lines.append)
+    result = tr.run()
+    (line,) = [x for x in lines if x.startswith("final iterate")]
+    chosen = int(re.match(r"final iterate: step (\d+)", line).group(1))  # type: ignore[union-attr]
+    listed = {int(s): float(a) for s, a in re.findall(r"step (\d+) ([\d.]+)%", line.split("candidates:")[1])}
+    assert len(listed) == selection.CANDIDATES and listed[chosen] == max(listed.values())
+    assert result.best_step == chosen == result.history[-1]["test_step"]
+    subsample = {r["step"]: r["val_acc"] for r in result.history if r["val_acc"] is not None}
+    best_two = sorted(subsample, key=lambda s: (-subsample[s], -s))[:2]
+    assert sorted(listed) == sorted(best_two)  # the two best by the subsample were the candidates
+    assert selection.keep([], 3, 0.5, {"w": np.zeros(2)})[0]["params"]["w"].shape == (2,)
+    assert selection.whole_set(0.5, 16, 1.0, 16) == 0.75
 
 
 def test_evaluation_rows_feed_the_surrogate() -> None:
@@ -118,7 +140,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path: Path, estimator: str) -> N
 
 
 def test_resume_extends_a_finished_run(tmp_path: Path) -> None:
-    cfg = TrainConfig(steps=20, eval_every=10, val_size=16)
+    cfg = TrainConfig(estimator="surrogate", steps=20, eval_every=10, val_size=16)
     Trainer(default_device("surrogate", 0), cfg, out_dir=tmp_path).run()
     with pytest.raises(UserError, match="already at step 20"):
         Trainer.resume(tmp_path, steps=10)
@@ -247,13 +269,14 @@ def test_resume_gives_the_device_its_averaging_back(tmp_path: Path) -> None:
 
 
 def test_the_test_set_is_used_once_at_the_end_of_the_run_not_of_each_chunk() -> None:
-    tr = Trainer(open_sim_board(seed=0), TrainConfig(steps=6, eval_every=2, val_size=8))
+    tr = Trainer(open_sim_board(seed=0), TrainConfig(estimator="surrogate", steps=6, eval_every=2, val_size=8))
     rows = tr.physical.slots  # device rows per sample
     assert tr.run(steps=3).best_test_acc is None and tr.counters.eval == 3 * 8 * rows  # steps 0, 2 and 3
     result = tr.run()
     tests = [r for r in result.history if r["test_acc"] is not None]
     assert result.best_test_acc is not None and len(tests) == 1 and tests[0]["test_step"] == result.best_step
-    assert tr.counters.eval == (5 * 8 + len(tr.task.y_test)) * rows
+    n_rest = len(tr.task.y_val) - 8  # the final selection: 2 candidates on the rest of the validation set
+    assert tr.counters.eval == (5 * 8 + 2 * n_rest + len(tr.task.y_test)) * rows
 
 
 @pytest.mark.parametrize("noise_free", [False, True])

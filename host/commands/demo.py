@@ -18,8 +18,8 @@ HELP = ("train the dense network on digits through the simulated rp2-shaped boar
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=400, help="training steps per estimator (default 400)")
     p.add_argument("--seed", type=int, default=0, help="seed of the runs and of the simulated ring (default 0)")
-    p.add_argument("--estimators", default="surrogate,node,param",
-                   help="PGT estimators to run next to backprop (default: surrogate,node,param)")
+    p.add_argument("--estimators", default="twin,surrogate,node,param",
+                   help="PGT estimators to run next to backprop (default: twin,surrogate,node,param)")
     p.add_argument("--out", default="runs", help="where the demo's run directory goes (default: runs/)")
     p.add_argument("--device", default=None, metavar="URL",
                    help="device for the PGT runs (default: the simulated board served on a pseudo-terminal, "

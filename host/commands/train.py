@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     field("optimizer", f"sgd, momentum or adam (default {d.optimizer})")
     field("lr", "learning rate > 0 (default: chosen at calibration from --lr-rel)")
     field("lr_rel", "learning rate relative to the RMS of the initial weights, used when --lr is not given "
-                    "(default 0.1 for backprop and surrogate, 0.03 for node and param)")
+                    "(default 0.1 for backprop, surrogate and twin, 0.03 for node and param)")
     field("schedule", f"constant or cosine (default {d.schedule})")
     field("clip", "clip gradients to this global norm > 0 (default: no clipping)")
     field("settle_us", "device settle time per row in us (default: the board's, as pgt selftest --write "

@@ -10,6 +10,8 @@ Every estimator runs the digital layers exactly and differs only in how it cross
   channels) estimate divided by the number of rows in the batch.
 * :class:`SurrogatePGT` — forward through the device only, backward through a differentiable surrogate of
   the device fitted online (ridge regression on random features) to every (drive, volts) pair seen so far.
+* :class:`TwinPGT` — twin first: probe the device, fit a twin, train through it with no device rows, check
+  on the device and correct with device-in-the-loop steps where the twin is wrong (:mod:`.twin`).
 * :class:`ParameterPGT` — the PGT paper's method: random directions in parameter space, loss differences,
   antithetic pairs on a shared batch. By default only the layers in front of the device are perturbed and
   those after it get their exact gradient; ``params="all"`` is the paper's all-parameter variant.
@@ -37,9 +39,10 @@ from .node import NodePGT
 from .param import ParameterPGT
 from .perturbative import ORDERS
 from .surrogate import RandomFeatureSurrogate, SurrogatePGT
+from .twin import TwinPGT
 
 ESTIMATORS: dict[str, type[Estimator]] = {
-    "backprop": Backprop, "node": NodePGT, "surrogate": SurrogatePGT, "param": ParameterPGT,
+    "backprop": Backprop, "node": NodePGT, "surrogate": SurrogatePGT, "param": ParameterPGT, "twin": TwinPGT,
 }
 
 
@@ -61,4 +64,4 @@ def make_estimator(name: str, seed: int | np.random.Generator = 0, **options: An
 
 
 __all__ = ["ESTIMATORS", "ORDERS", "Array", "Backprop", "Batch", "Estimator", "NodePGT", "ParameterPGT",
-           "RandomFeatureSurrogate", "SurrogatePGT", "check_options", "make_estimator", "measure_noise"]
+           "RandomFeatureSurrogate", "SurrogatePGT", "TwinPGT", "check_options", "make_estimator", "measure_noise"]

@@ -51,6 +51,8 @@ class Estimator:
 
     name = "estimator"
     needs_vjp = False
+    lr_rel = 0.1
+    """Adam's starting step relative to the RMS of the initial weights (when the config sets none)."""
 
     def __init__(self, seed: int | np.random.Generator = 0) -> None:
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -80,6 +82,23 @@ class Estimator:
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name}
+
+    def describe(self) -> str:
+        """What the estimator does, for the run header."""
+        return f"estimator {self.name}"
+
+    # Evaluation hooks: an estimator with a twin of the device (:class:`pgt.estimators.twin.TwinPGT`) lets
+    # the trainer validate through the twin between device checks, and learns from the comparison.
+    def twin_readings(self, u: Array) -> Array | None:
+        """Normalised readings a twin of the device predicts for drives ``u`` (None: no twin)."""
+        return None
+
+    def eval_through_device(self, step: int, last: bool) -> bool:
+        """Whether the validation at ``step`` (``last``: the run's end) goes through the device."""
+        return True
+
+    def checked(self, step: int, model: HybridModel, device_right: Array, twin_right: Array) -> None:
+        """Which validation samples the device's and the twin's readings classified right (a check at ``step``)."""
 
     def state(self) -> dict[str, Any]:
         """What evolves during training (generator, calibration, ...) as plain data and arrays (checkpoints)."""

@@ -22,6 +22,8 @@ class _Perturbative(Estimator):
     to zero or sink into the noise; a size set by hand is kept, with a warning.
     """
 
+    lr_rel = 0.03
+
     def __init__(
         self, seed: int | np.random.Generator, directions: int, two_sided: bool, dist: str,
         sigma: float | None, snr: float, sigma_range: tuple[float, float], order: str,
