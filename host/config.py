@@ -36,6 +36,15 @@ class TrainConfig:
     probe: int = 256
     model_options: dict[str, Any] = field(default_factory=dict)
     estimator_options: dict[str, Any] = field(default_factory=dict)
+    # -- your own data (pgt.datasets): set, it replaces ``task`` (which then names the run) --
+    data: str | None = None
+    """A data file (``.npz``, ``.csv``, IDX files joined by commas); None: the built-in ``task``."""
+    label: str | None = None
+    """CSV: the label/target column (None: the last one)."""
+    loss: str | None = None
+    """``ce`` (classification) or ``mse`` (regression); None: from the labels (integers or text: ce; floats: mse)."""
+    scale: str = "global"
+    """Input scaling from the training split: ``global``, ``feature`` or ``none`` (see :mod:`pgt.datasets`)."""
 
 
 def _positive_finite(name: str, value: float | None) -> None:
@@ -43,19 +52,37 @@ def _positive_finite(name: str, value: float | None) -> None:
         raise UserError(f"{name} must be a finite number > 0, got {value!r}")
 
 
+def _load(cfg: TrainConfig) -> Task:
+    """The run's data: the file ``cfg.data`` or the built-in ``cfg.task``, checked (one-line UserError)."""
+    if cfg.data is not None:
+        from .datasets import load_data
+
+        if not isinstance(cfg.data, str) or not cfg.data:
+            raise UserError(f"data must be a file name, got {cfg.data!r}")
+        return load_data(cfg.data, cfg.label, cfg.loss, cfg.scale)
+    if cfg.task not in TASKS:
+        raise UserError(f"unknown task {cfg.task!r} (choose from {', '.join(TASKS)})")
+    for name, value, default in (("label", cfg.label, None), ("scale", cfg.scale, "global")):
+        if value != default:
+            raise UserError(f"{name} applies to your own data (data=FILE), not to the built-in task {cfg.task!r}")
+    task = load_task(cfg.task)
+    if cfg.loss is not None and cfg.loss != task.info["loss"]:
+        raise UserError(f"task {cfg.task!r} is {'regression (mse)' if task.info['loss'] == 'mse' else 'classification (ce)'}"
+                        f"; loss {cfg.loss!r} does not fit it")
+    return task
+
+
 def check_config(cfg: TrainConfig) -> Task:
     """Validate every field of ``cfg`` without touching a device; returns the task. UserError on the first
     problem, in one line."""
     from . import estimator_options
 
-    if cfg.task not in TASKS:
-        raise UserError(f"unknown task {cfg.task!r} (choose from {', '.join(TASKS)})")
-    task = load_task(cfg.task)
+    task = _load(cfg)
     if cfg.model not in ("mlp", "transformer"):
         raise UserError(f"unknown model {cfg.model!r} (choose mlp or transformer)")
     want = "vector" if cfg.model == "mlp" else "sequence"
     if task.info["kind"] != want:
-        raise UserError(f"task {cfg.task!r} is {'a sequence' if want == 'vector' else 'not a sequence'} task; "
+        raise UserError(f"task {task.name!r} is {'a sequence' if want == 'vector' else 'not a sequence'} task; "
                         f"use --model {'transformer' if want == 'vector' else 'mlp'}")
     estimator_options.check(cfg.estimator, cfg.estimator_options)
     n_train = len(task.y_train)
@@ -64,7 +91,7 @@ def check_config(cfg: TrainConfig) -> Task:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
     if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or not 1 <= cfg.batch_size <= n_train:
-        raise UserError(f"batch_size must be between 1 and {n_train} (the {cfg.task} training set), "
+        raise UserError(f"batch_size must be between 1 and {n_train} (the {task.name} training split), "
                         f"got {cfg.batch_size!r}")
     if cfg.val_size is not None and (not isinstance(cfg.val_size, int) or cfg.val_size < 1):
         raise UserError(f"val_size must be an integer >= 1 or None (the whole validation set), got {cfg.val_size!r}")

@@ -34,7 +34,7 @@ import numpy as np
 
 from .calibration import Calibration, measure, node_sigma, sigma_floor, zero_fraction
 from .errors import UserError
-from .layers import Grads, softmax_cross_entropy
+from .layers import Grads
 from .models import HybridModel
 
 Array = np.ndarray
@@ -110,7 +110,7 @@ class Estimator:
 def _forward_loss(model: HybridModel, z: Array, pre_cache: Any, labels: Array) -> tuple[float, Grads, Array, Any]:
     """Post-device forward and exact backward: (loss, post grads, grad at z, skip-gradient)."""
     logits, post_cache = model.post(z, pre_cache)
-    loss, g_logits = softmax_cross_entropy(logits, labels)
+    loss, g_logits = model.loss(logits, labels)
     gz, grads, skip = model.post_backward(g_logits, post_cache)
     return loss, grads, gz, skip
 
@@ -712,7 +712,7 @@ class ParameterPGT(_Perturbative):
             for j, (i, s) in enumerate(versions):
                 set_version(i, s)
                 logits, post_cache = model.post(ph.normalise(y[:, j]), caches[j])
-                loss, g_logits = softmax_cross_entropy(logits, labels)
+                loss, g_logits = model.loss(logits, labels)
                 losses.append(loss)
                 _, g_post, _ = model.post_backward(g_logits, post_cache)
                 for n, g in g_post.items():

@@ -41,12 +41,13 @@ from .progress import (
     LINK_KEYS,
     Counters,
     Result,
-    accuracy,
+    better,
     crossing,
     link_counters,
     link_text,
     log_to_stderr,
     progress_line,
+    scores,
 )
 from .reservoir import Reservoir
 from .tasks import TASKS, Task
@@ -107,7 +108,10 @@ class Trainer:
         self.opt_state: Any = None
         self._opt: Transform | None = None
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"step": -1, "val_acc": -1.0, "params": None}
+        self.loss = str(self.task.info.get("loss", "ce"))
+        self.metric = "nmse" if self.loss == "mse" else "acc"
+        """What selects the best iterate and is reported: validation accuracy, or NMSE for regression."""
+        self.best: dict[str, Any] = {"step": -1, f"val_{self.metric}": None, "params": None}
         self.tested_step = -1
         """The best-validation step whose test accuracy was last measured (-1: never)."""
         self._loss_sum = 0.0
@@ -122,7 +126,7 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_doc = {"config": dataclasses.asdict(cfg), "device": dict(getattr(reservoir, "info", {})),
-                          "model_params": self.model.n_params()}
+                          "model_params": self.model.n_params(), "task": self.task.info}
             (self.run_dir / "config.json").write_text(json.dumps(config_doc, indent=2, default=str) + "\n")
             (self.run_dir / METRICS).write_bytes(b"")
 
@@ -224,7 +228,7 @@ class Trainer:
             "device_seconds": round(c.device_seconds, 9),
             "lr": self.lr,
             "best_step": self.best["step"],
-            "best_val_acc": self.best["val_acc"],
+            f"best_val_{self.metric}": self.best[f"val_{self.metric}"],
             **{k: c.link.get(k, 0) for k in LINK_KEYS},
         } | self.estimator.diagnostics()
         self.history.append(rec)
@@ -234,14 +238,16 @@ class Trainer:
         return rec
 
     def evaluate(self) -> dict[str, Any]:
-        """Validation accuracy of the current iterate (on the fixed subsample); tracks the best iterate."""
+        """Validation accuracy (regression: NMSE and R²) of the current iterate (on the fixed subsample);
+        tracks the best iterate."""
         t = self.task
         self._busy = True
-        val_acc = accuracy(self.predict(t.x_val[self.val_idx]), t.y_val[self.val_idx])
-        if val_acc > self.best["val_acc"]:
-            self.best = {"step": self.step, "val_acc": val_acc,
+        val = scores(self.predict(t.x_val[self.val_idx]), t.y_val[self.val_idx], self.loss)
+        key = f"val_{self.metric}"
+        if better(self.metric, val[self.metric], None if self.best["params"] is None else self.best[key]):
+            self.best = {"step": self.step, key: val[self.metric],
                          "params": {k: v.copy() for k, v in self.model.params.items()}}
-        rec = self._record(val_acc=val_acc)
+        rec = self._record(**{f"val_{k}": v for k, v in val.items()})
         self._loss_sum, self._loss_n = 0.0, 0
         self._busy = False
         if self.on_eval is not None:
@@ -249,8 +255,8 @@ class Trainer:
         return rec
 
     def test(self) -> float:
-        """Test accuracy of the best-validation iterate (the current one before any evaluation); counted as
-        eval rows and recorded in the metrics with ``test_step``."""
+        """Test accuracy (regression: NMSE) of the best-validation iterate (the current one before any
+        evaluation); counted as eval rows and recorded in the metrics with ``test_step``."""
         params = self.best["params"]
         saved = {k: v.copy() for k, v in self.model.params.items()}
         self._busy = True
@@ -258,14 +264,14 @@ class Trainer:
             if params is not None:
                 for k, v in self.model.params.items():
                     v[...] = params[k]
-            acc = accuracy(self.predict(self.task.x_test), self.task.y_test)
+            test = scores(self.predict(self.task.x_test), self.task.y_test, self.loss)
         finally:
             for k, v in self.model.params.items():
                 v[...] = saved[k]
         self.tested_step = self.best["step"] if params is not None else self.step
-        self._record(test_acc=acc, test_step=self.tested_step, loss=None)
+        self._record(**{f"test_{k}": v for k, v in test.items()}, test_step=self.tested_step, loss=None)
         self._busy = False
-        return acc
+        return test[self.metric]
 
     # -- stepping ----------------------------------------------------------------------------------
     def train_step(self) -> float:
@@ -338,12 +344,18 @@ class Trainer:
         return f"checkpoint at step {at} in {self.run_dir}; resume with: {resume_command(self.run_dir)}"
 
     def result(self) -> Result:
-        vals = [r["val_acc"] for r in self.history if r["val_acc"] is not None]
-        tests = [r for r in self.history if r["test_acc"] is not None and r.get("test_step") == self.best["step"]]
+        m = self.metric
+        vals = [r[f"val_{m}"] for r in self.history if r.get(f"val_{m}") is not None]
+        tests = [r[f"test_{m}"] for r in self.history
+                 if r.get(f"test_{m}") is not None and r.get("test_step") == self.best["step"]]
         c = self.counters
+        best_val, best_test = self.best[f"val_{m}"], tests[-1] if tests else None
         return Result(
-            best_step=self.best["step"], best_val_acc=self.best["val_acc"],
-            best_test_acc=tests[-1]["test_acc"] if tests else None, final_val_acc=vals[-1] if vals else 0.0,
+            best_step=self.best["step"], best_val_acc=best_val if m == "acc" else None,
+            best_test_acc=best_test if m == "acc" else None,
+            final_val_acc=(vals[-1] if vals else 0.0) if m == "acc" else None,
+            metric=m, best_val_nmse=best_val if m == "nmse" else None,
+            best_test_nmse=best_test if m == "nmse" else None,
             queries=c.total, calibration_queries=c.calibration, training_queries=c.train, eval_queries=c.eval,
             device_seconds=c.device_seconds, history=list(self.history), best_params=self.best["params"] or {},
             run_dir=str(self.run_dir) if self.run_dir else None,
@@ -368,6 +380,7 @@ class Trainer:
             "physical": self.physical.state(),
             "estimator": self.estimator.state(),
             "opt": self.opt_state,
+            "task": self.task.info,
             "device": {"info": dict(getattr(self.reservoir, "info", {})),
                        "state": device() if callable(device) else None},
         }
