@@ -67,8 +67,8 @@ def _load(cfg: TrainConfig) -> Task:
             raise UserError(f"{name} applies to your own data (data=FILE), not to the built-in task {cfg.task!r}")
     task = load_task(cfg.task)
     if cfg.loss is not None and cfg.loss != task.info["loss"]:
-        raise UserError(f"task {cfg.task!r} is {'regression (mse)' if task.info['loss'] == 'mse' else 'classification (ce)'}"
-                        f"; loss {cfg.loss!r} does not fit it")
+        kind = "regression (mse)" if task.info["loss"] == "mse" else "classification (ce)"
+        raise UserError(f"task {cfg.task!r} is {kind}; loss {cfg.loss!r} does not fit it")
     return task
 
 
