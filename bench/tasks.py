@@ -33,7 +33,7 @@ from typing import Any
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np
+import numpy as np  # noqa: E402  (after the thread settings)
 
 PLAN = {  # task -> (steps, eval_every, hidden, quick steps)
     "narma10": (1500, 50, (32,), 60),

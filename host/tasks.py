@@ -59,7 +59,8 @@ def _split(name: str, x: Array, y: Array, info: dict[str, Any], seed: int = 0,
     order = np.random.default_rng(seed).permutation(len(y))
     n_test, n_val = int(round(test * len(y))), int(round(val * len(y)))
     te, va, tr = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    return Task(name, x[tr], y[tr], x[va], y[va], x[te], y[te], {"loss": "ce"} | info | {"name": name})
+    info = {"loss": "ce", "classes": list(range(info["n_classes"]))} | info | {"name": name}
+    return Task(name, x[tr], y[tr], x[va], y[va], x[te], y[te], info)
 
 
 @lru_cache(maxsize=1)
