@@ -23,6 +23,7 @@ import csv
 import gzip
 import io
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from .tasks import Task
 Array = np.ndarray
 SCALINGS = ("global", "feature", "none")
 LOSSES = ("ce", "mse")
+LABEL_KEY = "_label"
+"""In :func:`read_arrays`' result for a CSV: the label column's name."""
 TEST, VAL = 0.2, 0.1
 """Fractions of all samples carved for test and validation when a file gives none."""
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -138,6 +141,7 @@ def _read_csv(path: Path, label: str | None, need_label: bool = True) -> dict[st
     out = {"x": np.stack(xs, axis=1)}
     if target is not None:
         out["y"] = _column([c.strip() for c in cols[target]], header[target], path)
+        out[LABEL_KEY] = np.array(header[target])
     return out
 
 
@@ -326,9 +330,27 @@ def from_arrays(
 
 def load_data(spec: str, label: str | None = None, loss: str | None = None, scale: str = "global",
               split_seed: int = 0) -> Task:
-    """A ``--data`` argument as a :class:`Task` named after the file (see :func:`read_arrays`)."""
+    """A ``--data`` argument as a :class:`Task` named after the file (see :func:`read_arrays`); the last few
+    are cached while their files are unchanged (a command checks its data, then trains on it)."""
+    stats = []
+    for p in spec.split(","):
+        try:
+            st = Path(p).stat()
+            stats.append((p, st.st_mtime_ns, st.st_size))
+        except OSError:
+            stats.append((p, 0, -1))
+    return _load_data(spec, label, loss, scale, split_seed, tuple(stats))
+
+
+@lru_cache(maxsize=4)
+def _load_data(spec: str, label: str | None, loss: str | None, scale: str, split_seed: int,
+               stats: tuple[tuple[str, int, int], ...]) -> Task:
     arrays = read_arrays(spec, label)
     if "y" not in arrays:
         raise UserError(f"{spec} has no labels/targets ('y')")
     name = Path(spec.split(",")[0]).name
-    return from_arrays(name=name, loss=loss, scale=scale, split_seed=split_seed, what=spec, **arrays)
+    column = arrays.pop(LABEL_KEY, None)
+    task = from_arrays(name=name, loss=loss, scale=scale, split_seed=split_seed, what=spec, **arrays)
+    if column is not None:
+        task.info["label"] = str(column)
+    return task
