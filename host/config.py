@@ -72,12 +72,13 @@ def _load(cfg: TrainConfig) -> Task:
     return task
 
 
-def check_config(cfg: TrainConfig) -> Task:
-    """Validate every field of ``cfg`` without touching a device; returns the task. UserError on the first
-    problem, in one line."""
+def check_config(cfg: TrainConfig, task: Task | None = None) -> Task:
+    """Validate every field of ``cfg`` without touching a device; returns the task (``task`` given: that one,
+    e.g. from :meth:`Task.from_arrays`, instead of ``cfg.task``/``cfg.data``). UserError on the first problem,
+    in one line."""
     from . import estimator_options
 
-    task = _load(cfg)
+    task = task or _load(cfg)
     if cfg.model not in ("mlp", "transformer"):
         raise UserError(f"unknown model {cfg.model!r} (choose mlp or transformer)")
     want = "vector" if cfg.model == "mlp" else "sequence"
