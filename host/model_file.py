@@ -1,4 +1,4 @@
-"""A trained hybrid model you can load and run: ``pgt.load(RUN_DIR)`` -> :class:`Model`. No pickle.
+"""A trained hybrid model you can load and run: ``pgt.load(RUN_DIR)`` -> :class:`Model`; nothing pickled.
 
 A model is the run's best-validation parameters plus what it needs to run on new raw inputs through a device:
 the task description (input scaling from the training split, classes or target scaling), the architecture

@@ -126,7 +126,7 @@ BAD = [
     (["--estimator", "param", "-E", "params=[]"], "bad option params=[]"),
     (["--slots", "0"], "--slots must be from 1 to 4096, got 0"),
     (["--slots", "10000"], "--slots must be from 1 to 4096, got 10000"),
-    (["--task", "nope"], "unknown task 'nope' (choose from digits, digits-seq, majority)"),
+    (["--task", "nope"], "unknown task 'nope' (choose from digits, digits-seq, majority, narma10, mackey_glass)"),
     (["--estimator", "backprop", "--device", "socket://127.0.0.1:1"], "leave out --device socket://127.0.0.1:1"),
     (["--estimator", "backprop", "--device", "sim://?noise_free=1"], "runs through the noise-free ring model"),
     (["--device", "/dev/pgt-stopped-sim-pty"], "no such port: /dev/pgt-stopped-sim-pty"),

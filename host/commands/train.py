@@ -277,17 +277,22 @@ def run(args: argparse.Namespace) -> int:
                               metric=result.metric)
     load(run_dir).save(run_dir)  # model.json + model.npz: pgt.load, pgt predict
     print(
-        f"{figure_text(result.metric, result.best_test, 'test')} at the best-validation step (step "
-        f"{result.best_step}, {figure_text(result.metric, result.best_val, 'validation')}); device queries "
-        f"{result.queries:,} (calibration "
+        f"test {'NMSE' if result.metric == 'nmse' else 'accuracy'} at the best-validation step "
+        f"{value_text(result.metric, result.best_test)} (step {result.best_step}, validation "
+        f"{value_text(result.metric, result.best_val)}); device queries {result.queries:,} (calibration "
         f"{result.calibration_queries:,}, training {result.training_queries:,}, evaluation "
         f"{result.eval_queries:,}); device time {result.device_seconds:.1f} s; run {run_dir}; plot {png}"
     )
     return 0
 
 
+def value_text(metric: str, value: float | None) -> str:
+    """``93.1%`` (accuracy) or ``0.0123 (R² 0.988)`` (NMSE); ``-`` for a figure not measured."""
+    if value is None:
+        return "-"
+    return f"{value:.4g} (R² {1 - value:.3f})" if metric == "nmse" else f"{100 * value:.1f}%"
+
+
 def figure_text(metric: str, value: float | None, part: str) -> str:
-    """``test accuracy 93.1%`` or ``test NMSE 0.0123 (R² 0.988)``; ``-`` for a figure not measured."""
-    if metric == "nmse":
-        return f"{part} NMSE " + ("-" if value is None else f"{value:.4g} (R² {1 - value:.3f})")
-    return f"{part} accuracy " + ("-" if value is None else f"{100 * value:.1f}%")
+    """``test accuracy 93.1%`` or ``test NMSE 0.0123 (R² 0.988)``."""
+    return f"{part} {'NMSE' if metric == 'nmse' else 'accuracy'} {value_text(metric, value)}".strip()
