@@ -188,6 +188,9 @@ def read_arrays(spec: str, label: str | None = None, need_label: bool = True) ->
     if all(is_idx(p) for p in paths):
         if label is not None:
             raise UserError("--label names a CSV column; IDX data has its labels in their own file")
+        if len(paths) == 1 and not need_label:  # images to predict on
+            images = read_idx(paths[0])
+            return {"x": images.reshape(len(images), -1) if images.ndim > 1 else images[:, None]}
         return _read_idx_files(paths)
     if len(paths) > 1:
         raise UserError(f"--data takes one .npz or .csv file (several files only for IDX data), got {spec!r}")

@@ -182,3 +182,17 @@ def test_digits_from_a_file_are_the_builtin_task(tmp_path: Path) -> None:
     a, b = load_task("digits"), load_data(str(tmp_path / "d.npz"))
     for part in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         assert np.array_equal(getattr(a, part), getattr(b, part)), part
+
+
+def test_a_data_run_resumes_from_its_file(tmp_path: Path) -> None:
+    x, y = _blobs()
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    out = tmp_path / "runs"
+    assert main(["train", "--data", str(tmp_path / "b.npz"), "--steps", "4", "--eval-every", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    (run,) = out.iterdir()
+    assert run.name.startswith("b-mlp-surrogate-s0-")
+    assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 0
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["step"] == 6 and recs[-1]["test_acc"] is not None
+    assert main(["train", "--resume", str(run), "--data", str(tmp_path / "b.npz")]) == 1
