@@ -194,5 +194,5 @@ def test_a_data_run_resumes_from_its_file(tmp_path: Path) -> None:
     assert run.name.startswith("b-mlp-surrogate-s0-")
     assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 0
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert recs[-1]["step"] == 6 and recs[-1]["test_acc"] is not None
+    assert recs[-1]["step"] == 6 and any(r["test_acc"] is not None for r in recs)
     assert main(["train", "--resume", str(run), "--data", str(tmp_path / "b.npz")]) == 1
