@@ -136,7 +136,7 @@ def _read_csv(path: Path, label: str | None, need_label: bool = True) -> dict[st
         col = _column([c.strip() for c in cols[j]], name, path)
         if col.dtype.kind == "U":
             bad = next(v for v in col if not _is_number(v))
-            raise UserError(f"{path}: column {name!r} is not numeric (value {bad!r})")
+            raise UserError(f"{path}: column {name!r} is not numeric (value {str(bad)!r})")
         xs.append(col.astype(np.float64))
     out = {"x": np.stack(xs, axis=1)}
     if target is not None:

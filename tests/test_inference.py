@@ -194,3 +194,16 @@ def test_bench_tasks_quick_prints_its_keys() -> None:
         assert fig[name]["queries"] > 0 and all(fig[name][k] > 0 for k in ("ring_nmse", "linear_nmse"))
     assert fig["digits_from_npz"]["builtin_test_acc"] == fig["digits_from_npz"]["npz_test_acc"]
     assert "k=2 drives, m=3 taps, 8 slots" in proc.stderr
+
+
+def test_hostile_predict_files_are_one_line(regression_run: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3)))
+    (tmp_path / "text.csv").write_text("a,b,c,y\n1,2,3,big\n")
+    np.savez(tmp_path / "nan.npz", x=np.array([[1.0, np.nan, 0.0]]))
+    np.savez(tmp_path / "cube.npz", x=np.zeros((4, 3, 2)))
+    for name, reason in (("empty.npz", "no inputs"), ("text.csv", "column 'y' is not numeric (value 'big')"),
+                         ("nan.npz", "NaN"), ("cube.npz", "the model takes (3,)")):
+        assert main(["predict", str(regression_run), "--data", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert reason in err and err.count("\n") == 0, err

@@ -83,8 +83,12 @@ def file_inputs(model: Any, spec: str, label: str | None) -> Inputs:
                          need_label=False)
     arrays.pop(LABEL_KEY, None)
     x, y = arrays["x"], arrays.get("y")
+    if len(x) == 0:
+        raise UserError(f"{spec}: no inputs")
     if y is not None and len(y) != len(x):
         raise UserError(f"{spec}: x has {len(x)} samples but y has {len(y)}")
+    if y is not None and model.loss == "mse" and np.asarray(y).dtype.kind not in "biuf":
+        raise UserError(f"{spec}: the targets are not numbers; the model is a regression")
     model.scale_inputs(x[:1])  # the shape and values, before any device
     if not np.all(np.isfinite(np.asarray(x, dtype=np.float64))):
         raise UserError(f"{spec}: x holds NaN or inf")
