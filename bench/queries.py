@@ -105,14 +105,16 @@ def run_sweep(jobs: list[tuple[str, str, int, int, int]], cpus: int) -> list[dic
 
 def run_sequential(jobs: list[tuple[str, str, int, int, int]]) -> list[dict[str, Any]]:
     """The same trials one after another in this process (``Trainer(...).run()``, no Ray)."""
-    from pgt.sim.ring import make_ring_reservoir
+    from pgt.sim.reservoirs import reference_ring
+    from pgt.sim_board import open_sim_board
     from pgt.trainer import Trainer
 
     runs = []
     for i, job in enumerate(jobs):
         trial = make_trial(job)
         t0 = time.perf_counter()
-        device = make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free, board=trial.board)
+        device = (reference_ring(seed=trial.ring_seed, board=trial.board) if trial.noise_free
+                  else open_sim_board(seed=trial.ring_seed, board=trial.board))
         trainer = Trainer(device, trial.config, log=lambda line: None)
         result = trainer.run()
         ph = trainer.physical

@@ -57,18 +57,19 @@ def main() -> int:
     import ray
     from ray import tune
 
-    from pgt.sim.ring import make_ring_reservoir
+    from pgt.sim.reservoirs import reference_ring
+    from pgt.sim_board import open_sim_board
     from pgt.sweeps import chunk_ends, expand, sweep
     from pgt.trainer import Trainer
 
     base = {"estimator": "node", "steps": args.steps, "eval_every": 100, "checkpoint_every": 400}
     trials = expand(base, {}, seeds=list(range(args.trials)))
-    device = make_ring_reservoir(seed=0)
-    shape = f"{device.info['kind']} {device.n_inputs} drives / {device.n_outputs} taps"
+    device = open_sim_board(seed=0)
+    shape = f"{device.info['board']} {device.n_inputs} drives / {device.n_outputs} taps"
     print(f"{args.trials} trials of {args.steps} NodePGT steps on digits, device: {shape}")
 
     def single(trial: Any) -> Any:
-        ring = make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free)
+        ring = reference_ring(seed=trial.ring_seed) if trial.noise_free else open_sim_board(seed=trial.ring_seed)
         return Trainer(ring, trial.config, log=lambda line: None).run()
 
     load_before = os.getloadavg()[0]

@@ -2,8 +2,10 @@
 
 ``load(path)`` reads the JSON file (if present), picks the board type (``"board"`` key, else from
 ``sys.platform``) and fills every key the file leaves out from that board's defaults below, so a config file
-only needs the keys that differ. ``check(cfg)`` (``board_check.py``) raises ValueError with a one-line reason
-for a config that cannot be right. docs/hardware.md describes each key and the wiring the defaults assume.
+only needs the keys that differ. ``check_given`` (a key board.json may not hold, a value of the wrong type)
+and ``check(cfg)`` (``board_check.py``: the whole config) raise ValueError with a one-line reason for a config
+that cannot be right; the hosts check a board.json with the same two. docs/hardware.md describes each key
+and the wiring the defaults assume.
 
 Keys (all boards):
   board            "rp2" or "esp32"
@@ -41,7 +43,7 @@ Runs on MicroPython (and CPython, for the tests and ``pgt flash --dry-run``).
 import json
 import sys
 
-from .board_check import check
+from .board_check import check, check_value
 
 CONFIG_FILE = "board.json"
 
@@ -149,8 +151,19 @@ def read_file(path):
     return data
 
 
+def check_given(given):
+    """Raise ValueError for a key a board.json may not hold, or a value of the wrong type."""
+    known = keys()
+    unknown = sorted([key for key in given if key not in known])
+    if unknown:
+        raise ValueError("unknown key(s) %s (docs/hardware.md lists the keys)" % ", ".join(unknown))
+    for key in given:
+        check_value(key, given[key])
+
+
 def resolve(given, platform=None):
-    """A complete config: ``given`` (a dict from board.json) over the defaults of its board type."""
+    """A complete config: ``given`` (a dict from board.json, checked first) over the defaults of its board type."""
+    check_given(given)
     kind = given.get("board") or board_type(platform)
     if kind not in DEFAULTS:
         raise ValueError("unknown board %r (set \"board\" to one of %s in %s)"

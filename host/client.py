@@ -28,6 +28,7 @@ from pgt import connection
 from pgt.errors import DeviceError, UserError
 from pgt.link import Link, NoReplyError, RequestFn, open_link
 from pgt.protocol import messages
+from pgt.units import UnitScale
 
 FLASH_HINT = "flash it with `pgt flash PORT`"
 HELLO_FIELDS = ("proto", "boot", "fw", "board", "uid", "k", "m", "dac_bits", "adc_bits", "dac_mA_per_code",
@@ -58,6 +59,10 @@ def check_hello(url: str, hello: Mapping[str, Any]) -> dict[str, Any]:
     missing = [f for f in HELLO_FIELDS if f not in hello]
     if missing:
         raise DeviceError(f"{url} answered hello without {', '.join(missing)}: firmware too old? {FLASH_HINT}")
+    try:
+        UnitScale.from_hello(hello)
+    except ValueError as exc:
+        raise DeviceError(f"{url} reported a calibration that cannot be: {exc}; fix its board.json") from None
     return {k: v for k, v in hello.items() if k not in ("op", "seq")}
 
 
@@ -182,9 +187,15 @@ class RingClient:
         out["n_outputs"] = self.n_outputs
         out["drive_low_mA"] = self.drive_low.tolist()
         out["drive_high_mA"] = self.drive_high.tolist()
-        out["limit_low_mA"] = self.codes_to_mA(self._hello["limit_lo"]).tolist()
-        out["limit_high_mA"] = self.codes_to_mA(self._hello["limit_hi"]).tolist()
+        out["limit_low_mA"] = self.units.limit_low_mA.tolist()
+        out["limit_high_mA"] = self.units.limit_high_mA.tolist()
+        out["volts_low"], out["volts_high"] = self.units.volts_low, self.units.volts_high
         return out
+
+    @property
+    def units(self) -> UnitScale:
+        """The device's unit scale (codes <-> mA and V, safe limits), from its hello reply."""
+        return UnitScale.from_hello(self._hello)
 
     @property
     def n_inputs(self) -> int:
@@ -201,30 +212,16 @@ class RingClient:
     @property
     def drive_low(self) -> np.ndarray:
         """Lowest allowed drive per channel now, in mA (from the device's drive_lo codes)."""
-        a = self.codes_to_mA(self._hello["drive_lo"])
-        b = self.codes_to_mA(self._hello["drive_hi"])
+        a = self.units.codes_to_mA(self._hello["drive_lo"])
+        b = self.units.codes_to_mA(self._hello["drive_hi"])
         return np.minimum(a, b)
 
     @property
     def drive_high(self) -> np.ndarray:
         """Highest allowed drive per channel now, in mA (from the device's drive_hi codes)."""
-        a = self.codes_to_mA(self._hello["drive_lo"])
-        b = self.codes_to_mA(self._hello["drive_hi"])
+        a = self.units.codes_to_mA(self._hello["drive_lo"])
+        b = self.units.codes_to_mA(self._hello["drive_hi"])
         return np.maximum(a, b)
-
-    def codes_to_mA(self, codes: Sequence[int] | np.ndarray) -> np.ndarray:
-        h = self._hello
-        return float(h["dac_mA_offset"]) + np.asarray(codes, dtype=np.float64) * float(h["dac_mA_per_code"])
-
-    def mA_to_codes(self, drive_mA: np.ndarray) -> np.ndarray:
-        """Nearest DAC code (as float, unclipped) for each drive value in mA."""
-        h = self._hello
-        return np.rint((np.asarray(drive_mA, dtype=np.float64) - float(h["dac_mA_offset"]))
-                       / float(h["dac_mA_per_code"]))
-
-    def codes_to_volts(self, codes: np.ndarray) -> np.ndarray:
-        h = self._hello
-        return float(h["adc_V_offset"]) + codes.astype(np.float64) * float(h["adc_V_per_code"])
 
     def state(self) -> dict[str, Any] | None:
         """The simulated board's state when it runs in process (``sim://``), else None: a checkpoint of a run
@@ -304,15 +301,13 @@ class RingClient:
         return arr
 
     def _range_codes(self, lo_mA: np.ndarray, hi_mA: np.ndarray) -> tuple[list[int], list[int]]:
-        h = self._hello
-        per, off = float(h["dac_mA_per_code"]), float(h["dac_mA_offset"])
-        a = (lo_mA - off) / per
-        b = (hi_mA - off) / per
+        h, units = self._hello, self.units
+        a, b = units.mA_to_code_position(lo_mA), units.mA_to_code_position(hi_mA)
         lo_f, hi_f = np.minimum(a, b), np.maximum(a, b)
         lo = np.ceil(lo_f - 1e-9).astype(np.int64)  # inwards: the range never grows by rounding
         hi = np.floor(hi_f + 1e-9).astype(np.int64)
         lim_lo, lim_hi = np.asarray(h["limit_lo"]), np.asarray(h["limit_hi"])
-        limit_low, limit_high = self.codes_to_mA(lim_lo), self.codes_to_mA(lim_hi)
+        limit_low, limit_high = units.limit_low_mA, units.limit_high_mA
         for j in range(self.n_inputs):
             if lo[j] < lim_lo[j] or hi[j] > lim_hi[j] or lo[j] > hi[j]:
                 raise UserError(
@@ -329,7 +324,7 @@ class RingClient:
             raise UserError(f"drive block must have shape (n, {self.n_inputs}), got {arr.shape}")
         if not np.all(np.isfinite(arr)):
             raise UserError("drive block contains NaN or infinite values")
-        codes = self.mA_to_codes(arr)
+        codes = self.units.mA_to_codes(arr)
         lo = np.minimum(self._hello["drive_lo"], self._hello["drive_hi"])
         hi = np.maximum(self._hello["drive_lo"], self._hello["drive_hi"])
         outside = (codes < lo) | (codes > hi)
@@ -353,7 +348,7 @@ class RingClient:
             step = max(1, self.max_batch)
             for start in range(0, n, step):
                 block = codes[start:start + step]
-                out[start:start + len(block)] = self.codes_to_volts(self.run_codes(block))
+                out[start:start + len(block)] = self.units.codes_to_volts(self.run_codes(block))
         except BaseException:
             self._safe_stop()
             raise

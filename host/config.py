@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
+from .estimators import check_options
 from .optim import make_optimizer, make_schedule
 from .tasks import TASKS, Task, load_task
 
@@ -76,8 +77,6 @@ def check_config(cfg: TrainConfig, task: Task | None = None) -> Task:
     """Validate every field of ``cfg`` without touching a device; returns the task (``task`` given: that one,
     e.g. from :meth:`Task.from_arrays`, instead of ``cfg.task``/``cfg.data``). UserError on the first problem,
     in one line."""
-    from . import estimator_options
-
     task = task or _load(cfg)
     if cfg.model not in ("mlp", "transformer"):
         raise UserError(f"unknown model {cfg.model!r} (choose mlp or transformer)")
@@ -85,7 +84,7 @@ def check_config(cfg: TrainConfig, task: Task | None = None) -> Task:
     if task.info["kind"] != want:
         raise UserError(f"task {task.name!r} is {'a sequence' if want == 'vector' else 'not a sequence'} task; "
                         f"use --model {'transformer' if want == 'vector' else 'mlp'}")
-    estimator_options.check(cfg.estimator, cfg.estimator_options)
+    check_options(cfg.estimator, cfg.estimator_options)
     n_train = len(task.y_train)
     for name, value, low in (("steps", cfg.steps, 0), ("seed", cfg.seed, 0), ("eval_every", cfg.eval_every, 1),
                              ("checkpoint_every", cfg.checkpoint_every, 1), ("probe", cfg.probe, 2)):

@@ -1,9 +1,10 @@
-"""Checking ``-E key=value`` estimator options before anything touches a device.
+"""The one check of estimator options (constructors, ``make_estimator``, ``-E key=value``, sweeps and config).
 
-The valid keys of an estimator are its constructor's keyword arguments (:data:`pgt.estimators.ESTIMATORS`);
-each known key has a range below, any other is checked against the type of its default. :func:`check` returns
-the options converted (e.g. a single ``params`` prefix to a list) or raises a UserError of one line naming the
-valid keys and ranges for that estimator.
+The valid keys of an estimator are its constructor's keyword arguments; each known key has a range in
+:data:`RULES` (declared once here), any other is checked against the type of its default. :func:`validate`
+returns the options converted (a ``params`` prefix or ``"front,back"`` to a list, ``sigma_range`` to a tuple)
+or raises a UserError of one line naming the valid keys and ranges for that estimator. Estimator constructors
+call it on their own arguments, so an option is accepted or refused the same way wherever it comes from.
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .errors import UserError
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _prefixes(v: Any) -> Any:
+    """``params``: "all", or a list of name prefixes ("front", "front,back", ["front", "back"])."""
+    if isinstance(v, str) and v != "all":
+        return [p for p in v.split(",") if p]
+    return list(v) if isinstance(v, tuple) else v
 
 
 Rule = tuple[str, Callable[[Any], bool]]
@@ -31,8 +41,8 @@ RULES: dict[str, Rule] = {
     "dist": ("rademacher|gaussian", lambda v: v in ("rademacher", "gaussian")),
     "sigma": ("number>0", lambda v: _number(v) and v > 0),
     "snr": ("number>0", lambda v: _number(v) and v > 0),
-    "sigma_range": ("[lo,hi] with 0<lo<hi", lambda v: isinstance(v, (list, tuple)) and len(v) == 2
-                    and all(_number(x) for x in v) and 0 < v[0] < v[1]),
+    "sigma_range": ("[lo,hi] with 0<lo<=hi", lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+                    and all(_number(x) for x in v) and 0 < v[0] <= v[1]),
     "params": ("all, a parameter-name prefix or [prefixes]", lambda v: v == "all" or (
         isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) and x for x in v))),
     "order": ("auto|blocks|interleaved", lambda v: v in ("auto", "blocks", "interleaved")),
@@ -44,6 +54,9 @@ RULES: dict[str, Rule] = {
     "features": ("int>=1", lambda v: _int(v) and v >= 1),
     "ridge": ("number>=0", lambda v: _number(v) and v >= 0),
     "width": ("number>0", lambda v: _number(v) and v > 0),
+}
+CONVERT: dict[str, Callable[[Any], Any]] = {
+    "params": _prefixes, "sigma_range": lambda v: tuple(v) if isinstance(v, list) else v,
 }
 
 
@@ -76,22 +89,16 @@ def describe(name: str, cls: type) -> str:
     return f"valid -E keys for {name}: {', '.join(parts) if parts else 'none'}"
 
 
-def check(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Validate the options of estimator ``name``; returns them converted. UserError on any bad key/value."""
-    from .estimators import ESTIMATORS
-
-    try:
-        cls = ESTIMATORS[name]
-    except KeyError:
-        raise UserError(f"unknown estimator {name!r} (choose from {', '.join(ESTIMATORS)})") from None
+def validate(name: str, cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of estimator ``name`` (class ``cls``) converted; a one-line UserError on a bad key/value."""
     rules = rules_for(cls)
     out = {}
     for key, value in options.items():
         if key not in rules:
             raise UserError(f"unknown option {key!r} for the {name} estimator; {describe(name, cls)}")
-        if key == "params" and isinstance(value, str) and value != "all":
-            value = [value]
         text, ok, none_ok = rules[key]
+        if value is not None and key in CONVERT:
+            value = CONVERT[key](value)
         if not ((value is None and none_ok) or (value is not None and ok(value))):
             raise UserError(f"bad option {key}={value!r} for the {name} estimator (want {text}); "
                             f"{describe(name, cls)}")

@@ -57,8 +57,11 @@ def config_keys() -> set[str]:
 
 
 def read_config(path: Path, option: str = "--config") -> dict[str, Any]:
-    """The JSON object in the board config file ``path``; UserError if it is unreadable, not a JSON object or
-    holds a key the firmware does not know (a misspelt key would otherwise be ignored silently)."""
+    """The JSON object in the board config file ``path``; UserError if it is unreadable, not a JSON object,
+    holds a key the firmware does not know (a misspelt key would otherwise be ignored silently) or a value of
+    the wrong type (``pgt.firmware.board.check_given``: the firmware's own check)."""
+    from pgt.firmware import board as fwboard
+
     try:
         cfg = json.loads(Path(path).read_text())
     except OSError as exc:
@@ -67,42 +70,11 @@ def read_config(path: Path, option: str = "--config") -> dict[str, Any]:
         raise UserError(f"{option} {path}: not JSON: {exc}") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{option} {path}: expected a JSON object")
-    unknown = sorted(set(cfg) - config_keys())
-    if unknown:
-        raise UserError(f"{option} {path}: unknown key(s) {', '.join(unknown)} (docs/hardware.md lists the keys)")
-    for key, value in cfg.items():
-        want = _config_type(key)
-        if not _is(value, want):
-            raise UserError(f"{option} {path}: {key} must be {want}, not {json.dumps(value)}")
+    try:
+        fwboard.check_given(cfg)
+    except ValueError as exc:
+        raise UserError(f"{option} {path}: {exc}") from None
     return cfg
-
-
-def _config_type(key: str) -> str:
-    """The JSON type of a board.json key, from its default: "a string", "a number", "an integer", "a list of
-    integers"."""
-    from pgt.firmware import board as fwboard
-
-    if key in ("board", "name"):
-        return "a string"
-    if key in ("zero_code", "limit_lo", "limit_hi"):
-        return "a list of integers"
-    default = next(d[key] for d in (fwboard.COMMON, fwboard.MCP3208, *fwboard.DEFAULTS.values()) if key in d)
-    if isinstance(default, list):
-        return "a list of integers"
-    return {str: "a string", float: "a number", int: "an integer"}[type(default)]
-
-
-def _is(value: Any, want: str) -> bool:
-    def integer(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if want == "a string":
-        return isinstance(value, str)
-    if want == "a number":
-        return integer(value) or isinstance(value, float)
-    if want == "an integer":
-        return integer(value)
-    return isinstance(value, list) and all(integer(v) for v in value)
 
 
 def board_config(board: str | None, config_file: Path | None) -> dict[str, Any]:

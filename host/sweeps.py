@@ -3,8 +3,8 @@
 A sweep is an explicit list of :class:`Trial` s (a :class:`~pgt.trainer.TrainConfig` plus the device it runs on),
 made by :func:`expand` from a grid (or a random sample of one) over config fields and seeds. :func:`sweep` runs
 them as Ray Tune trials and returns one :class:`TrialResult` per trial, in the order given. A trial on the
-in-process simulator returns exactly what ``Trainer(make_ring_reservoir(ring_seed, noise_free, board=board),
-config).run()`` returns in one process: it is the same code with the same seeds.
+in-process simulator returns exactly what ``Trainer(open_sim_board(ring_seed, board=board), config).run()``
+(``reference_ring`` for a noise-free trial) returns in one process: it is the same code with the same seeds.
 
 - Every evaluation is reported to Tune. The trial runs its trainer in chunks that end where the trainer both
   evaluates and checkpoints (multiples of ``lcm(eval_every, checkpoint_every)``, and the last step), so no
@@ -65,7 +65,7 @@ class Trial:
     varied: tuple[str, ...] = ()
     """Config fields that vary across the sweep (they name the trial and its group)."""
     board: str | None = None
-    """Shape of the in-process simulated board (``make_ring_reservoir(board=...)``; None: the rp2 board)."""
+    """Shape of the in-process simulated board (``open_sim_board(board=...)``; None: the rp2 board)."""
 
     @property
     def group(self) -> str:
@@ -270,9 +270,13 @@ def chunk_ends(cfg: TrainConfig) -> list[int]:
 
 def _open_device(trial: Trial) -> Any:
     if trial.url is None:
-        from .sim.ring import make_ring_reservoir
+        if trial.noise_free:
+            from .sim.reservoirs import reference_ring
 
-        return make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free, board=trial.board)
+            return reference_ring(seed=trial.ring_seed, board=trial.board)
+        from .sim_board import open_sim_board
+
+        return open_sim_board(seed=trial.ring_seed, board=trial.board)
     from .client import RingClient
 
     return RingClient.open(trial.url)

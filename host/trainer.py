@@ -62,9 +62,9 @@ def default_device(estimator: str = "surrogate", seed: int = 0) -> Reservoir:
     """The device a run uses when none is given: the simulated board through the firmware Core, in process
     (``sim://?seed=N``); for the backprop reference, the noise-free differentiable ring of the same shape."""
     if estimator == "backprop":
-        from pgt.sim.ring import make_ring_reservoir
+        from pgt.sim.reservoirs import reference_ring
 
-        return make_ring_reservoir(seed=seed, noise_free=True)
+        return reference_ring(seed=seed)
     return open_device(f"sim://?seed={seed}")
 
 
@@ -454,15 +454,11 @@ def recorded_device(info: dict[str, Any], config: TrainConfig) -> Reservoir:
         return open_device(str(url))
     seed, level = int(info.get("seed", 0)), str(info.get("level", "A"))
     if info.get("kind") == "sim-ring" and "params" in info:  # the noise-free reference ring, in process
-        from pgt.sim.ring import Ring, RingParams, RingReservoir
+        from pgt.sim.reservoirs import RingReservoir
+        from pgt.sim.ring import Ring, RingParams
 
         volts = (float(info["volts_low"]), float(info["volts_high"]))
         return RingReservoir(Ring(RingParams(**info["params"]), seed=seed, level=level), volts=volts)
-    if info.get("kind") == "sim-device" and "board_config" in info:  # the simulated board, in process
-        from pgt.sim.device import SimDevice, make_core
-
-        return SimDevice(make_core(seed=seed, level=level, noise_free=bool(info.get("noise_free")),
-                                   config=dict(info["board_config"])))
     raise UserError("this run's device has no URL to reopen: give the device to resume on (--device URL)")
 
 

@@ -1,7 +1,8 @@
 """The simulated ADC: the only place where read noise and quantisation are modelled.
 
-A board's ADC (``pgt.firmware.board`` config: ``adc_V_offset``, ``adc_V_per_code`` on the 16-bit
-``read_u16`` scale, the converter's resolution ``adc_bits`` and its ``adc_enob``) reads the ring's detector volts.
+A board's ADC (``pgt.firmware.board`` config: its calibration ``adc_V_offset``, ``adc_V_per_code`` on the
+16-bit ``read_u16`` scale, as :class:`pgt.units.UnitScale` reads it; the converter's resolution ``adc_bits`` and
+its ``adc_enob``) reads the ring's detector volts.
 Each single read adds white noise and rounds to the converter's grid, then reports the code on the 16-bit
 scale as MicroPython's ``read_u16`` does on an RP2040 (``c << 4 | c >> 8`` for 12 bits). The noise per
 read is the detector's own read noise (``RingParams.read_noise_V``) and the converter's, from its effective
@@ -20,30 +21,28 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ADC"]
+from pgt.units import U16_MAX, UnitScale
 
-U16_MAX = 0xFFFF
+__all__ = ["ADC"]
 
 
 class ADC:
     """The ADC of board config ``cfg`` reading a detector with ``read_noise_V`` of its own (per read)."""
 
     def __init__(self, cfg: dict[str, Any], read_noise_V: float = 0.0, noise_free: bool = False) -> None:
-        self.v_offset = float(cfg["adc_V_offset"])
-        self.v_per_code = float(cfg["adc_V_per_code"])  # per code of the 16-bit scale
+        self.scale = UnitScale.from_hello(cfg)
         self.bits = int(cfg["adc_bits"])
         self.full = (1 << self.bits) - 1
-        self.span_V = U16_MAX * self.v_per_code
+        self.volts_low, self.volts_high = self.scale.volts_low, self.scale.volts_high
+        self.span_V = self.volts_high - self.volts_low
         self.lsb_V = self.span_V / self.full
         enob = float(cfg["adc_enob"])
         own = self.span_V / np.sqrt(12.0) * np.sqrt(max(2.0 ** (-2 * enob) - 2.0 ** (-2 * self.bits), 0.0))
         self.noise_V = 0.0 if noise_free else float(np.hypot(own, read_noise_V))
-        self.volts_low = self.v_offset
-        self.volts_high = self.v_offset + self.span_V
 
     def _raw(self, volts: np.ndarray) -> np.ndarray:
         """Volts -> position on the converter's grid (float, clipped to its range)."""
-        return np.clip((np.asarray(volts, dtype=np.float64) - self.v_offset) / self.lsb_V, 0.0, self.full)
+        return np.clip(self.scale.volts_to_code_position(volts) * (self.full / U16_MAX), 0.0, self.full)
 
     def _u16(self, raw: np.ndarray) -> np.ndarray:
         """Converter codes (or averages of them) -> the 16-bit scale: ``c << s | c >> (bits - s)`` with
@@ -66,7 +65,3 @@ class ADC:
             v = v + (self.noise_V / np.sqrt(n_avg)) * rng.standard_normal(v.shape)
             return self._u16(np.round(self._raw(v) * n_avg) / n_avg)
         return self._u16(np.round(self._raw(v)))
-
-    def volts(self, codes: np.ndarray) -> np.ndarray:
-        """16-bit codes -> volts (the host's calibration, as ``hello`` reports it)."""
-        return self.v_offset + np.asarray(codes, dtype=np.float64) * self.v_per_code

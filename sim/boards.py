@@ -17,8 +17,9 @@ import os
 from typing import Any
 
 from pgt.firmware import board as fw_board
+from pgt.units import UnitScale
 
-from .ring import RingParams
+from .ring_params import RingParams
 
 __all__ = ["BOARDS", "DEFAULT_BOARD", "BoardConfigError", "board_config", "ring_params"]
 
@@ -48,10 +49,10 @@ def board_config(board: str | None = None, channels: tuple[int, int] | None = No
             given = dict(fw_board.read_file(config))
         except ValueError as exc:  # json.JSONDecodeError is one
             raise BoardConfigError(f"{config}: not a board config ({exc})") from None
-    unknown = sorted(set(given) - fw_board.keys())
-    if unknown:
-        raise BoardConfigError(f"{config if isinstance(config, str) else 'board config'}: unknown key(s) "
-                               f"{', '.join(unknown)} (docs/hardware.md lists the keys)")
+    try:
+        fw_board.check_given(given)  # the firmware's own check, as `pgt flash --config` makes it
+    except ValueError as exc:
+        raise BoardConfigError(f"{config if isinstance(config, str) else 'board config'}: {exc}") from None
     kind = board
     if kind is not None and kind not in BOARDS:
         raise BoardConfigError(f"unknown board {kind!r} (known: {', '.join(BOARDS)})")
@@ -81,7 +82,6 @@ def board_config(board: str | None = None, channels: tuple[int, int] | None = No
 def ring_params(cfg: dict[str, Any], base: RingParams | None = None) -> RingParams:
     """The ring ``cfg``'s board drives: ``base`` (default RingParams()) with the board's channel counts and
     its safe drive range in mA (the lowest ``limit_lo`` to the highest ``limit_hi``, through the calibration)."""
-    per, off = float(cfg["dac_mA_per_code"]), float(cfg["dac_mA_offset"])
-    ends = sorted((off + per * min(cfg["limit_lo"]), off + per * max(cfg["limit_hi"])))
+    low, high = UnitScale.from_hello(cfg).drive_range_mA
     return dataclasses.replace(base if base is not None else RingParams(), n_inputs=len(cfg["drive_pins"]),
-                               n_outputs=len(cfg["adc_pins"]), drive_low_mA=ends[0], drive_high_mA=ends[1])
+                               n_outputs=len(cfg["adc_pins"]), drive_low_mA=low, drive_high_mA=high)

@@ -22,8 +22,8 @@ from pgt.firmware.settings import DEFAULT_N_AVG
 
 from .adc import ADC
 from .boards import board_config, ring_params
+from .memory_capacity import memory_figures
 from .ring import Ring
-from .ring_memory import memory_figures
 
 __all__ = ["characterize"]
 
@@ -128,7 +128,7 @@ class _Reader:
         self.rng = np.random.default_rng(ring.seed)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.adc.volts(self.adc.average(self.ring.forward(x), self.n_avg, self.rng))
+        return self.adc.scale.codes_to_volts(self.adc.average(self.ring.forward(x), self.n_avg, self.rng))
 
 
 def _noise(reader: _Reader, out: Path, n: int = 2000) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 The board is described by a firmware board config (``pgt.sim.boards.board_config``; default: the rp2 board
 of the ring's shape): drive codes of ``dac_bits`` become mA through its calibration
-(``dac_mA_offset + code * dac_mA_per_code``), and its ADC (:class:`pgt.sim.adc.ADC`, the one model of read
+(:class:`pgt.units.UnitScale`, as the host converts), and its ADC (:class:`pgt.sim.adc.ADC`, the one model of read
 noise and quantisation) reads the ring's detector volts as 16-bit ``read_u16`` codes averaged ``n_avg``
 times. ``hello`` reports the config's channel counts, limits, bits and calibration, as the board would. The
 whole block is one ``Ring.forward`` call. The ring and its parameters are not modified.
@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from pgt.firmware.hal_base import HAL
+from pgt.units import UnitScale
 
 from .adc import ADC
+from .boards import board_config
 from .ring import Ring
 
 __all__ = ["SimHAL", "SETTLE_MODES"]
@@ -47,8 +49,6 @@ class SimHAL(HAL):
         if settle not in SETTLE_MODES:
             raise ValueError(f"settle must be one of {SETTLE_MODES}, got {settle!r}")
         if cfg is None:
-            from .boards import board_config
-
             cfg = board_config(channels=(ring.n_inputs, ring.n_outputs))
         if (len(cfg["drive_pins"]), len(cfg["adc_pins"])) != (ring.n_inputs, ring.n_outputs):
             raise ValueError(f"board has {len(cfg['drive_pins'])} drives and {len(cfg['adc_pins'])} taps, "
@@ -60,8 +60,7 @@ class SimHAL(HAL):
         self.m = int(ring.n_outputs)
         self.read_us = 2.0 * self.m if read_us is None else float(read_us)
         self.max_batch = int(max_batch)
-        self.dac_mA_offset = float(cfg["dac_mA_offset"])
-        self.dac_mA_per_code = float(cfg["dac_mA_per_code"])
+        self.units = UnitScale.from_hello(cfg)
         self.adc = ADC(cfg, ring.params.read_noise_V, noise_free=ring.params.is_noise_free)
         if uid is None:
             uid = hashlib.sha256(f"pgt-sim:{cfg['name']}:{ring.level}:{ring.seed}".encode()).hexdigest()[:16]
@@ -81,10 +80,10 @@ class SimHAL(HAL):
             "m": self.m,
             "dac_bits": cfg["dac_bits"],
             "adc_bits": cfg["adc_bits"],
-            "dac_mA_per_code": self.dac_mA_per_code,
-            "dac_mA_offset": self.dac_mA_offset,
-            "adc_V_per_code": self.adc.v_per_code,
-            "adc_V_offset": self.adc.v_offset,
+            "dac_mA_per_code": self.units.dac_mA_per_code,
+            "dac_mA_offset": self.units.dac_mA_offset,
+            "adc_V_per_code": self.units.adc_V_per_code,
+            "adc_V_offset": self.units.adc_V_offset,
             "limit_lo": list(cfg["limit_lo"]),
             "limit_hi": list(cfg["limit_hi"]),
             "max_batch": self.max_batch,
@@ -103,14 +102,10 @@ class SimHAL(HAL):
     def zero(self) -> None:
         self.applied[:] = self.zero_code
 
-    def codes_to_mA(self, codes: np.ndarray) -> np.ndarray:
-        """DAC codes -> drive currents (mA)."""
-        return self.dac_mA_offset + np.asarray(codes, dtype=np.float64) * self.dac_mA_per_code
-
     def apply_and_sample(self, drive: Any, n: int, settle_us: int, n_avg: int) -> bytes:
         """Apply n drive vectors (n*k uint16 codes) and return n*m uint16 LE samples, one vectorised pass."""
         codes = np.frombuffer(drive, dtype="<u2", count=n * self.k).reshape(n, self.k)
-        volts = self.ring.forward(self.codes_to_mA(codes))
+        volts = self.ring.forward(self.units.codes_to_mA(codes))
         samples = self.adc.average(volts, n_avg, self._rng)
         self.applied[:] = codes[-1]
         elapsed_us = int(round(n * (settle_us + n_avg * self.read_us)))

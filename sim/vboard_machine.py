@@ -15,7 +15,7 @@ import struct
 import sys
 
 _TX = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else sys.stderr
-_RX = open("/vb/adc", "rb")
+_RX = []  # type: list  # the readings file, opened at the first read (so the module imports anywhere, CPython included)
 _MSG = bytearray(6)
 _REPLY = bytearray(4 + 2 * 512)  # seq, count, reps (uint16), then reps x count readings (uint16 LE each)
 _SEQ = [0]
@@ -38,9 +38,12 @@ def _read(pin):
     if not _VALID[0]:
         # one round trip per drive state: the host answers with the readings of all ADC pins at once
         seq = _send(82, pin, 0)  # "R"
+        if not _RX:
+            _RX.append(open("/vb/adc", "rb"))
+        rx = _RX[0]
         while True:
-            _RX.seek(0)
-            _RX.readinto(_REPLY)
+            rx.seek(0)
+            rx.readinto(_REPLY)
             if _REPLY[0] == seq:
                 break
         _NEXT.clear()

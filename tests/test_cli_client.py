@@ -279,7 +279,7 @@ def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path
     assert pgt_main(["info", f"sim://?config={typo}"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(f"{typo}: unknown key(s) limits_hi" in line for line in err)
-    for text, reason in (('{"dac_mA_per_code": "x"}', 'dac_mA_per_code must be a number, not "x"'),
+    for text, reason in (('{"dac_mA_per_code": "x"}', 'dac_mA_per_code must be a finite number, not "x"'),
                          ('{"drive_pins": 5}', "drive_pins must be a list of integers, not 5"),
                          ('{"wdt_ms": true}', "wdt_ms must be an integer, not true")):
         typo.write_text(text)  # a wrong type: refused with the key's name, not a Python message from deep inside

@@ -201,13 +201,32 @@ def test_virtual_board_options_are_checked_first(tmp_path: Path, capsys: pytest.
 
 
 def test_no_import_cycle_between_host_and_sim() -> None:
-    """sim imports only the firmware and protocol packages; the host reaches sim lazily, in its sim openers."""
+    """sim loads only the firmware and protocol packages and the host's unit scale (numpy only); the host reaches
+    sim lazily, in its sim openers (tests/test_import_graph.py checks the whole graph, lazy imports included)."""
     sim_side = ("import sys, pgt.sim.ring, pgt.sim.device, pgt.sim.url, pgt.sim.hal, pgt.sim.boards, pgt.sim.adc, "
                 "pgt.sim.serve, pgt.sim.virtual_board\n"
                 "print(' '.join(m for m in sys.modules if m.startswith('pgt.')))")
     host_side = ("import sys, pgt.link, pgt.client, pgt.cli\n"
                  "print(' '.join(m for m in sys.modules if m.startswith('pgt.')))")
     loaded = subprocess.run([sys.executable, "-c", sim_side], capture_output=True, text=True, check=True).stdout
-    assert loaded.split() and all(m.split(".")[1] in ("sim", "firmware", "protocol") for m in loaded.split())
+    assert loaded.split() and all(m.split(".")[1] in ("sim", "firmware", "protocol", "units") for m in loaded.split())
     loaded = subprocess.run([sys.executable, "-c", host_side], capture_output=True, text=True, check=True).stdout
     assert "pgt.link" in loaded.split() and not [m for m in loaded.split() if m.startswith("pgt.sim")]
+
+
+def test_a_second_virtual_board_on_the_same_filesystem_is_refused(start_sim: Any, tmp_path: Path) -> None:
+    """Issue 18 row 11: one board per --fs directory; a board killed outright leaves no lock behind."""
+    fs = tmp_path / "flash"
+    first, lines = start_sim("--board", "--fs", str(fs))
+    assert Path(lines["port"]).exists()
+    second = subprocess.run([sys.executable, "-m", "pgt.cli", "sim", "--board", "--fs", str(fs)],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1 and second.stdout == ""
+    assert second.stderr.splitlines() == [f"pgt sim: error: --fs {fs}: another virtual board is running on this "
+                                          "filesystem (one board per filesystem): stop it, or give another --fs"]
+    first.kill()  # no clean-up at all: the lock goes with the process
+    first.communicate(timeout=60)
+    third, lines = start_sim("--board", "--fs", str(fs))
+    assert Path(lines["port"]).exists()
+    code, err = _interrupt(third)
+    assert code == 0 and "Traceback" not in err

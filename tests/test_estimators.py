@@ -171,11 +171,11 @@ def test_parameter_pgt_subset_and_one_sided() -> None:
 
 
 # -- the noise-free ring ----------------------------------------------------------------------------
-import pgt.sim.ring as ring  # noqa: E402
+from pgt.sim.reservoirs import reference_ring  # noqa: E402
 
 
 def test_estimators_on_the_noise_free_ring() -> None:
-    res = ring.make_ring_reservoir(seed=1, noise_free=True, board="wide")
+    res = reference_ring(seed=1, board="wide")
     model, batch = setup_mlp(res, n=128)
     g = exact(model, batch)
     gf = flat(g, "front")
@@ -267,20 +267,22 @@ def test_parameter_pgt_all_parameter_variant_estimates_everything_from_differenc
 
 
 @pytest.mark.parametrize("name, options, words", [
-    ("node", {"sigma": -1.0}, "sigma must be a number > 0"),
-    ("node", {"sigma": float("nan")}, "sigma must be"),
-    ("node", {"sigma": "abc"}, "sigma must be"),
-    ("node", {"directions": 0}, "directions must be an integer >= 1"),
-    ("node", {"directions": 1.5}, "directions must be an integer"),
-    ("node", {"dist": "foo"}, "unknown perturbation distribution"),
-    ("node", {"order": "random"}, "unknown row order"),
-    ("node", {"sigma_range": (0.2, 0.1)}, "sigma_range high"),
+    ("node", {"sigma": -1.0}, r"bad option sigma=-1.0 for the node estimator \(want number>0\)"),
+    ("node", {"sigma": float("nan")}, "bad option sigma=nan"),
+    ("node", {"sigma": "abc"}, "bad option sigma='abc'"),
+    ("node", {"directions": 0}, r"directions=0 .* \(want int>=1\)"),
+    ("node", {"directions": 1.5}, "bad option directions=1.5"),
+    ("node", {"dist": "foo"}, r"want rademacher\|gaussian"),
+    ("node", {"order": "random"}, r"want auto\|blocks\|interleaved"),
+    ("node", {"sigma_range": (0.2, 0.1)}, "bad option sigma_range=.0.2, 0.1."),
+    ("node", {"sigma_range": 0.1}, "bad option sigma_range=0.1"),
     ("node", {"zero_tolerance": 2.0}, "zero_tolerance"),
     ("node", {"two_sided": "yes"}, "two_sided"),
-    ("param", {"params": 3}, "params must be"),
-    ("param", {"repeats": 2}, "repeats must be an integer >= 3"),
-    ("param", {"snr": float("inf")}, "snr must be"),
-    ("param", {"bogus": 1}, "bad option for the param estimator"),
+    ("param", {"params": 3}, "bad option params=3"),
+    ("param", {"repeats": 2}, r"repeats=2 .* \(want int>=3\)"),
+    ("param", {"snr": float("inf")}, "bad option snr=inf"),
+    ("param", {"bogus": 1}, "unknown option 'bogus' for the param estimator; valid -E keys for param"),
+    ("surrogate", {"features": 0}, "bad option features=0"),
 ])
 def test_bad_estimator_options_are_refused_before_any_query(name: str, options: dict[str, Any], words: str) -> None:
     from pgt.errors import UserError
@@ -298,3 +300,37 @@ def test_param_refuses_unknown_parameter_groups_before_any_query() -> None:
     with pytest.raises(UserError, match="matches no parameter of the model .its groups: back, front"):
         Trainer(res, TrainConfig(estimator="param", estimator_options={"params": "nope"}))
     assert res.queries == 0
+
+
+@pytest.mark.parametrize("name, options", [
+    ("node", {"sigma_range": [0.1, 0.1]}),  # a fixed size: refused by the CLI's check before, accepted here
+    ("node", {"sigma_range": [0.2, 0.1]}),
+    ("param", {"params": "front,back"}),
+    ("param", {"params": ["front"]}),
+    ("param", {"params": []}),
+    ("node", {"directions": np.int64(2)}),
+    ("surrogate", {"ridge": 0}),
+])
+def test_one_validator_serves_the_cli_the_config_and_the_constructors(name: str, options: dict[str, Any]) -> None:
+    """The CLI/config check, make_estimator and the constructor accept or refuse an option alike."""
+    from pgt.errors import UserError
+    from pgt.estimators import ESTIMATORS, check_options, make_estimator
+
+    verdicts = []
+    for attempt in (lambda: check_options(name, options), lambda: make_estimator(name, 0, **options),
+                    lambda: ESTIMATORS[name](0, **options)):
+        try:
+            attempt()
+            verdicts.append(True)
+        except UserError:
+            verdicts.append(False)
+    assert len(set(verdicts)) == 1, verdicts
+
+
+def test_converted_options_reach_the_estimator() -> None:
+    from pgt.estimators import check_options, make_estimator
+
+    assert check_options("node", {"sigma_range": [0.1, 0.1]}) == {"sigma_range": (0.1, 0.1)}
+    assert check_options("param", {"params": "front,back"}) == {"params": ["front", "back"]}
+    est = make_estimator("param", 0, params="front,back")
+    assert isinstance(est, ParameterPGT) and est.subset == ("front", "back")

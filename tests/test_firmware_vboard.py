@@ -236,3 +236,11 @@ def test_an_mcp3208_board_reads_eight_taps(port: str, tmp_path: Path, capsys: py
         y = client.run(x)
         assert y.shape == (40, 8) and np.all(y.std(axis=0) > 0.02)  # every tap follows the drive
         assert len({round(float(v), 6) for v in y[0]}) == 8  # and no two are the same feature
+
+
+def test_the_virtual_boards_modules_import_on_cpython() -> None:
+    """The guest's machine/os/sys modules import on the host too (tools that walk the package, docs, the import
+    graph): the readings file /vb/adc exists only inside the VM and is opened at the first ADC read."""
+    code = "import pgt.sim.vboard_machine as m, pgt.sim.vboard_os, pgt.sim.vboard_sys; print(m.PWM.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "PWM", out.stderr

@@ -18,7 +18,8 @@ from pgt.estimators import Backprop, NodePGT, SurrogatePGT
 from pgt.layers import softmax_cross_entropy
 from pgt.models import ReservoirMLP, ReservoirTransformer
 from pgt.physical import PhysicalLayer, default_slots
-from pgt.sim.ring import Ring, RingParams, RingReservoir
+from pgt.sim.reservoirs import RingReservoir
+from pgt.sim.ring import Ring, RingParams
 from pgt.trainer import TrainConfig, Trainer
 
 

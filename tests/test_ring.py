@@ -10,11 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from pgt.client import RingClient
+from pgt.errors import UserError
+from pgt.link import InProcessLink
 from pgt.reservoir import DifferentiableReservoir, Reservoir
 from pgt.sim.boards import board_config, ring_params
-from pgt.sim.device import SimDevice
-from pgt.sim.ring import Ring, RingParams, RingReservoir, make_ring_reservoir
-from pgt.sim.ring_memory import memory_figures, ridge_fit
+from pgt.sim.memory_capacity import memory_figures, ridge_fit
+from pgt.sim.reservoirs import RingReservoir, reference_ring
+from pgt.sim.ring import Ring, RingParams
+from pgt.sim_board import open_sim_board
 
 WIDE = ring_params(board_config("wide"))  # 16 drives over 0..100 mA, 32 taps
 QUIET = WIDE.noise_free()  # deterministic level A
@@ -65,6 +69,12 @@ def test_vjp_gradient_shape_checked() -> None:
 def test_bad_level_raises() -> None:
     with pytest.raises(ValueError):
         Ring(level="C")
+
+
+@pytest.mark.parametrize("low, high", [(0.0, np.inf), (-np.inf, 1.0), (0.0, np.nan), (5.0, 5.0)])
+def test_a_drive_range_that_cannot_be_is_refused(low: float, high: float) -> None:
+    with pytest.raises(ValueError, match="finite drive_low_mA < drive_high_mA"):
+        RingParams(drive_low_mA=low, drive_high_mA=high)
 
 
 def test_block_equals_rows_vectorised() -> None:
@@ -262,18 +272,19 @@ def test_vjp_does_not_advance_clock() -> None:
 
 
 def test_the_noisy_reservoir_is_the_simulated_board_through_its_core() -> None:
-    res = make_ring_reservoir(seed=1)
-    assert isinstance(res, SimDevice) and isinstance(res, Reservoir) and not hasattr(res, "vjp")
-    core = res.core
+    res = open_sim_board(seed=1)
+    assert isinstance(res, RingClient) and isinstance(res.link, InProcessLink) and isinstance(res, Reservoir)
+    assert not hasattr(res, "vjp") and res.url == "sim://?seed=1&model=A"
+    core = res.link.core
     runs = core.counts["runs"]
     y = res.forward(np.full((10, 2), 30.0))
     res.forward(np.full((5, 2), 60.0))  # beyond the safe 50 mA: clipped to the limit, as the board would
     assert y.shape == (10, 3) and core.counts["runs"] == runs + 2 and core.counts["vectors"] == 15
     assert res.queries == 15
     assert res.device_seconds == pytest.approx(15 * (1000 + 4 * 6) * 1e-6)  # settle 1 ms, 4 reads of 3 taps
-    assert res.info["noise_free"] is False and res.info["exact_vjp"] is False
+    assert not getattr(res, "exact_vjp", False)
     assert res.info["board"] == core.hal.info()["board"] and res.info["volts_high"] == pytest.approx(3.3)
-    with pytest.raises(ValueError, match="drive block"):
+    with pytest.raises(UserError, match="drive block"):
         res.forward(np.zeros((2, 3)))
     # its readings are the ADC's codes: on the 16-bit grid of a 12-bit converter, with read noise
     codes = (res.forward(np.full((200, 2), 40.0)) - 0.0) / (3.3 / 65535)
@@ -284,19 +295,19 @@ def test_the_noisy_reservoir_is_the_simulated_board_through_its_core() -> None:
 def test_every_tap_of_the_default_board_responds_with_its_own_feature() -> None:
     """On the 2 -> 3 board each tap spans far more than its repeat noise, and no two taps are copies."""
     for seed in range(4):
-        res = make_ring_reservoir(seed=seed)
+        res = open_sim_board(seed=seed)
         rng = np.random.default_rng(seed)
         x = rng.uniform(res.drive_low, res.drive_high, (300, 2))
         span = res.forward(x).std(axis=0)
         repeat = res.forward(np.repeat(x[:10], 30, axis=0)).reshape(10, 30, 3).std(axis=1).mean(axis=0)
         assert np.all(span > 20 * repeat), (seed, span, repeat)  # measured: 50-100x
-        clean = make_ring_reservoir(seed=seed, noise_free=True).forward(x)
+        clean = reference_ring(seed=seed).forward(x)
         corr = np.corrcoef(clean.T)[np.triu_indices(3, 1)]
         assert np.all(np.abs(corr) < 0.98), (seed, corr)
 
 
 def test_noise_free_reservoir_vjp() -> None:
-    res = make_ring_reservoir(seed=2, noise_free=True, board="wide")
+    res = reference_ring(seed=2, board="wide")
     assert isinstance(res, DifferentiableReservoir) and res.exact_vjp
     x = np.random.default_rng(3).uniform(5, 95, (4, 16))
     gy = np.random.default_rng(4).normal(size=(4, 32))
@@ -320,7 +331,7 @@ def _ridge_accuracy(f: np.ndarray, y: np.ndarray, n_train: int) -> float:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ridge_on_ring_beats_ridge_on_drive_2d_tasks(seed: int) -> None:
     """A 2-D input reaches all 16 drives through a fixed random map; XOR and a circle need the ring."""
-    device = make_ring_reservoir(seed=seed, board="wide")  # with all its noise, ADC included
+    device = open_sim_board(seed=seed, board="wide")  # with all its noise, ADC included
     rng = np.random.default_rng(seed + 50)
     u = rng.uniform(-1, 1, (3000, 2))
     a = rng.normal(size=(16, 2)) / np.sqrt(2)
@@ -336,7 +347,7 @@ def test_ridge_on_ring_beats_ridge_on_drive_16d_xor() -> None:
     """XOR of the signs of two of the 16 drives, all drives uniform: a harder, honest margin."""
     gains = []
     for seed in range(3):
-        device = make_ring_reservoir(seed=seed, board="wide")
+        device = open_sim_board(seed=seed, board="wide")
         x = np.random.default_rng(100 + seed).uniform(0.0, 100.0, (3000, 16))
         z = (x - 50.0) / 50.0
         y = np.sign(z[:, 0] * z[:, 1])

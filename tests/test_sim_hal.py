@@ -72,10 +72,10 @@ def test_the_adc_models_noise_per_read_and_quantisation_once() -> None:
     assert reads.shape == (20000, 3) and reads.dtype == np.uint16
     c12 = reads >> 4
     np.testing.assert_array_equal(reads, (c12 << 4) | (c12 >> 8))  # read_u16 of a 12-bit converter
-    volts = adc.volts(reads)
+    volts = adc.scale.codes_to_volts(reads)
     assert volts.std(axis=0) == pytest.approx(np.full(3, np.hypot(adc.noise_V, adc.lsb_V / np.sqrt(12))), rel=0.05)
     assert volts.mean() == pytest.approx(1.0, abs=1e-4)
-    avg = adc.volts(adc.average(np.full(20000, 1.0), 16, rng))  # the closed form of 16 averaged reads
+    avg = adc.scale.codes_to_volts(adc.average(np.full(20000, 1.0), 16, rng))  # the closed form of 16 averaged reads
     assert avg.std() == pytest.approx(adc.noise_V / 4, rel=0.1)
     quiet = ADC(cfg, read_noise_V=0.005, noise_free=True)
     assert quiet.noise_V == 0 and np.ptp(quiet.average(np.full(100, 1.0), 4, rng)) == 0
@@ -105,7 +105,7 @@ def test_a_block_is_one_vectorised_forward_call_with_the_right_shape() -> None:
 
 def test_codes_map_linearly_to_milliamps() -> None:
     hal = SimHAL(_quiet_ring(), cfg=WIDE)
-    mA = hal.codes_to_mA(np.array([0, 2048, 4095]))
+    mA = hal.units.codes_to_mA(np.array([0, 2048, 4095]))
     assert mA[0] == pytest.approx(0.0) and mA[2] == pytest.approx(100.0)
     assert mA[1] == pytest.approx(2048 * 100.0 / 4095)
 
@@ -117,7 +117,7 @@ def test_averaging_lowers_the_read_noise_by_sqrt_n_avg() -> None:
     spreads = {}
     for n_avg in (1, 16):
         samples = np.frombuffer(hal.apply_and_sample(drive, 4000, 0, n_avg), dtype="<u2").reshape(4000, 32)
-        volts = samples * hal.adc.v_per_code
+        volts = samples * hal.units.adc_V_per_code
         spreads[n_avg] = float(np.median(volts.std(axis=0)))
     per_read = np.hypot(0.005, ADC(WIDE).noise_V)
     assert spreads[1] == pytest.approx(per_read, rel=0.1)

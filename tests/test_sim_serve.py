@@ -475,3 +475,23 @@ def test_spec_drive_lo_above_drive_hi_is_said_so(tcp: serial.SerialBase) -> None
     k = ask(tcp, "hello", 1)["k"]
     reply = ask(tcp, "config", 2, drive_lo=[900] * k, drive_hi=[100] * k)
     assert reply["code"] == 5 and reply["msg"] == "drive_lo above drive_hi on channel 0"
+
+
+def test_the_repl_answers_are_a_pure_function_of_what_is_typed() -> None:
+    """pgt.sim.repl without any I/O: prompts, the raw REPL refusing code, a soft reset, a frame, a split magic."""
+    from pgt.sim.repl import FRAME, MORE, SOFT_RESET, ReplState, repl_input
+    from pgt.sim.stream_board import reboot
+
+    st = ReplState()
+    assert repl_input(b"help()\r\x03", st) == (b"\r\n" + PROMPT + b"\r\n" + PROMPT, None, b"")
+    assert repl_input(b"\x01print(", st) == (RAW_REPL, None, b"") and st.raw and st.code == b"print("
+    assert repl_input(b"1)\x04", st) == (b"OK\x04" + CANNOT_RUN + b"\x04>", None, b"") and st.code == b""
+    assert repl_input(b"\x04rest", st) == (SOFT_REBOOT, SOFT_RESET, b"rest") and st.raw  # stays raw
+    assert repl_input(b"\x02", st) == (BANNER, None, b"") and not st.raw
+    assert repl_input(b"x\rP", st) == (b"\r\n" + PROMPT, MORE, b"P")
+    assert repl_input(b"\x01abPG\x01\x00", st) == (RAW_REPL, FRAME, b"PG\x01\x00") and not st.raw
+    core = make_core(seed=3, max_frame=4096)
+    again = reboot(core)
+    assert again is not core and again.hal is core.hal and again.boot_id != core.boot_id
+    assert (again.max_frame, again.files, again.poll_ms, again.frame_timeout_ms) == \
+        (core.max_frame, core.files, core.poll_ms, core.frame_timeout_ms)

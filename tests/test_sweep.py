@@ -16,7 +16,8 @@ import tempfile
 import pytest
 
 from pgt import cli
-from pgt.sim.ring import make_ring_reservoir
+from pgt.sim.reservoirs import reference_ring
+from pgt.sim_board import open_sim_board
 from pgt.sweeps import expand, format_table, sweep
 from pgt.trainer import Trainer
 
@@ -37,7 +38,8 @@ def local_ray():
 
 
 def _single(trial):
-    return Trainer(make_ring_reservoir(seed=trial.ring_seed, noise_free=trial.noise_free), trial.config).run()
+    device = reference_ring(seed=trial.ring_seed) if trial.noise_free else open_sim_board(seed=trial.ring_seed)
+    return Trainer(device, trial.config).run()
 
 
 def test_sweep_equals_single_runs_with_the_same_seeds(local_ray, tmp_path):

@@ -17,6 +17,8 @@ from pgt.reservoir import from_callable
 from pgt.trainer import TrainConfig, Trainer, crossing, default_device, fit, open_device
 
 ring = pytest.importorskip("pgt.sim.ring")
+from pgt.sim.reservoirs import reference_ring  # noqa: E402
+from pgt.sim_board import open_sim_board  # noqa: E402
 
 
 def test_short_run_improves_accuracy_and_counts_every_row() -> None:
@@ -38,7 +40,7 @@ def test_short_run_improves_accuracy_and_counts_every_row() -> None:
 
 
 def test_default_evaluation_is_a_small_share_of_all_rows() -> None:
-    tr = Trainer(ring.make_ring_reservoir(seed=0), TrainConfig(estimator="surrogate", seed=0))
+    tr = Trainer(open_sim_board(seed=0), TrainConfig(estimator="surrogate", seed=0))
     cfg = tr.config
     evals = cfg.steps // cfg.eval_every + 1
     rows = tr.physical.slots * tr.model.rows_per_sample  # device rows per sample
@@ -48,7 +50,7 @@ def test_default_evaluation_is_a_small_share_of_all_rows() -> None:
 
 
 def test_evaluation_rows_feed_the_surrogate() -> None:
-    tr = Trainer(ring.make_ring_reservoir(seed=0), TrainConfig(estimator="surrogate", steps=0))
+    tr = Trainer(open_sim_board(seed=0), TrainConfig(estimator="surrogate", steps=0))
     tr.calibrate()
     before = sum(len(u) for u in tr.estimator._u)  # type: ignore[attr-defined]
     tr.evaluate()
@@ -63,7 +65,7 @@ def test_crossing_needs_two_consecutive_evaluations() -> None:
 
 @pytest.mark.parametrize("estimator", ["node", "param", "backprop"])
 def test_other_estimators_learn(estimator: str) -> None:
-    res = ring.make_ring_reservoir(seed=0, noise_free=estimator == "backprop", board="wide")
+    res = reference_ring(seed=0, board="wide") if estimator == "backprop" else open_sim_board(seed=0, board="wide")
     if estimator == "param":  # slow by nature (d = 1370 coordinates): ask only for a falling training loss
         result = Trainer(res, TrainConfig(estimator=estimator, steps=100, eval_every=20, seed=3)).run()
         assert result.history[-2]["loss"] < result.history[1]["loss"] - 0.1
@@ -201,7 +203,7 @@ def test_bad_readings_and_bad_input_raise_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="sequence task"):
         Trainer(ToyReservoir(), TrainConfig(task="digits-seq", model="mlp"))
     with pytest.raises(UserError, match="exact vjp"):
-        Trainer(ring.make_ring_reservoir(seed=0, board="wide"), TrainConfig(estimator="backprop"))
+        Trainer(open_sim_board(seed=0, board="wide"), TrainConfig(estimator="backprop"))
     with pytest.raises(UserError, match="no checkpoint"):
         Trainer.resume(tmp_path / "nothing")
     wrong = trainer_mod.PhysicalLayer(ToyReservoir(k=6, m=10))
@@ -246,7 +248,7 @@ def test_resume_gives_the_device_its_averaging_back(tmp_path: Path) -> None:
 
 
 def test_the_test_set_is_used_once_at_the_end_of_the_run_not_of_each_chunk() -> None:
-    tr = Trainer(ring.make_ring_reservoir(seed=0), TrainConfig(steps=6, eval_every=2, val_size=8))
+    tr = Trainer(open_sim_board(seed=0), TrainConfig(steps=6, eval_every=2, val_size=8))
     rows = tr.physical.slots  # device rows per sample
     assert tr.run(steps=3).best_test_acc is None and tr.counters.eval == 3 * 8 * rows  # steps 0, 2 and 3
     result = tr.run()
@@ -257,17 +259,21 @@ def test_the_test_set_is_used_once_at_the_end_of_the_run_not_of_each_chunk() -> 
 
 @pytest.mark.parametrize("noise_free", [False, True])
 def test_resume_rebuilds_an_in_process_simulator_given_as_an_object(tmp_path: Path, noise_free: bool) -> None:
-    """A run on make_ring_reservoir(...) (no URL) resumes without being handed the device, bit-identically."""
+    """A run on open_sim_board(...) or reference_ring(...) resumes without being handed the device, bit-identically."""
     est = "backprop" if noise_free else "node"
     cfg = TrainConfig(estimator=est, steps=6, eval_every=2, checkpoint_every=2, val_size=8, seed=1)
-    full = Trainer(ring.make_ring_reservoir(seed=2, noise_free=noise_free, board="wide"), cfg).run()
+
+    def device() -> Any:
+        return reference_ring(seed=2, board="wide") if noise_free else open_sim_board(seed=2, board="wide")
+
+    full = Trainer(device(), cfg).run()
 
     def killer(rec: dict[str, Any]) -> None:
         if rec["step"] == 4:
             raise Kill
 
     with pytest.raises(Kill):
-        Trainer(ring.make_ring_reservoir(seed=2, noise_free=noise_free, board="wide"), cfg, out_dir=tmp_path,
+        Trainer(device(), cfg, out_dir=tmp_path,
                 on_eval=killer).run()
     resumed = Trainer.resume(tmp_path)
     assert resumed.step == 2 and resumed.reservoir.n_inputs == 16

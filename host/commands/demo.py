@@ -61,9 +61,9 @@ def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], No
 def reference_device(seed: int, shape: tuple[int, int] | None) -> Any:
     """The backprop reference's device: the noise-free model of the same ring (same seed; the default board,
     or a board of the given (k, m) shape), in process (it needs the exact vjp)."""
-    from pgt.sim.ring import make_ring_reservoir
+    from pgt.sim.reservoirs import reference_ring
 
-    return make_ring_reservoir(seed=seed, noise_free=True, channels=shape)
+    return reference_ring(seed=seed, channels=shape)
 
 
 def _config(estimator: str, args: argparse.Namespace) -> Any:

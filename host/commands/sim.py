@@ -110,6 +110,9 @@ def _board(args: argparse.Namespace) -> int:
 
     try:
         virtual_board.serve(seed=args.seed, level=args.model, announce=announce, fs=fs, uid=uid)
+    except virtual_board.FsInUse:
+        raise UserError(f"--fs {fs}: another virtual board is running on this filesystem (one board per "
+                        "filesystem): stop it, or give another --fs") from None
     except KeyboardInterrupt:
         _say("stopped (Ctrl-C)")
     return 0
