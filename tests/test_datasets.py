@@ -196,3 +196,26 @@ def test_a_data_run_resumes_from_its_file(tmp_path: Path) -> None:
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert recs[-1]["step"] == 6 and any(r["test_acc"] is not None for r in recs)
     assert main(["train", "--resume", str(run), "--data", str(tmp_path / "b.npz")]) == 1
+
+
+def test_sweep_plans_trials_on_your_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``pgt sweep --data``: every trial trains on the file (absolute path: trials run in their own
+    directories); regression data and bad files are refused in one line before Ray or any device."""
+    from pgt.cli import build_parser
+    from pgt.commands.sweep import plan
+
+    x, y = _blobs()
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    np.savez(tmp_path / "r.npz", x=x, y=x[:, 0] * 2.0)
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["sweep", "--data", "b.npz", "--seeds", "0-1", "--steps", "4"])
+    trials, _, _ = plan(args)
+    assert len(trials) == 2 and all(t.config.data == str(tmp_path / "b.npz") for t in trials)
+    assert trials[0].config.task == "b" and trials[0].config.model == "mlp"
+    for argv, reason in ((["--data", "r.npz"], "regression data (NMSE) is not swept"),
+                         (["--data", "b.npz", "--task", "digits"], "alternatives"),
+                         (["--data", "nope.csv"], "no such file")):
+        assert main(["sweep", *argv]) == 1
+        err = capsys.readouterr().err.strip()
+        assert reason in err and err.count("\n") == 0, err
