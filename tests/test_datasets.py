@@ -219,3 +219,15 @@ def test_sweep_plans_trials_on_your_data(tmp_path: Path, monkeypatch: pytest.Mon
         assert main(["sweep", *argv]) == 1
         err = capsys.readouterr().err.strip()
         assert reason in err and err.count("\n") == 0, err
+
+
+def test_demo_on_your_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x, y = _blobs()
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    np.savez(tmp_path / "bad.npz", x=x, y=y[:5])
+    assert main(["demo", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "d")]) == 1
+    assert "x has 120 samples but y has 5" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert main(["demo", "--data", str(tmp_path / "b.npz"), "--steps", "4", "--estimators", "surrogate", "--quiet",
+                 "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "b.npz" in out and "backprop" in out and "surrogate" in out and "%" in out
