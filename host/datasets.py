@@ -23,6 +23,7 @@ import csv
 import gzip
 import io
 import zipfile
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .tasks import Task
 
 Array = np.ndarray
 SCALINGS = ("global", "feature", "none")
@@ -40,6 +40,25 @@ LABEL_KEY = "_label"
 TEST, VAL = 0.2, 0.1
 """Fractions of all samples carved for test and validation when a file gives none."""
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass
+class Task:
+    """A train/validation/test split of inputs and targets, and its description ``info`` (see :mod:`pgt.tasks`)."""
+
+    name: str
+    x_train: Array
+    y_train: Array
+    x_val: Array
+    y_val: Array
+    x_test: Array
+    y_test: Array
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def from_arrays(x: Any, y: Any, **options: Any) -> Task:
+        """Your data as a task: checked, split and scaled (see :func:`from_arrays`)."""
+        return from_arrays(x, y, **options)
 
 
 # -- reading files ------------------------------------------------------------------------------------------

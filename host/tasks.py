@@ -22,35 +22,17 @@ window, not from the device. The two time series are split in time (first 70 % t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .datasets import Task, from_arrays
 from .errors import UserError
 
 Array = np.ndarray
-
-
-@dataclass
-class Task:
-    name: str
-    x_train: Array
-    y_train: Array
-    x_val: Array
-    y_val: Array
-    x_test: Array
-    y_test: Array
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @staticmethod
-    def from_arrays(x: Any, y: Any, **options: Any) -> Task:
-        """Your data as a task: checked, split and scaled (see :func:`pgt.datasets.from_arrays`)."""
-        from .datasets import from_arrays
-
-        return from_arrays(x, y, **options)
 
 
 def _split(name: str, x: Array, y: Array, info: dict[str, Any], seed: int = 0,
@@ -145,8 +127,6 @@ def windows(u: Array, target: Array, width: int) -> tuple[Array, Array]:
 
 def _series_task(name: str, x: Array, y: Array) -> Task:
     """A time-series regression task split in time: 70 % train, 10 % validation, 20 % test."""
-    from .datasets import from_arrays
-
     n = len(y)
     a, b = int(0.7 * n), int(0.8 * n)
     return from_arrays(x[:a], y[:a], name=name, loss="mse", x_val=x[a:b], y_val=y[a:b], x_test=x[b:],
