@@ -56,23 +56,34 @@ def _train(tmp_path: Path, data: str, *extra: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_each_format_trains(tmp_path: Path) -> None:
+def _format_files(tmp_path: Path, fmt: str) -> str:
     x, y = _blobs()
-    np.savez(tmp_path / "blobs.npz", x=x, y=y)
-    with open(tmp_path / "blobs.csv", "w") as f:
-        f.write("a,b,c,d,e,f,kind\n" + "".join(",".join(map(str, r)) + f",{c}\n" for r, c in zip(x, y)))
+    if fmt == "npz":
+        np.savez(tmp_path / "blobs.npz", x=x, y=y)
+        return str(tmp_path / "blobs.npz")
+    if fmt == "csv":
+        with open(tmp_path / "blobs.csv", "w") as f:
+            f.write("a,b,c,d,e,f,kind\n" + "".join(",".join(map(str, r)) + f",{c}\n" for r, c in zip(x, y)))
+        return str(tmp_path / "blobs.csv")
     images = np.random.default_rng(1).integers(0, 256, size=(60, 4, 5))
     labels = (images.reshape(60, -1).mean(axis=1) > 127).astype(np.uint8)
-    plain = f"{_idx(tmp_path / 'train-images-idx3-ubyte', images)},{_idx(tmp_path / 'train-labels-idx1-ubyte', labels)}"
-    gz = f"{_idx(tmp_path / 'i-idx3-ubyte.gz', images)},{_idx(tmp_path / 'l-idx1-ubyte.gz', labels)}"
-    for i, data in enumerate([str(tmp_path / "blobs.npz"), str(tmp_path / "blobs.csv"), plain, gz]):
-        recs = _train(tmp_path / str(i), data)
-        assert recs[-1]["test_acc"] is not None and 0.0 <= recs[-1]["test_acc"] <= 1.0
-    # regression from a CSV with float targets: NMSE and R² instead of accuracy
+    ext = ".gz" if fmt == "idx.gz" else ""
+    return f"{_idx(tmp_path / f'train-images-idx3-ubyte{ext}', images)}," \
+           f"{_idx(tmp_path / f'train-labels-idx1-ubyte{ext}', labels)}"
+
+
+@pytest.mark.parametrize("fmt", ["npz", "csv", "idx", "idx.gz"])
+def test_each_format_trains(tmp_path: Path, fmt: str) -> None:
+    recs = _train(tmp_path, _format_files(tmp_path, fmt))
+    assert recs[-1]["test_acc"] is not None and 0.0 <= recs[-1]["test_acc"] <= 1.0
+
+
+def test_float_targets_train_a_regression(tmp_path: Path) -> None:
+    x, _ = _blobs()
     t = x[:, 0] * x[:, 1] + 0.1
     with open(tmp_path / "reg.csv", "w") as f:
         f.write("target,a,b,c,d,e,f\n" + "".join(f"{v}," + ",".join(map(str, r)) + "\n" for v, r in zip(t, x)))
-    recs = _train(tmp_path / "reg", str(tmp_path / "reg.csv"), "--label", "target")
+    recs = _train(tmp_path, str(tmp_path / "reg.csv"), "--label", "target")
     assert recs[-1]["test_nmse"] > 0 and recs[-1]["test_r2"] == pytest.approx(1 - recs[-1]["test_nmse"])
     assert all(r["val_acc"] is None for r in recs)
 
