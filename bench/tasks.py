@@ -153,7 +153,7 @@ def digits_from_npz(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pgt-bench-tasks-") as tmp:
         path = os.path.join(tmp, "digits.npz")
         np.savez(path, x=images, y=labels)
-        for key, extra in (("builtin_test_acc", {"task": "digits"}), ("npz_test_acc", {"data": path})):
+        for key, extra in (("builtin_test_acc", {"task": "digits"}), ("npz_test_acc", {"task": "data", "data": path})):
             cfg = TrainConfig(steps=steps, eval_every=eval_every, **extra)
             out[key] = float(ring_run(cfg, f"digits ({key.split('_')[0]})").best_test_acc)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,3 +137,45 @@ def progress_line(rec: dict[str, Any]) -> str:
         f"(cal {rec['calibration_queries']:,}, train {rec['training_queries']:,}, eval {rec['eval_queries']:,})  "
         f"device {rec['device_seconds']:.1f} s" + (f"  link: {link}" if link else "")
     )
+
+
+PROGRESS_EVERY = 5.0
+"""Seconds between time-based progress lines (besides the line at every evaluation)."""
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class ProgressClock:
+    """When to say how far a run is: :meth:`tick` returns a line at most every ``every`` seconds, with the
+    elapsed time and the time left (seconds per step so far in this session, evaluations and checkpoints
+    included, times the steps left)."""
+
+    def __init__(self, every: float | None = None) -> None:
+        self.every = PROGRESS_EVERY if every is None else every
+        self.start(0, 0)
+
+    def start(self, target: int, step: int) -> None:
+        """A session begins (``run()``): it ends at step ``target``; steps are timed from :meth:`loop`."""
+        self.t0 = self.last = time.monotonic()
+        self.target, self.step0, self.t_loop = target, step, 0.0
+
+    def loop(self, step: int) -> None:
+        self.step0, self.t_loop = step, time.monotonic()
+
+    def tick(self, step: int, phase: str) -> str | None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return None
+        self.last = now
+        done = step - self.step0 if self.t_loop else 0
+        return eta_line(step, self.target, phase, now - self.t0, done, now - self.t_loop)
+
+
+def eta_line(step: int, target: int, phase: str, elapsed: float, steps_done: int, loop_seconds: float) -> str:
+    """``step 12/300 (training): 0:25 elapsed, about 9:40 left``."""
+    left = "estimating time left" if steps_done <= 0 else \
+        f"about {_clock(loop_seconds / steps_done * max(target - step, 0))} left"
+    return f"step {step}/{target} ({phase}): {_clock(elapsed)} elapsed, {left}"

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import check_field
 from .errors import UserError
 from .tasks import default_model
 from .trainer import TrainConfig, check_config
@@ -118,28 +119,9 @@ class SweepResult:
 
 # -- building the list of trials -----------------------------------------------------------------------
 
-_FIELDS = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-
-
 def _check_value(key: str, value: Any) -> Any:
-    """``value`` if it suits TrainConfig field ``key`` (ints accepted as floats), else UserError."""
-    if key not in _FIELDS:
-        raise UserError(f"unknown config field {key!r} (fields: {', '.join(_FIELDS)})")
-    kind = _FIELDS[key]
-    if value is None and "None" in kind:
-        return None
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "str": isinstance(value, str),
-        "dict": isinstance(value, dict),
-    }
-    for name, good in ok.items():
-        if kind.startswith(name):
-            if not good:
-                raise UserError(f"{key} must be {kind.replace(' | None', '')}, got {value!r}")
-            return float(value) if name == "float" else value
-    return value
+    """``value`` checked against TrainConfig field ``key``'s declaration (:data:`pgt.config.CONSTRAINTS`)."""
+    return check_field(key, value)
 
 
 def parse_seeds(text: str | Sequence[int] | int) -> list[int]:

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
-from .config import TrainConfig, check_config
+from . import run_dir as run_dirs
+from .config import TrainConfig, check_config, check_memory
 from .errors import DeviceError, PgtError, UserError
 from .estimators import ESTIMATORS, Estimator, make_estimator
 from .interrupts import TrainingInterrupted, deferred_interrupt
@@ -40,6 +41,7 @@ from .physical import PhysicalLayer
 from .progress import (
     LINK_KEYS,
     Counters,
+    ProgressClock,
     Result,
     better,
     crossing,
@@ -53,7 +55,9 @@ from .reservoir import Reservoir
 from .tasks import TASKS, Task
 
 Array = np.ndarray
-METRICS = "metrics.jsonl"
+METRICS = run_dirs.METRICS
+
+
 def resume_command(run_dir: Path | str) -> str:
     return f"pgt train --resume {shlex.quote(str(run_dir))}"
 
@@ -92,6 +96,8 @@ class Trainer:
         seeds = np.random.SeedSequence(cfg.seed).spawn(4)
         init_rng, self.batch_rng, est_rng, self.cal_rng = (np.random.default_rng(s) for s in seeds)
         self.physical = PhysicalLayer(reservoir, slots=cfg.model_options.get("slots"))
+        ph = self.physical
+        check_memory(cfg, self.task.info, ph.k, ph.m, where=f"on this {ph.k}-drive, {ph.m}-tap device")
         self.model: HybridModel = build_model(cfg.model, self.task.info, self.physical, init_rng,
                                               **cfg.model_options)
         self.estimator: Estimator = make_estimator(cfg.estimator, est_rng, **cfg.estimator_options)
@@ -122,13 +128,21 @@ class Trainer:
         """True while a training step is in progress (the one that will end at step ``_finishing``)."""
         self._finishing = 0
         self._link_seen = link_counters(reservoir)
+        self._evaluate_first = False
+        """Evaluate before the next step (set when a resumed run moved to another device)."""
+        self._note: dict[str, Any] = {}
+        """Fields for the next metrics record only."""
+        self.on_progress: Callable[[str], None] | None = None
+        """Called with a progress line (elapsed, time left) at least every PROGRESS_EVERY s of device work."""
+        self.clock = ProgressClock()
         self.run_dir = Path(out_dir) if out_dir is not None else None
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config_doc = {"config": dataclasses.asdict(cfg), "device": dict(getattr(reservoir, "info", {})),
-                          "model_params": self.model.n_params(), "task": self.task.info}
-            (self.run_dir / "config.json").write_text(json.dumps(config_doc, indent=2, default=str) + "\n")
-            (self.run_dir / METRICS).write_bytes(b"")
+            run_dirs.start(self.run_dir, self.config_doc())
+
+    def config_doc(self) -> dict[str, Any]:
+        """What ``config.json`` holds: the config, the device's description and the model's size."""
+        return {"config": dataclasses.asdict(self.config), "device": dict(getattr(self.reservoir, "info", {})),
+                "model_params": self.model.n_params(), "task": self.task.info}
 
     # -- accounting --------------------------------------------------------------------------------
     def _device_call(self, kind: str, fn: Callable[[], Any]) -> Any:
@@ -140,6 +154,9 @@ class Trainer:
         finally:
             setattr(self.counters, kind, getattr(self.counters, kind) + (self.reservoir.queries - q0))
             self.counters.device_seconds += float(self.reservoir.device_seconds) - t0
+            line = self.clock.tick(self.step, "training" if kind == "train" else kind)
+            if line is not None and self.on_progress is not None:
+                self.on_progress(line)
 
     def _check_link(self) -> None:
         """Book resends, reconnects and resets the link saw since the last look; say so on stderr."""
@@ -156,8 +173,9 @@ class Trainer:
         idx = rng.choice(len(self.task.y_train), size=self.config.batch_size, replace=False)
         return self.task.x_train[idx], self.task.y_train[idx]
 
-    def calibrate(self) -> None:
-        """Output normalisation (probe batch), repeat noise and perturbation size, starting LR."""
+    def measure_device(self) -> None:
+        """The device's part of calibration: output normalisation (probe batch), ADC averaging, the estimator's
+        repeat noise and perturbation size."""
         cfg = self.config
         _, u, y = self._device_call("calibration", lambda: self.physical.calibrate(self.cal_rng, cfg.probe))
         self.estimator.observe(u, y)
@@ -166,6 +184,11 @@ class Trainer:
         if self.estimator.name != "backprop":
             batch = self._batch(self.cal_rng)
             self._device_call("calibration", lambda: self.estimator.calibrate(self.model, batch))
+
+    def calibrate(self) -> None:
+        """:meth:`measure_device`, then the starting learning rate and the optimizer."""
+        cfg = self.config
+        self.measure_device()
         if self.lr is None:
             weights = np.concatenate([p.ravel() for p in self.model.params.values() if p.ndim > 1])
             lr_rel = cfg.lr_rel if cfg.lr_rel is not None else (
@@ -230,7 +253,8 @@ class Trainer:
             "best_step": self.best["step"],
             f"best_val_{self.metric}": self.best[f"val_{self.metric}"],
             **{k: c.link.get(k, 0) for k in LINK_KEYS},
-        } | self.estimator.diagnostics()
+        } | self.estimator.diagnostics() | self._note
+        self._note = {}
         self.history.append(rec)
         if self.run_dir is not None:
             with open(self.run_dir / METRICS, "ab") as f:
@@ -298,6 +322,7 @@ class Trainer:
         completed step too."""
         cfg = self.config
         target = cfg.steps if steps is None else steps
+        self.clock.start(target, self.step)
         with deferred_interrupt(lambda: f"step {self._finishing if self._stepping else self.step}") as stop:
             try:
                 if not self.calibrated:
@@ -307,8 +332,11 @@ class Trainer:
                         self.log(note)
                     self.evaluate()
                     self._save_if_dir()
-                elif self.history and self.history[-1]["step"] != self.step and self.step % cfg.eval_every == 0:
-                    self.evaluate()  # (a run stopped between a step and its evaluation)
+                elif self._evaluate_first or (self.history and self.history[-1]["step"] != self.step
+                                              and self.step % cfg.eval_every == 0):
+                    self.evaluate()  # (a run stopped between a step and its evaluation, or moved to a new device)
+                    self._evaluate_first = False
+                self.clock.loop(self.step)
                 while self.step < target:
                     if stop.requested:
                         raise KeyboardInterrupt
@@ -385,23 +413,40 @@ class Trainer:
                        "state": device() if callable(device) else None},
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state` on a trainer built from the same config (and the same device for its state)."""
+    def load_state(self, state: dict[str, Any], device_changed: bool = False) -> None:
+        """Restore :meth:`state` on a trainer built from the same config. ``device_changed``: the device is
+        not the one the state was measured on, so the readout calibration, the estimator and the device state
+        are not restored (:meth:`recalibrate` measures them anew)."""
         self.step, self.calibrated, self.lr = state["step"], state["calibrated"], state["lr"]
         checkpoint.set_rng_state(self.batch_rng, state["rngs"]["batch"])
         checkpoint.set_rng_state(self.cal_rng, state["rngs"]["cal"])
         self.counters = Counters(**state["counters"])
         self.history, self.best, self.tested_step = state["history"], state["best"], state["tested_step"]
         self._loss_sum, self._loss_n = state["loss"]
-        self.model.load_state(state["model"])
-        self.physical.load_state(state["physical"])
-        self.estimator.load_state(state["estimator"])
+        try:
+            self.model.load_state(state["model"])
+        except ValueError as exc:
+            raise UserError(f"{exc} (a different model or device shape)") from None
         self.opt_state = state["opt"]
         if self.calibrated:
             self._make_optimizer()
+        if device_changed:
+            return
+        self.physical.load_state(state["physical"])
+        self.estimator.load_state(state["estimator"])
         device_state = state["device"]["state"]
         if device_state is not None and _same_simulator(state["device"]["info"], getattr(self.reservoir, "info", {})):
             self.reservoir.load_state(device_state)  # type: ignore[attr-defined]
+
+    def recalibrate(self, note: str) -> None:
+        """On a new device: measure the readout and the estimator's calibration anew (calibration rows), keep
+        the model and optimizer, and restart the best-iterate choice from an evaluation before the next step
+        (its metrics record carries ``note`` as ``device_changed``)."""
+        self.measure_device()
+        self.best = {"step": -1, "val_acc": -1.0, "params": None}
+        self._evaluate_first = True
+        self._note = {"device_changed": note}
+        self.log(self.header())
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoint.json`` + ``checkpoint-<step>.npz`` atomically (:mod:`pgt.checkpoint`)."""
@@ -413,32 +458,27 @@ class Trainer:
     def resume(
         cls, run_dir: str | Path, reservoir: Reservoir | None = None,
         on_eval: Callable[[dict[str, Any]], None] | None = None, steps: int | None = None,
+        device_changed: bool = False, log: Callable[[str], None] | None = None,
     ) -> Trainer:
-        """Continue a run from its last checkpoint, optionally to ``steps`` in all. Without ``reservoir``
-        the recorded device URL is reopened (on the in-process simulator, with its checkpointed state)."""
+        """Continue a run from its last checkpoint (the previous one if the newest is damaged), optionally to
+        ``steps`` in all. Without ``reservoir`` the recorded device URL is reopened (on the in-process simulator,
+        with its checkpointed state). A device of another shape is refused; another board, uid or simulator
+        seed needs ``device_changed`` (see :mod:`pgt.resume`)."""
+        from . import resume as checks
+
         run_dir = Path(run_dir)
-        state = checkpoint.load(run_dir)
-        try:
-            config = TrainConfig(**state["config"])
-        except TypeError as exc:
-            raise UserError(f"the checkpoint in {run_dir} is from another pgt version: {exc}") from None
-        if steps is not None:
-            if steps < state["step"]:
-                raise UserError(f"--steps {steps} is before the checkpoint's step {state['step']}")
-            config.steps = steps
-            state["config"]["steps"] = steps
+        state, config = checks.load(run_dir, steps, log)
+        saved = state["device"]["info"]
         if reservoir is None:
-            reservoir = recorded_device(state["device"]["info"], config)
-        self = cls(reservoir, config, on_eval=on_eval)
-        self.load_state(state)
+            reservoir = recorded_device(saved, config)
+        note = checks.check_device(saved, dict(getattr(reservoir, "info", {}) or {}), device_changed)
+        self = cls(reservoir, config, on_eval=on_eval, log=log)
+        self.load_state(state, device_changed=note is not None)
         self.run_dir = run_dir
-        # The metrics file as it was at the checkpoint (lines written after it are dropped).
-        data = b"".join((json.dumps(rec) + "\n").encode() for rec in self.history)
-        checkpoint.atomic_write(run_dir / METRICS, data)
-        if steps is not None:
-            doc = json.loads((run_dir / "config.json").read_text())
-            doc["config"]["steps"] = steps
-            (run_dir / "config.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        checks.write_files(run_dir, self.history, self.config_doc(), note)
+        if note is not None and self.calibrated:
+            self.log(f"device changed ({note}): recalibrating on it")
+            self.recalibrate(note)
         return self
 
 
@@ -488,8 +528,9 @@ def fit(
         given = data
     elif data is not None:
         options["data"] = str(data)
-    cfg = TrainConfig(task=given.name if given else task, model=model or "mlp", estimator=estimator, steps=steps,
-                      seed=seed, **options)
+    if data is not None:
+        task = "data"
+    cfg = TrainConfig(task=task, model=model or "mlp", estimator=estimator, steps=steps, seed=seed, **options)
     task_data = given or check_config(cfg)
     if model is None:
         cfg.model = "mlp" if task_data.info["kind"] == "vector" else "transformer"

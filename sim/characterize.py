@@ -140,12 +140,24 @@ def _noise(reader: _Reader, out: Path, n: int = 2000) -> dict[str, float]:
     dev = v[:, tap] - v[:, tap].mean()
     fig = Figure(figsize=(5, 3.5), layout="constrained")
     ax = fig.subplots()
-    ax.hist(dev * 1e3, bins=50)
-    ax.set_xlabel(f"tap {tap} reading - mean (mV), {n} repeats of one drive, n_avg {reader.n_avg}")
+    levels = np.unique(dev)
+    step = float(np.min(np.diff(levels))) if len(levels) > 1 else reader.adc.lsb_V / reader.n_avg
+    ax.hist(dev * 1e3, bins=list(noise_bins(dev, step) * 1e3))
+    ax.set_xlabel(f"tap {tap} reading - mean (mV), {n} repeats of one drive, n_avg {reader.n_avg}; "
+                  f"bins: whole ADC steps of {step * 1e3:.3g} mV", fontsize=8)
     ax.set_ylabel("count")
     ax.set_title(f"noise: std {dev.std() * 1e3:.2f} mV at {v[:, tap].mean():.3f} V")
     fig.savefig(out / "noise.png", dpi=90)
     return {"noise_std_V": float(dev.std()), "noise_mean_V": float(v[:, tap].mean())}
+
+
+def noise_bins(values: np.ndarray, step: float, most: int = 50) -> np.ndarray:
+    """Histogram edges for readings on a grid of ``step`` (the ADC step of an averaged reading): each bin holds
+    the same whole number of grid values, edges halfway between them (no picket fence)."""
+    lo, hi = float(values.min()), float(values.max())
+    per_bin = max(1, int(np.ceil((hi - lo) / step / most + 1e-9)))
+    count = int(np.floor((hi - lo) / step / per_bin + 1e-9)) + 1
+    return lo - step / 2 + per_bin * step * np.arange(count + 1)
 
 
 def _drift(reader: _Reader, out: Path, minutes: float = 10.0, reads: int = 20, every_s: float = 5.0
@@ -164,9 +176,11 @@ def _drift(reader: _Reader, out: Path, minutes: float = 10.0, reads: int = 20, e
     m = np.asarray(means)
     active = m[0] > ring.params.v_offset + 0.05
     rel = m[:, active] / m[0, active] - 1.0 if active.any() else np.zeros((len(t), 1))
+    names = [f"tap {i} ({m[0, i]:.3g} V at start)" for i in np.flatnonzero(active)] or ["no active tap"]
     fig = Figure(figsize=(5, 3.5), layout="constrained")
     ax = fig.subplots()
-    ax.plot(t, 100.0 * rel, lw=0.7)
+    ax.plot(t, 100.0 * rel, lw=0.7, label=names)
+    ax.legend(fontsize=7, title="output", title_fontsize=7)
     ax.set_xlabel("simulated device time (min)")
     ax.set_ylabel("output change (%), active taps")
     ax.set_title("drift at a fixed drive")

@@ -60,3 +60,20 @@ def test_every_panel_has_labelled_axes(tmp_path: Path, monkeypatch: pytest.Monke
                 assert ax.get_ylabel(), (name, ax.get_title())
     transfer = dict(saved)["transfer.png"]
     assert [t.get_text() for t in transfer.legends[0].get_texts()] == [f"tap {j}" for j in range(32)]
+    drift = dict(saved)["drift.png"].axes[0]  # every drift curve named by its tap
+    names = [t.get_text() for t in drift.get_legend().get_texts()]
+    assert len(names) == len(drift.get_lines()) and all(n.startswith("tap ") for n in names)
+    noise = dict(saved)["noise.png"].axes[0]  # bins: whole ADC steps (no picket fence)
+    widths = np.array([p.get_width() for p in noise.patches])
+    assert np.allclose(widths, widths[0]) and "whole ADC steps" in noise.get_xlabel()
+
+
+def test_noise_bins_hold_the_same_number_of_reading_levels() -> None:
+    from pgt.sim.characterize import noise_bins
+
+    step = 0.25e-3
+    values = np.round(np.random.default_rng(0).normal(0, 5, 2000)) * step
+    edges = noise_bins(values, step)
+    assert edges[0] < values.min() and edges[-1] > values.max() and len(edges) <= 51
+    levels = np.arange(values.min(), values.max() + step / 2, step)
+    assert len(set(np.histogram(levels, edges)[0][:-1])) == 1  # every full bin: the same count of levels

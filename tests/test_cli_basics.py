@@ -77,7 +77,7 @@ def test_plotting_never_touches_pyplot_or_the_backend(tmp_path: object) -> None:
 @pytest.mark.parametrize("argv, says", [
     (["--seed", "-1"], "--seed must be"),
     (["--steps", "-1"], "--steps must be"),
-    (["--out", "/proc/nope"], "cannot create the run directory"),
+    (["--out", "/proc/nope"], "--out /proc/nope: cannot write there"),
     (["--device", "/nonexistent-port"], "no such port"),
     (["--device", "sim://?bogus=1"], "unknown simulator option"),
     (["--estimators", "foo"], "--estimators takes"),

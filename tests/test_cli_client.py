@@ -105,7 +105,7 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     (["reset", "{tmp}/ttyACM9"], "no such port: "),
     (["sim", "--max-frame", "10"], "--max-frame must be at least 1024, got 10"),
     (["info", SIM, "--out", "x"], "unrecognized arguments: --out x (see `pgt info --help`)"),
-    (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot create the directory (No such file"),
+    (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot write there (No such file"),
     (["probe", SIM], "the following arguments are required: --out (see `pgt probe --help`)"),
 ])
 def test_device_options_are_checked_before_the_device(argv: list[str], reason: str, tmp_path: Path,
@@ -128,13 +128,14 @@ def test_probe_writes_a_csv_and_plots(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "swept 16 channels x 5 points = 80 vectors" in captured.out
     with open(out / "transfer_curves.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0][:3] == ["channel", "drive_mA", "v0"] and len(rows[0]) == 2 + 32 and len(rows) == 1 + 80
+    assert rows[0][:3] == ["channel", "drive_mA", "v0"] and len(rows[0]) == 2 + 32 + 16 and len(rows) == 1 + 80
+    assert rows[0][34:36] == ["ch0_mA", "ch1_mA"] and float(rows[1][35]) == 50.0  # ch1 held at mid-range
     assert [float(r[1]) for r in rows[1:6]] == [0.0, 25.0, 50.0, 75.0, 100.0] and rows[6][0] == "1"
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) == 17 and pngs[0] == "transfer_ch00.png" and "transfer_curves.png" in pngs
     assert (out / "transfer_curves.png").read_bytes()[:4] == b"\x89PNG"
     # the readings' true range, per output channel, as the CSV holds them
-    values = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    values = np.array([[float(v) for v in r[2:34]] for r in rows[1:]])
     said = {line.split(":")[0].strip(): line.split(":")[1].split("V")[0].strip()
             for line in captured.out.splitlines() if line.startswith("  v")}
     assert said == {f"v{i}": f"{values[:, i].min():.4g}..{values[:, i].max():.4g}" for i in range(32)}

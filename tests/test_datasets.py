@@ -223,7 +223,7 @@ def test_sweep_plans_trials_on_your_data(tmp_path: Path, monkeypatch: pytest.Mon
     args = build_parser().parse_args(["sweep", "--data", "b.npz", "--seeds", "0-1", "--steps", "4"])
     trials, _, _ = plan(args)
     assert len(trials) == 2 and all(t.config.data == str(tmp_path / "b.npz") for t in trials)
-    assert trials[0].config.task == "b" and trials[0].config.model == "mlp"
+    assert trials[0].config.task == "data" and trials[0].config.model == "mlp"
     for argv, reason in ((["--data", "r.npz"], "regression data (NMSE) is not swept"),
                          (["--data", "b.npz", "--task", "digits"], "alternatives"),
                          (["--data", "nope.csv"], "no such file")):

@@ -259,7 +259,9 @@ def test_a_run_prints_one_header_before_the_first_step() -> None:
 def test_pgt_train_takes_slots(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from pgt.cli import main
 
-    assert main(["train", "--slots", "0", "--steps", "1", "--out", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error, from the slots declaration
+        main(["train", "--slots", "0", "--steps", "1", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--slots" in err and not list(tmp_path.iterdir())
     assert main(["train", "--slots", "3", "--steps", "1", "--eval-every", "1", "--out", str(tmp_path)]) == 0

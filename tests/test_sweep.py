@@ -136,8 +136,8 @@ def test_ctrl_c_stops_the_sweep_cleanly_and_it_resumes(local_ray, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--estimator", "foo"], "unknown estimator 'foo'"),
-    (["--set", "lr_rel=a,b"], "lr_rel must be float"),
+    (["--estimator", "foo"], "estimator must be one of backprop, node, surrogate, param, got 'foo'"),
+    (["--set", "lr_rel=a,b"], "lr_rel must be a finite number > 0 or null"),
     (["--set", "nope=1"], "unknown config field 'nope'"),
     (["--seeds", "3-x"], "seeds are like 0-7"),
     (["--rig", "a"], "--rig takes NAME=URL"),

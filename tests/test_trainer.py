@@ -121,7 +121,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path: Path, estimator: str) -> N
 def test_resume_extends_a_finished_run(tmp_path: Path) -> None:
     cfg = TrainConfig(steps=20, eval_every=10, val_size=16)
     Trainer(default_device("surrogate", 0), cfg, out_dir=tmp_path).run()
-    with pytest.raises(UserError, match="before the checkpoint"):
+    with pytest.raises(UserError, match="already at step 20"):
         Trainer.resume(tmp_path, steps=10)
     result = Trainer.resume(tmp_path, steps=30).run()
     assert [r["step"] for r in result.history if r["val_acc"] is not None] == [0, 10, 20, 30]
@@ -198,7 +198,7 @@ def test_bad_readings_and_bad_input_raise_clear_errors(tmp_path: Path) -> None:
         Trainer(stuck, TrainConfig(steps=1)).run()
     with pytest.raises(DeviceError, match="3.3 V rail"):
         Trainer(RailedDevice(k=16, m=32), TrainConfig(steps=1)).run()
-    with pytest.raises(UserError, match="unknown task"):
+    with pytest.raises(UserError, match="task must be one of digits"):
         Trainer(ToyReservoir(), TrainConfig(task="mnist"))
     with pytest.raises(UserError, match="sequence task"):
         Trainer(ToyReservoir(), TrainConfig(task="digits-seq", model="mlp"))

@@ -78,18 +78,19 @@ def _config(estimator: str, args: argparse.Namespace) -> Any:
         from pgt.datasets import load_data
 
         model = "mlp" if load_data(args.data, args.label).info["kind"] == "vector" else "transformer"
-    return TrainConfig(task="digits", model=model, estimator=estimator, steps=args.steps, eval_every=20,
-                       seed=args.seed, checkpoint_every=max(args.steps, 1), data=args.data, label=args.label)
+    return TrainConfig(task="digits" if args.data is None else "data", model=model, estimator=estimator,
+                       steps=args.steps, eval_every=20, seed=args.seed, checkpoint_every=max(args.steps, 1),
+                       data=args.data, label=args.label)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
     import time
-    from pathlib import Path
 
     from pgt.errors import UserError
     from pgt.estimators import ESTIMATORS
     from pgt.plots import accuracy_vs_queries
+    from pgt.run_dir import check_out, new_run_dir
     from pgt.trainer import Result, Trainer, check_config
 
     names = [e for e in args.estimators.split(",") if e]
@@ -106,11 +107,7 @@ def run(args: argparse.Namespace) -> int:
         from pgt.link import check_device_url
 
         check_device_url(args.device)
-    out = Path(args.out) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        out.mkdir(parents=True)
-    except OSError as exc:
-        raise UserError(f"--out {args.out}: cannot create the run directory ({exc.strerror or exc})") from None
+    out = new_run_dir(check_out(args.out), "demo")  # a new directory per demo, never shared
     results: dict[str, tuple[Result, float, str]] = {}
     shape: tuple[int, int, int] | None = None  # k, m, slots of the PGT device
     for est in [*names, "backprop"]:
@@ -149,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{est:<10} {where:<17} {100 * (r.best_test_acc or 0.0):7.1f}% {diff:+6.1f}  {r.queries:>11,} "
               f"{r.training_queries:>13,} {r.eval_queries:>13,} {r.device_seconds:>9.1f} {wall:>7.1f}")
     png = accuracy_vs_queries({e: r.history for e, (r, _, _) in results.items()}, out / "accuracy.png",
-                              title="digits: accuracy vs device queries")
+                              title="digits: accuracy vs device queries", val_size=len(trainer.val_idx),
+                              chance=1.0 / trainer.task.info["n_classes"])
     if names:
         best = max(names, key=lambda e: results[e][0].best_test_acc or 0.0)
         diff = 100 * ((results[best][0].best_test_acc or 0.0) - (ref.best_test_acc or 0.0))

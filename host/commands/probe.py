@@ -1,5 +1,6 @@
-"""``pgt probe URL --out DIR``: sweep each drive channel across its safe range (the others at mid-range) and
-write transfer curves: a CSV of every reading and PNG plots (one per channel and an overview)."""
+"""``pgt probe URL --out DIR``: sweep each drive channel across its safe range (the others held at mid-range,
+the values stated on the plots and recorded in the CSV) and write transfer curves: a CSV of every reading and
+PNG plots (one per channel and an overview). ``--out`` is checked before the device is opened."""
 
 from __future__ import annotations
 
@@ -36,11 +37,30 @@ def sweep(low: Any, high: Any, points: int) -> tuple[Any, Any]:
 
 
 def write_csv(path: Path, drive: Any, channel: Any, volts: Any) -> None:
-    lines = ["channel,drive_mA," + ",".join(f"v{i}" for i in range(volts.shape[1]))]
+    """Columns: the swept channel, its drive (mA), the readings v0.. (V), then every channel's drive in the row
+    (ch0_mA..: the swept one and the values the others were held at)."""
+    k = drive.shape[1]
+    lines = ["channel,drive_mA," + ",".join(f"v{i}" for i in range(volts.shape[1])) + "," +
+             ",".join(f"ch{i}_mA" for i in range(k))]
     for row in range(len(drive)):
         j = int(channel[row])
-        lines.append(f"{j},{drive[row, j]:.6g}," + ",".join(f"{v:.6g}" for v in volts[row]))
+        lines.append(f"{j},{drive[row, j]:.6g}," + ",".join(f"{v:.6g}" for v in volts[row]) + "," +
+                     ",".join(f"{d:.6g}" for d in drive[row]))
     path.write_text("\n".join(lines) + "\n")
+
+
+def held_text(drive: Any, channel: Any, j: int | None = None) -> str:
+    """What the channels not swept were held at: "other channels held at 25 mA (mid-range)", or per channel."""
+    k = drive.shape[1]
+    mids = [float(drive[int((channel == (i + 1) % k).argmax()), i]) for i in range(k)]  # i, while another sweeps
+    others = [i for i in range(k) if i != j]
+    if not others:
+        return "no other channels"
+    values = {round(mids[i], 6) for i in others}
+    if len(values) == 1:
+        return f"other channels held at {mids[others[0]]:.4g} mA (mid-range)"
+    return "other channels held at mid-range: " + ", ".join(f"ch{i} {mids[i]:.4g} mA" for i in others[:8]) + (
+        ", ..." if len(others) > 8 else "")
 
 
 def plot(out: Path, drive: Any, channel: Any, volts: Any, title: str) -> list[Path]:
@@ -73,7 +93,7 @@ def plot(out: Path, drive: Any, channel: Any, volts: Any, title: str) -> list[Pa
         axes[j // cols][j % cols].axis("off")
     fig.legend(*axes[0][0].get_legend_handles_labels(), title="output", loc="outside right upper", ncol=ncol,
                fontsize=7)
-    fig.suptitle(f"{title} (other drive channels at mid-range)", fontsize=10)
+    fig.suptitle(f"{title} ({held_text(drive, channel)})", fontsize=10)
     fig.set_layout_engine("constrained")
     path = out / "transfer_curves.png"
     fig.savefig(path, dpi=90)
@@ -89,7 +109,7 @@ def plot(out: Path, drive: Any, channel: Any, volts: Any, title: str) -> list[Pa
         for line, column in zip(lines, volts[sel].T):
             line.set_data(drive[sel, j], column)
         ax.set_xlim(float(drive[sel, j].min()), float(drive[sel, j].max()) + 1e-9)
-        ax.set_xlabel(f"drive channel {j} (mA), other channels at mid-range")
+        ax.set_xlabel(f"drive channel {j} (mA); {held_text(drive, channel, j)}")
         ax.set_title(f"{title}: channel {j}", fontsize=10)
         path = out / f"transfer_ch{j:02d}.png"
         fig.savefig(path, dpi=80)
@@ -110,14 +130,12 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from pgt.errors import UserError
+    from pgt.run_dir import check_out
 
     if not 2 <= args.points <= MAX_POINTS:
         raise UserError(f"--points must be from 2 to {MAX_POINTS}, got {args.points}")
     check_device_args(args)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {args.out}: cannot create the directory ({exc.strerror or exc})") from None
+    check_out(args.out)  # before the device sweep, not after it
     with open_client(args) as client:
         info = client.info
         drive, channel = sweep(client.drive_low, client.drive_high, args.points)

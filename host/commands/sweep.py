@@ -154,7 +154,7 @@ def _own_data(base: dict[str, Any]) -> None:
     if task.info["loss"] == "mse":
         raise UserError("pgt sweep selects and reports by accuracy: regression data (NMSE) is not swept; train "
                         "each setting with pgt train --data")
-    base["task"] = Path(base["data"].split(",")[0]).name.split(".")[0] or "data"
+    base["task"] = "data"
     base.setdefault("model", "mlp" if task.info["kind"] == "vector" else "transformer")
 
 
