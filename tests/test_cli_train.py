@@ -48,7 +48,7 @@ def test_train_writes_metrics_checkpoint_and_plot(tmp_path: Path, capsys: pytest
 
 def test_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _one_line_error(capsys, ["train", "--task", "mnist", "--out", str(tmp_path)],
-                    "--task: must be one of digits, digits-seq, majority, got 'mnist'")
+                    "--task: must be one of digits, digits-seq, majority, narma10, mackey_glass, data, got 'mnist'")
     _one_line_error(capsys, ["train", "--estimator", "magic", "--out", str(tmp_path)],
                     "--estimator: must be one of backprop")
     _one_line_error(capsys, ["train", "--model", "cnn", "--out", str(tmp_path)],
