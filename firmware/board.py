@@ -29,7 +29,10 @@ Keys (all boards):
   poll_ms          how often the idle loop wakes to feed the watchdog and check host silence
   frame_timeout_ms a frame whose bytes stop arriving for this long is dropped; a line quiet this long
                    puts the reader back in sync (Ctrl-C honoured again after a dropped frame)
+  settle_us        starting settle time (0: the firmware's 1000 us; ``pgt selftest --write`` stores it)
   settle_min_us    lower bound on the settle time between setting the drive and sampling
+  loopback_pin     ADC pin wired to drive 0's filter output (-1: none), read by ``status``
+  filter_tau_us, filter_order, write_us, read_us   drive filter, call costs (read by the simulator only)
 Keys (rp2, dac "pwm"):      pwm_freq (Hz)
 Keys (dac "mcp4922"):      spi_id, spi_baud, sck_pin, mosi_pin, cs_pin, ldac_pin (-1: tied low)
 Keys (adc "mcp3208"):      adc_spi_id, adc_spi_baud, adc_sck_pin, adc_mosi_pin, adc_miso_pin, adc_cs_pin
@@ -43,6 +46,7 @@ Runs on MicroPython (and CPython, for the tests and ``pgt flash --dry-run``).
 import json
 import sys
 
+from . import timing
 from .board_check import check, check_value
 
 CONFIG_FILE = "board.json"
@@ -53,7 +57,9 @@ COMMON = {
     "wdt_ms": 8000,
     "poll_ms": 200,
     "frame_timeout_ms": 1000,
+    "settle_us": 0,
     "settle_min_us": 0,
+    "loopback_pin": -1,
     "adc_V_offset": 0.0,
     "dac_mA_offset": 0.0,
     "adc": "builtin",
@@ -122,7 +128,7 @@ SAFE_FRACTION_DEFAULT = 0.5
 
 def keys():
     """Every key a board.json may hold (hosts refuse others: a misspelt key would be ignored silently)."""
-    out = set(COMMON) | set(MCP3208) | set(("board", "name", "zero_code", "limit_lo", "limit_hi"))
+    out = set(COMMON) | set(MCP3208) | set(timing.BOARD) | set(("board", "name", "zero_code", "limit_lo", "limit_hi"))
     for kind in DEFAULTS:
         out |= set(DEFAULTS[kind])
     return out
@@ -170,7 +176,8 @@ def resolve(given, platform=None):
                          % (kind, ", ".join(sorted(DEFAULTS)), CONFIG_FILE))
     cfg = {}  # type: dict
     ext_adc = MCP3208 if given.get("adc") == "mcp3208" else {}
-    for src in (COMMON, DEFAULTS[kind], ext_adc, given):
+    for src in (COMMON, DEFAULTS[kind], ext_adc, timing.defaults(given.get("dac") or DEFAULTS[kind]["dac"],
+                                                                 given.get("adc")), given):
         for key in src:
             cfg[key] = src[key]
     cfg["board"] = kind

@@ -11,7 +11,8 @@ RP2040_WDT_MAX_MS = 8388
 MAX_CHANNELS = 256
 MAX_NAME = 64  # the name travels in every hello reply
 TEXT = ("board", "name", "dac", "adc", "adc_atten")
-NUMBERS = ("dac_mA_per_code", "dac_mA_offset", "adc_V_per_code", "adc_V_offset", "adc_enob")
+NUMBERS = ("dac_mA_per_code", "dac_mA_offset", "adc_V_per_code", "adc_V_offset", "adc_enob", "filter_tau_us",
+           "write_us", "read_us")
 CODES = ("zero_code", "limit_lo", "limit_hi")
 LISTS = ("drive_pins", "adc_pins") + CODES  # lists of integers; every other key holds an integer
 ATTEN = ("0db", "2.5db", "6db", "11db")
@@ -107,7 +108,12 @@ def check(cfg):
         raise ValueError("need adc_bits 1..16 and adc_enob in 0..adc_bits")
     if cfg["board"] == "rp2" and cfg["wdt_ms"] > RP2040_WDT_MAX_MS:
         raise ValueError("wdt_ms above the RP2040's maximum of %d" % RP2040_WDT_MAX_MS)
-    _at_least(cfg, 0, "wdt_ms", "settle_min_us")
+    _at_least(cfg, 0, "wdt_ms", "settle_us", "settle_min_us", "write_us", "read_us")
+    _at_least(cfg, -1, "loopback_pin")
+    if not 0 < cfg["filter_tau_us"] <= 1e6 or cfg["filter_order"] not in (1, 2):
+        raise ValueError("need filter_tau_us in 0..1000000 (above 0) and filter_order 1 or 2")
+    if cfg["settle_us"] > 1000000 or 0 < cfg["settle_us"] < cfg["settle_min_us"]:
+        raise ValueError("settle_us must be 0 (the default) or settle_min_us..1000000")
     _at_least(cfg, 1, "poll_ms", "max_batch", "pwm_freq", "spi_baud", "adc_spi_baud")
     if cfg["frame_timeout_ms"] < cfg["poll_ms"]:
         raise ValueError("need frame_timeout_ms >= poll_ms")

@@ -40,7 +40,7 @@ class Core:
         per_vector = 2 * max(self.k, self.m)
         self.max_batch = min(self.info["max_batch"], (max_frame - REPLY_OVERHEAD) // per_vector)
         self.files = files or {}
-        self.settle_us = DEFAULT_SETTLE_US
+        self.settle_us = self.info.get("settle_us") or DEFAULT_SETTLE_US  # the board config's, if it sets one
         self.n_avg = DEFAULT_N_AVG
         self.timeout_ms = DEFAULT_TIMEOUT_MS
         self.started_ms = clock()

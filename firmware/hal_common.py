@@ -50,6 +50,13 @@ class BoardHAL(HAL):
             self._setup_adcs()
         self._reads = [adc.read_u16 for adc in self.adcs]
         self.uid = _uid()
+        self.loopback = None  # type: ignore[assignment]
+        pin = cfg["loopback_pin"]
+        if pin >= 0:  # a spare ADC input wired to drive channel 0's filter output (pgt selftest)
+            if cfg["adc"] == "mcp3208":
+                self.loopback = MCP3208(cfg).channels([pin])[0].read_u16
+            else:
+                self.loopback = machine.ADC(machine.Pin(pin)).read_u16
 
     # -- subclass hooks -------------------------------------------------------------------------------------
 
@@ -71,7 +78,7 @@ class BoardHAL(HAL):
                 "dac_mA_per_code": cfg["dac_mA_per_code"], "dac_mA_offset": cfg["dac_mA_offset"],
                 "adc_V_per_code": cfg["adc_V_per_code"], "adc_V_offset": cfg["adc_V_offset"],
                 "limit_lo": list(cfg["limit_lo"]), "limit_hi": list(cfg["limit_hi"]),
-                "max_batch": self.max_batch}
+                "max_batch": self.max_batch, "settle_us": cfg["settle_us"], "settle_min_us": self.settle_min_us}
 
     def zero(self):
         for j in range(self.k):

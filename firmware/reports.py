@@ -56,6 +56,8 @@ def hello(core):
     out["max_frame"] = core.max_frame
     out["frame_timeout_ms"] = core.frame_timeout_ms
     out["poll_ms"] = core.poll_ms
+    out["settle_board_us"] = core.info.get("settle_us", 0)  # board.json's settle time (0: none)
+    out["settle_min_us"] = core.info.get("settle_min_us", 0)
     return out
 
 
@@ -64,4 +66,7 @@ def status(core):
     out = {"uptime_ms": core.clock() - core.started_ms, "driving": core.driving, "link": core.link}
     for name in core.counts:
         out[name] = core.counts[name]
+    loop = getattr(core.hal, "loopback", None)  # drive channel 0's filter output, where a wire brings it back
+    if loop is not None:
+        out["loopback"] = loop()
     return out

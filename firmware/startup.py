@@ -15,6 +15,9 @@ import sys
 
 from pgt.firmware.serve import serve
 
+TREE = "pgt"  # the firmware tree this module runs from (/main.py sets it: "pgt_prev/pgt" after a fallback)
+STOP_CONFIG = "config"  # what main() returns when the board config is refused
+
 
 def _ready(ms):
     return True
@@ -41,7 +44,8 @@ def stream_io(stdin, stdout):
 
 
 def file_hashes(root="pgt", extra=("main.py", "board.json")):
-    """sha256 (hex) of every file below ``root`` and of ``extra``: reported by hello."""
+    """sha256 (hex) of every file below ``root`` and of ``extra``: reported by hello. A file that cannot be
+    read is left out; the walk goes on."""
     import binascii
     import hashlib
     import os
@@ -63,17 +67,21 @@ def file_hashes(root="pgt", extra=("main.py", "board.json")):
         out[path] = binascii.hexlify(h.digest()).decode()
 
     def walk(d):
-        for name in os.listdir(d):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return
+        for name in names:
             p = d + "/" + name
-            if os.stat(p)[0] & 0x4000:
-                walk(p)
-            else:
-                add(p)
+            try:  # one unreadable entry must not end the walk (hello would report a partial file set)
+                if os.stat(p)[0] & 0x4000:
+                    walk(p)
+                else:
+                    add(p)
+            except OSError:
+                pass
 
-    try:
-        walk(root)
-    except OSError:
-        pass
+    walk(root)
     for p in extra:
         try:
             add(p)
@@ -149,7 +157,9 @@ def _timer(machine, cfg):
 
 
 def main(config_path="board.json", stdin=None, stdout=None, clock=None):
-    """Boot: load the config, zero the drive, start the watchdog, serve until exit/escape; return why.
+    """Boot: load the config, zero the drive, start the watchdog, serve until exit/escape; return why. A config
+    that cannot be right (or pins the HAL refuses) prints one line and returns ``STOP_CONFIG``: the board stays at
+    its REPL, nothing driven, and no boot loop.
     (``stdin``, ``stdout`` and ``clock`` — milliseconds — are for tests; the board uses its own.)"""
     import machine
     import micropython
@@ -157,11 +167,16 @@ def main(config_path="board.json", stdin=None, stdout=None, clock=None):
     from pgt.firmware import board
     from pgt.firmware.core import Core
 
-    cfg = board.load(config_path)
-    hal = make_hal(cfg)  # outputs at zero from here on
+    try:
+        cfg = board.load(config_path)
+        hal = make_hal(cfg)  # outputs at zero from here on
+    except (ValueError, KeyError, TypeError, OSError) as e:  # a config the firmware refuses: the REPL, one line
+        print("pgt: %s: %s (fix it and reflash; docs/hardware.md)" % (config_path, e))
+        return STOP_CONFIG
     if clock is None:
         clock = _ms_clock()
-    core = Core(hal, clock, cfg["max_frame"], file_hashes(), cfg["poll_ms"], cfg["frame_timeout_ms"])
+    core = Core(hal, clock, cfg["max_frame"], file_hashes(TREE, ("main.py", config_path)), cfg["poll_ms"],
+                cfg["frame_timeout_ms"])
     wdt = None
     feed = None
     if cfg["wdt_ms"] > 0:

@@ -115,6 +115,7 @@ CONSTRAINTS: dict[str, Field] = {
     "checkpoint_every": Field("int", 1, 10_000_000),
     "seed": Field("int", 0, 2**32 - 1),
     "probe": Field("int", 2, 65_536),
+    "settle_us": Field("int", 0, 1_000_000, optional=True, none_text="the board's"),
     "model_options": Field("dict"),
     "estimator_options": Field("dict"),
     "data": Field("str", optional=True, none_text="the built-in task"),
@@ -158,6 +159,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     probe: int = 256
+    settle_us: int | None = None
+    """None: the board's settle time (its board.json's, e.g. measured by ``pgt selftest --write``, else the
+    firmware's default); refused below the board's ``settle_min_us`` when the device opens."""
     model_options: dict[str, Any] = field(default_factory=dict)
     estimator_options: dict[str, Any] = field(default_factory=dict)
     # -- your own data (pgt.datasets): with ``task="data"`` --

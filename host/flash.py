@@ -7,9 +7,11 @@ Steps (``plan`` builds them; ``--dry-run`` prints them):
    cannot be told);
 1. stage the on-device tree (``pgt.device_files.lay_out_board``: ``pgt/…``, ``/main.py``, ``/board.json``) in
    a temporary directory, optionally precompiling ``pgt/**.py`` to ``.mpy`` with ``mpy-cross``;
-2. ``mpremote connect PORT resume fs rm -r :pgt`` (old files, possibly of the other format), then
-   ``… resume fs cp -r pgt main.py board.json :``. ``mpremote`` breaks into a running firmware with Ctrl-C (the
-   serve loop returns to the REPL on it); ``resume`` skips mpremote's soft reset, so the timer that feeds the
+2. the safe copy and switch of ``pgt.flash_stage``: ``mpremote connect PORT resume exec PREP + fs cp -r -f
+   STAGE/pgt_stage :`` (into the board's staging folder), then ``… resume exec SWITCH``, which verifies the staged
+   files' hashes on the board and switches trees by renames (the previous tree stays in ``/pgt_prev``; the
+   bootstrap ``/main.py`` falls back to it). ``mpremote`` breaks into a running firmware with Ctrl-C (the serve
+   loop returns to the REPL on it); ``resume`` skips mpremote's soft reset, so the timer that feeds the
    firmware's hardware watchdog while at the REPL keeps running during the copy;
 3. soft-reset from the friendly REPL (Ctrl-B, Ctrl-D), which runs ``/main.py``;
 4. handshake with ``RingClient.open(PORT)`` and compare the file hashes the board reports with the staged ones.
@@ -29,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgt.device_files import CONFIG, ENTRY, lay_out_board
+from pgt import flash_stage
+from pgt.device_files import ENTRY, lay_out_board
 from pgt.errors import DeviceError, UserError
 
 BOARDS = ("rp2", "esp32")
@@ -133,16 +136,15 @@ def plan(port: str, board: str | None = None, config_file: Path | None = None, m
     """Stage the files and list the mpremote commands (nothing touches the board)."""
     cfg = board_config(board, config_file)
     stage = Path(tempfile.mkdtemp(prefix="pgt-flash-")) if stage is None else stage
-    written = lay_out_board(stage, cfg)
-    files = {p.relative_to(stage).as_posix(): p for p in written}
+    tree = stage / flash_stage.STAGE  # copied as the board's staging folder (pgt.flash_stage)
+    written = lay_out_board(tree, cfg)
+    files = {p.relative_to(tree).as_posix(): p for p in written}
     if mpy:
-        files = compile_mpy(stage, files)
+        files = compile_mpy(tree, files)
     base = mpremote_exe() + ["connect", port, "resume"]
-    commands = [
-        base + ["fs", "rm", "-r", ":pgt"],
-        base + ["fs", "cp", "-r", str(stage / "pgt"), str(stage / ENTRY), str(stage / CONFIG), ":"],
-    ]
-    return Plan(port, stage, cfg, files, commands)
+    p = Plan(port, stage, cfg, files)
+    p.commands = flash_stage.commands(base, stage, p.hashes())
+    return p
 
 
 def check_port(port: str) -> None:
@@ -295,6 +297,9 @@ def verify(p: Plan, timeout: float = 15.0) -> dict[str, Any]:
     else:
         raise DeviceError(f"{p.port}: the flashed firmware did not answer: {last}")
     reported = info.get("files", {})
+    if flash_stage.running_tree(reported) != "pgt":
+        raise DeviceError(f"{p.port}: the board runs the previous firmware (/{flash_stage.PREV}): the new tree in /pgt "
+                          "did not import (`mpremote connect PORT repl` and Ctrl-D shows why)")
     expected = p.hashes()
     wrong = sorted(rel for rel in expected if reported.get(rel) != expected[rel])
     if wrong:
@@ -304,14 +309,17 @@ def verify(p: Plan, timeout: float = 15.0) -> dict[str, Any]:
 
 def flash(p: Plan, say: Callable[[str], None] = print, timeout: float = 120.0) -> dict[str, Any]:
     """Copy, soft-reset, verify (after :func:`check_board`). Returns the hello info of the flashed board."""
-    say(f"copying {len(p.files)} files to {p.port} with mpremote")
-    _run(p.commands[0], timeout, may_fail=True)  # nothing to remove on a fresh board
-    _run(p.commands[1], timeout)
+    say(f"copying {len(p.files)} files to {p.port}:{flash_stage.STAGE} with mpremote")
+    _run(p.commands[0], timeout)
+    say(f"verifying the staged files on the board, then switching /pgt (the previous tree goes to "
+        f"/{flash_stage.PREV})")
+    flash_stage.check_switched(_run(p.commands[1], timeout), p.port)
     say("soft reset into /main.py")
     soft_reset_into_main(p.port)
     info = verify(p)
     say(f"ok: {info['board']} uid {info['uid']}, firmware {info['fw']}, protocol {info['proto']}, "
-        f"k={info['k']} m={info['m']}, {len(info.get('files', {}))} files verified")
+        f"k={info['k']} m={info['m']}, {len(info.get('files', {}))} files verified; the board runs the new tree "
+        f"/pgt (the previous one is kept in /{flash_stage.PREV})")
     return info
 
 

@@ -500,6 +500,7 @@ class InProcessLink:
         seq = self._seq
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         payload = msgpack.packb({**msg, "seq": seq})
+        self.core.poll()  # the host-silence decision, as the serve loop takes it on every pass
         reply = self.core.handle(payload)
         self._requests += 1
         self._bytes_out += len(payload) + framing.OVERHEAD

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, settle
 from . import run_dir as run_dirs
 from .config import TrainConfig, check_config, check_memory
 from .errors import DeviceError, PgtError, UserError
@@ -95,6 +95,8 @@ class Trainer:
         self.on_eval = on_eval
         seeds = np.random.SeedSequence(cfg.seed).spawn(4)
         init_rng, self.batch_rng, est_rng, self.cal_rng = (np.random.default_rng(s) for s in seeds)
+        if cfg.settle_us is not None:
+            settle.apply(reservoir, cfg.settle_us)
         self.physical = PhysicalLayer(reservoir, slots=cfg.model_options.get("slots"))
         ph = self.physical
         check_memory(cfg, self.task.info, ph.k, ph.m, where=f"on this {ph.k}-drive, {ph.m}-tap device")
@@ -221,7 +223,8 @@ class Trainer:
         return (f"device {board}{uid}: k={ph.k} drives, m={ph.m} taps; {ph.slots} slots -> ring layer "
                 f"{ph.width_in} drives / {ph.width_out} readings; noise/span per tap "
                 f"{' '.join(f'{v:.2f}' for v in ph.noise_span)}; n_avg {'-' if n_avg is None else n_avg}; "
-                f"{rows:,} queries per step, ~{rows * ph.seconds_per_query:.3g} device s per step")
+                + (f"{settle.describe(info)}; " if settle.describe(info) else "")
+                + f"{rows:,} queries per step, ~{rows * ph.seconds_per_query:.3g} device s per step")
 
     # -- evaluation --------------------------------------------------------------------------------
     def predict(self, x: Array, batch: int = 512) -> Array:

@@ -21,6 +21,7 @@ from pgt.units import UnitScale
 
 from .adc import ADC
 from .boards import board_config
+from .drive_filter import DriveFilter
 from .ring import Ring
 
 __all__ = ["SimHAL", "SETTLE_MODES"]
@@ -31,9 +32,13 @@ SETTLE_MODES = ("skip", "sleep")
 class SimHAL(HAL):
     """A simulated board ``cfg`` around ``ring``. ``settle="sleep"`` really waits the simulated device time.
 
-    ``read_us`` is the time of one read of all m inputs (default 2 us per input, an RP2040's 500 ksps), so a
-    block of n vectors takes ``n * (settle_us + n_avg * read_us)`` microseconds of device time. ``max_batch``
-    is the simulator's (larger than a board's: the block is one numpy call), unless given.
+    The drive reaches the ring through the board's drive filter (:class:`pgt.sim.drive_filter.DriveFilter`): a
+    row sampled before its drive settled reads a mix of the old and the new drive. A block of n vectors takes
+    ``n * (k write_us + settle_us + n_avg m read_us)`` microseconds of device time (the board config's call
+    costs), with ``settle_us`` never below the board's ``settle_min_us``, as the firmware waits. ``loopback()``
+    reads drive channel 0's filter output (0 .. 3.3 V over the DAC's codes) through the ADC, as a board with a
+    loopback wire does. ``max_batch`` is the simulator's (larger than a board's: the block is one numpy call),
+    unless given.
     """
 
     def __init__(
@@ -42,7 +47,6 @@ class SimHAL(HAL):
         settle: str = "skip",
         *,
         cfg: dict[str, Any] | None = None,
-        read_us: float | None = None,
         max_batch: int = 4096,
         uid: str | None = None,
     ) -> None:
@@ -58,7 +62,7 @@ class SimHAL(HAL):
         self.settle = settle
         self.k = int(ring.n_inputs)
         self.m = int(ring.n_outputs)
-        self.read_us = 2.0 * self.m if read_us is None else float(read_us)
+        self.filter = DriveFilter(cfg)
         self.max_batch = int(max_batch)
         self.units = UnitScale.from_hello(cfg)
         self.adc = ADC(cfg, ring.params.read_noise_V, noise_free=ring.params.is_noise_free)
@@ -87,6 +91,8 @@ class SimHAL(HAL):
             "limit_lo": list(cfg["limit_lo"]),
             "limit_hi": list(cfg["limit_hi"]),
             "max_batch": self.max_batch,
+            "settle_us": cfg["settle_us"],
+            "settle_min_us": cfg["settle_min_us"],
         }
 
     def state(self) -> dict[str, Any]:
@@ -101,14 +107,22 @@ class SimHAL(HAL):
 
     def zero(self) -> None:
         self.applied[:] = self.zero_code
+        self.filter.set(self.zero_code)
+
+    def loopback(self) -> int:
+        """One ADC read (16-bit code) of drive channel 0's filter output: 0 .. 3.3 V over its codes."""
+        volts = 3.3 * self.filter.output()[0] / self.filter.full
+        return int(self.adc.read(np.array([volts]), 1, self._rng)[0, 0])
 
     def apply_and_sample(self, drive: Any, n: int, settle_us: int, n_avg: int) -> bytes:
         """Apply n drive vectors (n*k uint16 codes) and return n*m uint16 LE samples, one vectorised pass."""
         codes = np.frombuffer(drive, dtype="<u2", count=n * self.k).reshape(n, self.k)
-        volts = self.ring.forward(self.units.codes_to_mA(codes))
+        settle = max(int(settle_us), int(self.cfg["settle_min_us"]))
+        seen, device_us = self.filter.block(codes, settle, n_avg, self.m)
+        volts = self.ring.forward(self.units.codes_to_mA(seen))
         samples = self.adc.average(volts, n_avg, self._rng)
         self.applied[:] = codes[-1]
-        elapsed_us = int(round(n * (settle_us + n_avg * self.read_us)))
+        elapsed_us = int(round(device_us))
         extra_s = elapsed_us * 1e-6 - n * self.ring.settle_s
         if extra_s > 0:
             self.ring.idle(extra_s)  # the ring's drift clock follows the device's time

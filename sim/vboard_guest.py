@@ -9,7 +9,8 @@ host starts a fresh VM on the same filesystem: a soft reset clears the heap, as 
 The host prepends ``BOOT_MODE = "main" | "raw"`` and ``UID = b"..."`` (this board's ``machine.unique_id()``).
 ``machine.reset()`` (``mpremote reset``) ends the VM like a soft reset from the friendly REPL: the next boot
 runs main.py, as after a real reset. ``os`` is ``vboard_os`` (sizes in ``ilistdir``, ``statvfs`` for ``df``),
-``sys`` is ``vboard_sys`` (``sys.platform`` is ``"rp2"``, as on a Pico).
+``sys`` is ``vboard_sys`` (``sys.platform`` is ``"rp2"``, as on a Pico), ``time`` is ``vboard_time`` (its
+``sleep_us`` tells the host how long the board waits).
 """
 
 import sys
@@ -20,9 +21,11 @@ sys.path.insert(0, "/vb")
 import vboard_machine  # noqa: E402
 import vboard_os  # noqa: E402
 import vboard_sys  # noqa: E402
+import vboard_time  # noqa: E402
 
 sys.path.pop(0)
 sys.modules["machine"] = vboard_machine
+sys.modules["time"] = vboard_time
 sys.modules["os"] = vboard_os
 sys.modules["vfs"] = vboard_os.vfs
 sys.modules["sys"] = vboard_sys  # (this ROM keeps the builtin as its own ``sys``)

@@ -32,6 +32,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 import tty
 from collections.abc import Callable
 from pathlib import Path
@@ -43,12 +44,14 @@ from pgt.units import UnitScale
 
 from .adc import ADC
 from .boards import board_config, ring_params
+from .drive_filter import DriveFilter
 from .ring import Ring
 
 ROM = Path(__file__).with_name("vboard_guest.py")
 MACHINE = Path(__file__).with_name("vboard_machine.py")
 OS = Path(__file__).with_name("vboard_os.py")
 SYS = Path(__file__).with_name("vboard_sys.py")
+TIME = Path(__file__).with_name("vboard_time.py")
 EXIT_SOFT_RESET = 3
 EXIT_SOFT_RESET_RAW = 4
 EXIT_CRASH = -1
@@ -65,7 +68,16 @@ class RingPins:
     ``cfg["drive_pins"][j]`` (a PWM duty, a DAC value or an MCP4922 channel), tap i is the ADC on
     ``cfg["adc_pins"][i]``. A read asks the ring once for the current drive (one query) and answers with
     ``reps`` independent ADC reads of every pin (:class:`pgt.sim.adc.ADC`, the simulator's one ADC model), so
-    the firmware's averaging of ``n_avg`` reads lowers the read noise as on a board."""
+    the firmware's averaging of ``n_avg`` reads lowers the read noise as on a board. The drive reaches the ring
+    through the board's drive filter (:class:`pgt.sim.drive_filter.DriveFilter`) on the board's device clock:
+    each drive write costs ``write_us``, each read ``read_us``, and ``time.sleep_us`` (the settle wait) its
+    microseconds (the guest's ``vboard_time`` reports them); a pause of the pins longer than ``IDLE_S`` of host
+    time (the board waiting for the host) counts as that much device time. So a read soon after a write sees a
+    drive still settling, as on a board, however slowly the VM runs. ``LOOPBACK`` (GP29, ADC3) is wired to drive
+    channel 0's filter output (0 .. 3.3 V): ``"loopback_pin": 29`` in board.json lets the firmware read it."""
+
+    LOOPBACK = 29
+    IDLE_S = 0.1
 
     READINGS = 512  # readings per reply (reps x pins), as the guest's reply buffer holds
 
@@ -77,9 +89,25 @@ class RingPins:
         self.bits = int(cfg["dac_bits"])
         self.units = UnitScale.from_hello(cfg)
         self.codes = np.zeros(ring.n_inputs)  # reset: the outputs are low
+        self.filter = DriveFilter(dict(cfg, zero_code=[0] * ring.n_inputs))
+        self.clock_s = 0.0  # the board's device clock
+        self.wall = time.monotonic()
         self.drive_index = {int(p): j for j, p in enumerate(cfg["drive_pins"])}
         self.tap_index = {int(p): i for i, p in enumerate(cfg["adc_pins"])}
         self.lock = threading.Lock()
+
+    def tick(self, device_s: float) -> float:
+        """Advance the device clock by ``device_s`` (and by a long idle pause of host time); the clock."""
+        wall = time.monotonic()
+        if wall - self.wall > self.IDLE_S:
+            self.clock_s += wall - self.wall
+        self.wall = wall
+        self.clock_s += device_s
+        return self.clock_s
+
+    def wait(self, us: int) -> None:
+        with self.lock:
+            self.tick(us * 1e-6)
 
     def write(self, op: int, pin: int, value: int) -> None:
         if op == ord("P"):  # duty_u16 = code << (16 - bits) | code >> (2 bits - 16): the code is its top bits
@@ -96,21 +124,28 @@ class RingPins:
         if j is not None:
             with self.lock:
                 self.codes[j] = code
+                self.filter.set(self.codes, self.tick(self.filter.write_us * 1e-6))
 
     def read(self, pins: list[int]) -> tuple[int, list[int]]:
         """(reps, readings): ``reps`` rounds of one read of each of ``pins`` (read_u16 scale), round-major."""
         if not pins:
             return 1, []
         with self.lock:
-            volts = np.asarray(self.ring.forward(self.units.codes_to_mA(self.codes)[None, :]))[0]
+            seen = self.filter.output(self.tick(0.0))
+            self.tick(len(pins) * self.filter.read_us * 1e-6)
+            volts = np.asarray(self.ring.forward(self.units.codes_to_mA(seen)[None, :]))[0]
             reps = max(1, self.READINGS // len(pins))
             taps = [self.tap_index.get(p) for p in pins]
-            v = np.asarray([volts[t] if t is not None else self.adc.volts_low for t in taps])
+            loop = self.adc.volts_low + 3.3 * seen[0] / self.filter.full
+            v = np.asarray([volts[t] if t is not None else loop if p == self.LOOPBACK else self.adc.volts_low
+                            for t, p in zip(taps, pins)])
             return reps, [int(c) for c in self.adc.read(v, reps, self.rng).ravel()]
 
     def zero(self) -> None:
         with self.lock:
             self.codes[:] = 0.0
+            self.filter = DriveFilter(dict(self.cfg, zero_code=[0] * self.ring.n_inputs))
+            self.filter.at = self.clock_s
 
 
 def board_uid(fs: Path | None) -> bytes:
@@ -158,6 +193,7 @@ class VirtualBoard:
         shutil.copyfile(MACHINE, self.vb / "vboard_machine.py")
         shutil.copyfile(OS, self.vb / "vboard_os.py")
         shutil.copyfile(SYS, self.vb / "vboard_sys.py")
+        shutil.copyfile(TIME, self.vb / "vboard_time.py")
         self.stdin_fifo = self.vb / "stdin0"
         self.stdin_w = -1
         self._stdin_lock = threading.Lock()
@@ -203,6 +239,8 @@ class VirtualBoard:
                 body = struct.pack("<BH%dH" % len(codes), len(self.adc_pins), reps, *codes)
                 os.pwrite(self.adc, body, 1)
                 os.pwrite(self.adc, bytes([seq]), 0)  # the sequence number last: the guest waits for it
+            elif op == ord("W"):
+                self.ring.wait(value)
             elif op == ord("A"):
                 if pin not in self.adc_pins:
                     self.adc_pins.append(pin)

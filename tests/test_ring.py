@@ -281,7 +281,8 @@ def test_the_noisy_reservoir_is_the_simulated_board_through_its_core() -> None:
     res.forward(np.full((5, 2), 60.0))  # beyond the safe 50 mA: clipped to the limit, as the board would
     assert y.shape == (10, 3) and core.counts["runs"] == runs + 2 and core.counts["vectors"] == 15
     assert res.queries == 15
-    assert res.device_seconds == pytest.approx(15 * (1000 + 4 * 6) * 1e-6)  # settle 1 ms, 4 reads of 3 taps
+    # settle 1 ms, 2 drive writes and 4 reads of 3 taps at the board's 10 us call costs
+    assert res.device_seconds == pytest.approx(15 * (2 * 10 + 1000 + 4 * 3 * 10) * 1e-6)
     assert not getattr(res, "exact_vjp", False)
     assert res.info["board"] == core.hal.info()["board"] and res.info["volts_high"] == pytest.approx(3.3)
     with pytest.raises(UserError, match="drive block"):

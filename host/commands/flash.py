@@ -4,7 +4,6 @@ to it with mpremote and verify it by a handshake."""
 from __future__ import annotations
 
 import argparse
-import shlex
 import shutil
 from pathlib import Path
 
@@ -24,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pgt import flash
+    from pgt import flash, flash_stage
     from pgt.errors import UserError
 
     if args.port.startswith("sim:"):
@@ -41,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path.stat().st_size:7d}  {rel}")
         print(f"board.json: {p.config}")
         for cmd in p.commands:
-            print(shlex.join(cmd))
+            print(flash_stage.describe(cmd))
+        print("the second script: " + "; ".join(flash_stage.SWITCH_STEPS))
         print("then: Ctrl-B, Ctrl-D on the port (soft reset into /main.py) and a hello handshake")
         print(f"(staged files left in {p.stage} for inspection)")
         return 0

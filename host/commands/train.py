@@ -70,6 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     "(default 0.1 for backprop and surrogate, 0.03 for node and param)")
     field("schedule", f"constant or cosine (default {d.schedule})")
     field("clip", "clip gradients to this global norm > 0 (default: no clipping)")
+    field("settle_us", "device settle time per row in us (default: the board's, as pgt selftest --write "
+                       "measured it; refused below its settle_min_us)")
     field("eval_every", f"steps between validation evaluations (default {d.eval_every})")
     p.add_argument("--val-size", type=_val_size,
                    help=f"validation samples per evaluation, a fixed subsample (default {d.val_size}; 0: all)")
@@ -167,7 +169,8 @@ def _new_config(args: argparse.Namespace) -> Any:
     if args.slots is not None:
         options["slots"] = args.slots
     given = {k: getattr(args, k) for k in ("estimator", "steps", "batch_size", "optimizer", "lr", "lr_rel",
-                                           "schedule", "clip", "eval_every", "checkpoint_every", "seed", "probe")
+                                           "schedule", "clip", "eval_every", "checkpoint_every", "seed", "probe",
+                                           "settle_us")
              if getattr(args, k) is not None}
     val_size = {} if args.val_size is None else {"val_size": args.val_size or None}
     own = {"data": args.data, "label": args.label, "loss": args.loss, "scale": args.scale or d.scale}
