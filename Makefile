@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pgt demo
 
+# Every test, on parallel workers (pytest-xdist); a module's tests share a worker, so its Ray cluster or virtual
+# board starts once (--dist loadscope would not group: xdist 3.8 cannot rename pytest 9's node ids).
+# `make test PYTEST_ARGS="-m 'not slow'"` for a quick pass while developing.
+PYTEST_WORKERS ?= auto
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check host protocol firmware sim tests bench

@@ -6,10 +6,11 @@ its fake pins, shaped like the default rp2 board: 2 drives, 3 taps), flashes it 
 pty — every query a real frame through the firmware's serve loop, Core and HAL. The ring layer is time
 multiplexed (the default slots: 8 device rows per sample).
 
-Usage: ``python bench/board.py [--steps N] [--estimator NAME] [--seed S] [--eval-every N]``. Progress and the
-run's header on stderr; the last line printed is one JSON object with ``test_acc`` (test accuracy at the
-best-validation step), ``queries`` (all device rows), ``steps`` and ``wall_s`` (training, after flashing),
-plus the board's shape, slots, n_avg and per-tap noise/span as calibration measured them.
+Usage: ``python bench/board.py [--steps N] [--estimator NAME] [--seed S] [--eval-every N] [--quick]`` (quick: 4
+steps, 64 probe rows, 32 validation samples: the flash and the path through the firmware, not an accuracy).
+Progress and the run's header on stderr; the last line printed is one JSON object with ``test_acc`` (test
+accuracy at the best-validation step), ``queries`` (all device rows), ``steps`` and ``wall_s`` (training, after
+flashing), plus the board's shape, slots, n_avg and per-tap noise/span as calibration measured them.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def main() -> int:
     parser.add_argument("--estimator", default="surrogate", help="PGT estimator (default surrogate)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the board's ring and of the run (default 0)")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between evaluations (default 20)")
+    parser.add_argument("--quick", action="store_true", help="4 steps, 64 probe rows, 32 validation samples")
     args = parser.parse_args()
+    small = {"probe": 64, "val_size": 32} if args.quick else {}
+    if args.quick:
+        args.steps, args.eval_every = 4, 4
     if args.steps < 1 or args.eval_every < 1 or args.seed < 0:
         parser.error("--steps and --eval-every must be positive, --seed non-negative")
 
@@ -71,7 +76,7 @@ def main() -> int:
         flash_s = time.perf_counter() - t0
         with RingClient.open(port, timeout=5.0) as client:
             cfg = TrainConfig(task="digits", model="mlp", estimator=args.estimator, steps=args.steps,
-                              eval_every=args.eval_every, seed=args.seed, checkpoint_every=args.steps)
+                              eval_every=args.eval_every, seed=args.seed, checkpoint_every=args.steps, **small)
             t1 = time.perf_counter()
             trainer = Trainer(client, cfg, on_eval=lambda rec: print(progress_line(rec), file=sys.stderr,
                                                                       flush=True))

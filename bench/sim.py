@@ -6,7 +6,7 @@ pyserial client reading the header then the rest of the frame. Paths are measure
 the best round of each is kept, so a busy machine disturbs the ratios less. Prints a table, then the ratios
 to in-process, and as its last line one JSON object.
 
-    .venv/bin/python bench/sim.py [--seconds 0.4] [--rounds 3]
+    .venv/bin/python bench/sim.py [--seconds 0.4] [--rounds 3] [--quick]   (quick: 0.05 s, 1 round)
 """
 
 from __future__ import annotations
@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.4, help="time per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
+    parser.add_argument("--quick", action="store_true", help="0.05 s per measurement, one round")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.rounds = 0.05, 1
 
     rng = np.random.default_rng(0)
     pty = PtyServer(make_core(seed=0, max_frame=MAX_FRAME, board="wide"))

@@ -6,11 +6,12 @@ and the naive way (msgpack arrays of ints). It prints, per block size: wire effi
 the wire, request and reply together) and the host's encode-request + decode-reply time, naive over binary.
 Last line: one JSON object with the figures.
 
-Run: .venv/bin/python bench/wire.py
+Run: .venv/bin/python bench/wire.py [--quick]   (quick: each timing round 10x shorter)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
@@ -55,7 +56,7 @@ def _reply(samples: np.ndarray, naive: bool) -> bytes:
                                          "t_us": 1000 * n, "clamped": 0}))
 
 
-def _seconds(fn: Callable[[], object], min_time: float = 0.2) -> float:
+def _seconds(fn: Callable[[], object], min_time: float) -> float:
     """Best-of-5 time per call, each round repeated until it lasts min_time."""
     reps = 1
     while True:
@@ -76,6 +77,9 @@ def _seconds(fn: Callable[[], object], min_time: float = 0.2) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="timing rounds of 0.02 s instead of 0.2 s")
+    min_time = 0.02 if parser.parse_args().quick else 0.2
     rng = np.random.default_rng(0)
     rows = []
     for n in (1, 16, 256, 4096):
@@ -88,8 +92,8 @@ def main() -> None:
         block_bytes = 2 * n * (K + M)
         eff_b = block_bytes / (len(req_b) + len(rep_b))
         eff_n = block_bytes / (len(req_n) + len(rep_n))
-        t_b = _seconds(lambda: (_frame_binary_request(drive, 2), _decode_binary_reply(rep_b)))  # noqa: B023
-        t_n = _seconds(lambda: (_frame_naive_request(drive, 2), _decode_naive_reply(rep_n)))  # noqa: B023
+        t_b = _seconds(lambda: (_frame_binary_request(drive, 2), _decode_binary_reply(rep_b)), min_time)  # noqa: B023
+        t_n = _seconds(lambda: (_frame_naive_request(drive, 2), _decode_naive_reply(rep_n)), min_time)  # noqa: B023
         rows.append({"n": n, "efficiency_binary": round(eff_b, 4), "efficiency_naive": round(eff_n, 4),
                      "wire_bytes_binary": len(req_b) + len(rep_b), "wire_bytes_naive": len(req_n) + len(rep_n),
                      "host_vectors_per_s_binary": round(n / t_b), "speedup_binary_over_naive": round(t_n / t_b, 2)})

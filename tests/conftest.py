@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,17 @@ sys.path.insert(0, str(Path(__file__).parent / "support"))
 from mpvm import MicroPythonVM  # noqa: E402
 
 SUPPORT = Path(__file__).parent / "support"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers from the fixtures a test uses: ``vm`` (a MicroPython VM or the virtual board), ``ray`` (the
+    module's local Ray)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"mpvm", "virtual_board"}:
+            item.add_marker(pytest.mark.vm)
+        if "local_ray" in names:
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +57,26 @@ def virtual_board() -> Iterator[str]:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A local TCP port where nothing answers: bound by this test (so no parallel worker can take it), never
+    listening — a connection is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` (``make test``) keeps a module's tests on one worker, so a module-scoped Ray cluster
+    or virtual board starts once; the benches (each its own subprocess, no shared fixture) are spread one by one."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if nodeid.startswith("tests/test_bench.py::") else super()._split_scope(nodeid)
+
+    return Scheduling(config, log)

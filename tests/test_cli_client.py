@@ -120,6 +120,7 @@ def test_device_options_are_checked_before_the_device(argv: list[str], reason: s
     assert not (tmp_path / "p").exists()  # nothing created for a run that was refused
 
 
+@pytest.mark.slow
 def test_probe_writes_a_csv_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "probe"
     assert pgt_main(["probe", SIM + "&max_frame=4096", "--out", str(out), "--points", "5"]) == 0

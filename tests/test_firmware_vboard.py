@@ -77,6 +77,7 @@ def test_package_json_matches_the_device_file_set() -> None:
     assert json.loads((ROOT / "package.json").read_text()) == package_json(ROOT)
 
 
+@pytest.mark.slow
 def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pgt.client import RingClient
 
@@ -115,6 +116,7 @@ def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None
         assert status["watchdog_trips"] == 1 and status["driving"] is False
 
 
+@pytest.mark.slow
 def test_flash_precompiled(port: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pgt.client import RingClient
 
@@ -187,6 +189,7 @@ UID = "import machine, binascii; print(binascii.hexlify(machine.unique_id()).dec
 PLATFORM = "import sys; print(sys.platform)"
 
 
+@pytest.mark.slow
 def test_the_virtual_board_keeps_its_filesystem_and_identity_and_resets_like_a_pico(port: str, tmp_path: Path
                                                                                      ) -> None:
     module_board = port

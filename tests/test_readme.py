@@ -64,17 +64,30 @@ def _url_forms() -> list[str]:
     return re.findall(r"`([^`]+)`", match.group(1))
 
 
-def test_documented_device_urls_parse() -> None:
+def test_documented_device_urls_reach_the_device_they_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every URL form the README names, given to ``pgt info``: a ``sim://`` URL opens the simulated board in
+    process, ``socket://`` (the template filled with a served board's port) and a pty path reach a board over
+    bytes, and a port path or name that does not exist here is looked up as a serial port (not refused as a URL)."""
     from pgt.link import parse_sim_url
+    from pgt.sim.device import make_core
+    from pgt.sim.serve import PtyServer, TcpServer
 
     forms = _url_forms()
     sims = [u for u in forms if u.startswith("sim:")]
-    assert sims and any(u.startswith("socket://") for u in forms) and any(u.startswith("/dev/") for u in forms)
-    for url in forms:  # every form is accepted where the CLI takes a device
-        args = build_parser().parse_args(["train", "--device", url])
-        assert args.device == url
-        args = build_parser().parse_args(["info", url])
-        assert args.url == url
+    sockets = [u for u in forms if u.startswith("socket://")]
+    ports = [u for u in forms if u not in sims and u not in sockets]
+    assert sims and sockets and "/dev/ttyACM0" in ports and "COM5" in ports
+    for url in sims:
+        assert main(["info", url]) == 0
+        assert re.search(r"^board +sim-", capsys.readouterr().out, re.M)
+    with TcpServer(make_core(seed=0)) as tcp, PtyServer(make_core(seed=0)) as pty:
+        port, path = tcp.start(), pty.start()
+        for url in [u.replace("host:port", f"127.0.0.1:{port}") for u in sockets] + [path]:
+            assert main(["info", url]) == 0, url
+            assert re.search(r"^board +sim-", capsys.readouterr().out, re.M)
+    for url in (u for u in ports if not Path(u).exists()):  # (a board plugged in here would answer)
+        assert main(["info", url]) == 1
+        assert capsys.readouterr().err.strip().startswith(f"pgt info: error: no such port: {url} (")
     for url in sims:
         options = parse_sim_url(url)
         named = re.findall(r"[?&]([a-z_]+)=", url)

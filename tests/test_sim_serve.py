@@ -247,13 +247,23 @@ def test_bytes_behind_an_exit_go_to_the_repl_and_a_later_frame_resumes(
 def test_a_partial_magic_at_the_repl_waits_for_the_next_byte(
     served: tuple[PtyServer | TcpServer, serial.SerialBase],
 ) -> None:
-    _, ser = served
+    server, ser = served
     data = request("ping", 3, data=b"")
     ser.write(b"\x03")
     assert read_until(ser, PROMPT) == BANNER
+    # The read is shaped, not timed: the rest is written only once the server has read the lone "P".
+    received, got_p, recv = bytearray(), threading.Event(), server._recv
+
+    def shaped(conn: Any) -> bytes | None:
+        chunk = recv(conn)
+        received.extend(chunk or b"")
+        if received.endswith(b"xx" + data[:1]):
+            got_p.set()
+        return chunk
+
+    server._recv = shaped
     ser.write(b"xx" + data[:1])
-    ser.flush()
-    time.sleep(0.1)  # (let the server see the lone "P" before the rest: no assertion on timing)
+    assert got_p.wait(10), f"the server never read the lone P (read {bytes(received)!r})"
     ser.write(data[1:])
     assert read_reply(ser)["seq"] == 3
 

@@ -24,7 +24,7 @@ On a Ray cluster (--address), start the node a rig is plugged into with
 """
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
     p.add_argument("spec", nargs="?", default=None, help="sweep spec file (.toml or .json), optional")
@@ -59,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="the sweep's directory name (default: sweep-DATE-TIME)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the interrupted sweep in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
 
 
 def _values(text: str) -> list[Any]:
@@ -127,8 +128,8 @@ def plan(args: argparse.Namespace) -> tuple[list[Any], dict[str, str], dict[str,
     grace = _int("grace", args.grace if args.grace is not None else doc.get("grace"))
     max_failures = _int("max_failures", args.max_failures if args.max_failures is not None
                         else doc.get("max_failures", 2))
-    if max_failures is None or max_failures < 0 or args.cpus_per_trial <= 0 or (args.cpus or 1) < 1:
-        raise UserError("--max-failures must be >= 0, --cpus and --cpus-per-trial positive")
+    if max_failures is None or max_failures < 0:
+        raise UserError("--max-failures must be >= 0")
     if grace is not None and grace < 1:
         raise UserError("--grace must be >= 1")
     options = {"asha": bool(args.asha or doc.get("asha", False)), "grace": grace, "max_failures": max_failures}
@@ -168,26 +169,33 @@ def _int(name: str, value: Any) -> int | None:
     return value
 
 
+# What a sweep's plan is made of: fixed when it starts, so --resume refuses them (it continues the plan).
+PLANNED = ("spec", "task", "model", "estimator", "seeds", "steps", "set", "random", "ring_seed", "rig", "rigs",
+           "asha", "grace", "max_failures", "name", "cpus_per_trial")
+
+
 def run(args: argparse.Namespace) -> int:
     import importlib.util
     import sys
-    from pathlib import Path
 
     from pgt.errors import UserError
-    from pgt.sweeps import RAY_HINT, SPEC, format_table, sweep
+    from pgt.sweeps import RAY_HINT, format_table, sweep
 
     if importlib.util.find_spec("ray") is None:
         raise UserError(RAY_HINT)
     progress = None if not args.quiet else (lambda line: None)
-    if args.resume:
-        if not (Path(args.resume) / SPEC).is_file():
-            raise UserError(f"{args.resume} is not a sweep directory (no {SPEC})")
+    if args.resume is not None:
+        defaults = vars(add_arguments(argparse.ArgumentParser()).parse_args([]))
+        given = [k for k in PLANNED if getattr(args, k) != defaults[k]]
+        if given:
+            flag = given[0] if given[0] == "spec" else "--" + given[0].replace("_", "-")
+            raise UserError(f"--resume continues the sweep as it was planned: {flag} cannot change it (start a new "
+                            "sweep instead)")
+        if not args.resume:
+            raise UserError("--resume needs the sweep's directory")
         result = sweep(resume=args.resume, address=args.address, num_cpus=args.cpus, progress=progress)
     else:
         trials, rigs, options = plan(args)
-        if not args.quiet:
-            print(f"sweep of {len(trials)} trials" + (f" on rigs {', '.join(rigs)}" if rigs else " on the simulator"),
-                  file=sys.stderr, flush=True)
         result = sweep(trials, rigs=rigs, out=args.out, name=args.name, address=args.address, num_cpus=args.cpus,
                        cpus_per_trial=args.cpus_per_trial, progress=progress, **options)
     print(format_table(result))
