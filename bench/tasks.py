@@ -18,7 +18,7 @@ default estimator (``surrogate``).
   ``npz_test_acc`` (the file's split rule and scaling reproduce the built-in task's, so these should agree).
 
 Usage: ``python bench/tasks.py [--quick] [--tasks narma10,mackey_glass,digits_from_npz]``. The last line is one
-JSON object with those keys.
+JSON object with those keys and ``"bench": "tasks"``.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(chosen) - set(NAMES)
     if unknown:
         p.error(f"unknown task(s) {', '.join(sorted(unknown))} (choose from {', '.join(NAMES)})")
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"bench": "tasks"}
     for name in chosen:
         figures[name] = digits_from_npz(args.quick) if name == "digits_from_npz" else regression(name, args.quick)
     print(json.dumps(figures))

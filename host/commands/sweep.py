@@ -170,8 +170,8 @@ def _int(name: str, value: Any) -> int | None:
 
 
 # What a sweep's plan is made of: fixed when it starts, so --resume refuses them (it continues the plan).
-PLANNED = ("spec", "task", "model", "estimator", "seeds", "steps", "set", "random", "ring_seed", "rig", "rigs",
-           "asha", "grace", "max_failures", "name", "cpus_per_trial")
+PLANNED = ("spec", "task", "data", "label", "model", "estimator", "seeds", "steps", "set", "random", "ring_seed",
+           "rig", "rigs", "asha", "grace", "max_failures", "name", "cpus_per_trial")
 
 
 def run(args: argparse.Namespace) -> int:
