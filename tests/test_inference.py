@@ -181,6 +181,7 @@ def test_nmse_r2_and_the_regression_crossing() -> None:
     assert crossing(hist, 0.3, key="val_nmse") == 40  # two consecutive evaluations at or below the threshold
 
 
+@pytest.mark.slow
 def test_bench_tasks_quick_prints_its_keys() -> None:
     import subprocess
     import sys
