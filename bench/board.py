@@ -65,7 +65,7 @@ def main() -> int:
         parser.error("--steps and --eval-every must be positive, --seed non-negative")
 
     from pgt.cli import main as pgt_main
-    from pgt.client import RingClient
+    from pgt.device import open_device
     from pgt.trainer import TrainConfig, Trainer, progress_line
 
     proc, port = start_board(args.seed)
@@ -74,7 +74,7 @@ def main() -> int:
         if pgt_main(["flash", port, "--board", "rp2"]) != 0:
             raise SystemExit("bench/board.py: pgt flash failed")
         flash_s = time.perf_counter() - t0
-        with RingClient.open(port, timeout=5.0) as client:
+        with open_device(port, timeout=5.0) as client:
             cfg = TrainConfig(task="digits", model="mlp", estimator=args.estimator, steps=args.steps,
                               eval_every=args.eval_every, seed=args.seed, checkpoint_every=args.steps, **small)
             t1 = time.perf_counter()

@@ -35,6 +35,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from pgt.client import RingClient  # noqa: E402
+from pgt.device import open_device  # noqa: E402
 from pgt.faults import FaultPlan, faulty  # noqa: E402
 from pgt.sim.device import make_core  # noqa: E402
 from pgt.sim.serve import PtyServer, TcpServer  # noqa: E402
@@ -48,7 +49,7 @@ BLOCKS = (1, 16, 256)
 def served(kind: str, **client_options: Any) -> Iterator[tuple[RingClient, Any]]:
     """A RingClient on a fresh simulated board: ``inproc``, ``pty`` or ``tcp``; yields (client, server)."""
     if kind == "inproc":
-        with RingClient.open(SIM, **client_options) as c:
+        with open_device(SIM, **client_options) as c:
             yield c, None
         return
     core = make_core(noise_free=True, board=BOARD)
@@ -56,7 +57,7 @@ def served(kind: str, **client_options: Any) -> Iterator[tuple[RingClient, Any]]
     with srv:
         addr = srv.start()
         url = str(addr) if kind == "pty" else f"socket://127.0.0.1:{addr}"
-        with RingClient.open(url, **client_options) as c:
+        with open_device(url, **client_options) as c:
             yield c, srv
 
 
@@ -90,7 +91,7 @@ def training_workload(forward: int, block: int, plan: FaultPlan, timeout: float)
     blocks = 0
     in_run = 0.0  # seconds inside RingClient.run (the reference check excluded)
     t0 = time.perf_counter()
-    with RingClient.open(SIM) as ref, served("pty", wrap=wrap, timeout=timeout, link_rate=1e6) as (c, srv):
+    with open_device(SIM) as ref, served("pty", wrap=wrap, timeout=timeout, link_rate=1e6) as (c, srv):
         done = 0
         while done < forward:
             n = min(block, forward - done)
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.forward = 0.3, 20_000
     t0 = time.perf_counter()
 
-    with RingClient.open(SIM) as c:
+    with open_device(SIM) as c:
         shape = {"board": BOARD, "k": c.n_inputs, "m": c.n_outputs}
     print(f"throughput, noise-free simulated {BOARD} board ({shape['k']} drives, {shape['m']} taps), settling skipped "
           f"({os.cpu_count()} CPUs)")

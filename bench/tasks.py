@@ -110,7 +110,8 @@ def random_tanh_nmse(task: Any, steps: int, hidden: tuple[int, ...], batch: int 
 
 def ring_run(cfg: Any, label: str) -> Any:
     """One run through the simulated board (``sim://?seed=0``, the firmware's Core) as ``cfg`` says."""
-    from pgt.trainer import Trainer, default_device
+    from pgt.device import default_device
+    from pgt.trainer import Trainer
 
     t0 = time.perf_counter()
     trainer = Trainer(default_device(cfg.estimator, 0), cfg, log=lambda line: None)

@@ -71,6 +71,8 @@ class Core:
             self.last_valid_ms = self.clock()  # a valid request feeds the host-silence watchdog ...
             if op not in _CACHED:
                 reply = self._dispatch(op, seq, req)  # hello, status, ping: answered afresh, resent or not
+                if len(reply) > self.max_frame:  # no reply is longer than max_frame (they change nothing)
+                    reply = self.error(seq, m.E_TOO_LARGE, "reply above max_frame", op)
             else:
                 key = (seq, crc32(payload))  # a resend is the same request byte for byte
                 if key == self._last_key:

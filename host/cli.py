@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from . import __version__, commands
-from .errors import PgtError
+from .errors import PgtError, one_line
 
 
 def _command_modules() -> list[ModuleType]:
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (the reason and where to look), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except PgtError as exc:
-        print(f"pgt {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pgt {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         note = f"; {exc}" if str(exc) else ""

@@ -1,7 +1,7 @@
 """``RingClient``: the ring (or its simulator) as a :class:`pgt.reservoir.Reservoir`, over any link.
 
-``RingClient.open(url)`` opens a link (:func:`pgt.link.open_link`: a pyserial URL, or ``sim://...`` in
-process) and performs the handshake: a device that is silent, not pgt firmware (a bare MicroPython REPL), or
+``pgt.device.open_device(url)`` opens a link (a pyserial URL, or ``sim://...`` in process) and a
+``RingClient`` over it performs the handshake: a device that is silent, not pgt firmware (a bare MicroPython REPL), or
 speaks another protocol version gives a :class:`~pgt.errors.DeviceError` saying what was found and what to do.
 ``run(drive_mA)`` converts mA to DAC codes with the device's calibration (rounding to the nearest code), sends
 blocks no larger than the device's ``max_batch``, and converts the ADC codes back to volts. Drive outside the
@@ -26,7 +26,7 @@ import numpy as np
 
 from pgt import connection
 from pgt.errors import DeviceError, UserError
-from pgt.link import Link, NoReplyError, RequestFn, open_link
+from pgt.link import Link, NoReplyError, RequestFn
 from pgt.protocol import messages
 from pgt.units import UnitScale
 
@@ -103,20 +103,6 @@ class RingClient:
         link.on_reconnect = self._after_reconnect
         if hasattr(link, "revive_repl"):
             link.revive_repl = connection.MAX_REVIVALS  # pgt firmware answered: a REPL later means it fell out
-
-    @classmethod
-    def open(cls, url: str, *, out_of_range: str = "refuse", timeout: float = 1.0, link_rate: float = 10_000.0,
-             log: Callable[[str], None] | None = None, **link_options: Any) -> RingClient:
-        """Open ``url`` (pyserial URL or ``sim://...``) and handshake. ``link_options`` go to the link
-        (:class:`pgt.link.SerialLink`: ``baudrate``, ``retries``, ``reconnect_timeout``, ``wrap``...)."""
-        if not url.startswith("sim:"):
-            link_options.setdefault("timeout", timeout)
-        link = open_link(url, **link_options)
-        try:
-            return cls(link, out_of_range=out_of_range, timeout=timeout, link_rate=link_rate, log=log)
-        except BaseException:
-            link.close()
-            raise
 
     # -- handshake ----------------------------------------------------------------------------------------
 

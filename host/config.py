@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, shown
 from .estimators import ESTIMATORS, check_options
 from .tasks import TASKS, Task, load_task
 
@@ -179,8 +179,8 @@ class TrainConfig:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """``value`` as a message shows user input (:func:`pgt.errors.shown`: escaped one way, cut when long)."""
+    return f"'{shown(value, limit)}'" if isinstance(value, str) else shown(repr(value), limit)
 
 
 def check_field(name: str, value: Any) -> Any:

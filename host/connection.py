@@ -1,18 +1,18 @@
 """The host's side of the wire protocol without I/O, in the manner of h11: requests in, bytes out; bytes in,
 events out.
 
-A :class:`Connection` keeps the wire state — sequence numbers, the request in flight, the frame decoder, and
-what the port said besides frames (a MicroPython REPL and the state it is in, reboot banners, the last bytes
-heard). It never reads, writes, sleeps or looks at a clock: :class:`pgt.link.SerialLink` is the blocking loop
-around it. The decisions a link takes — resend, soft-reset a board that fell to its REPL, give up — are plain
-functions of the connection's state and of what the link observed (:func:`after_wait` when a wait for a reply
-ended without it, :func:`after_break` when the port broke, :func:`after_failed_reconnect` when finding it again
-failed); what to say about a port that does not answer is :func:`diagnose`. Times are the link's (any monotonic
-clock in seconds, passed in as ``now``).
+A :class:`Connection` keeps the whole protocol state of one host↔device connection — the request encoder
+(sequence numbers, the request in flight), the frame decoder, what the port said besides frames (a MicroPython
+REPL and its state, reboot banners, the last bytes heard) — and every counter of it (:meth:`Connection.counters`).
+It never reads, writes, sleeps or looks at a clock: :class:`pgt.link.SerialLink` is the blocking loop around it
+and :class:`pgt.link.InProcessLink` hands it the in-process device's reply payloads.
 
-The REPL states are the ones ``mpremote`` can leave a board in: the friendly REPL (``>>> ``), the raw REPL
-(``raw REPL; CTRL-B to exit``, then ``>``) and raw-paste mode (``R\\x01``). :func:`restart_bytes` takes a board
-from any of them to a soft reset that runs ``main.py``, i.e. the firmware's serve loop.
+The decisions a link takes — resend, soft-reset a board that fell to its REPL, give up — are pure functions of
+the request in flight and of what the link observed (:func:`after_wait` when a wait for a reply ended without
+it, :func:`after_break` when the port broke, :func:`after_failed_reconnect` when finding it again failed): they
+return an action and change nothing. The connection's methods that take them (:meth:`Connection.wait_ended`,
+:meth:`Connection.broke`) record what the action costs. What to say about a port that does not answer is
+:func:`diagnose`. The REPL itself (its states, signs and the soft-reset bytes) is :mod:`pgt.repl`'s.
 """
 
 from __future__ import annotations
@@ -24,29 +24,12 @@ from typing import Any
 
 import msgpack
 
+from pgt.errors import shown
 from pgt.protocol import decoder, framing
+from pgt.repl import NORMAL, PASTE, RAW, SIGN_SPAN, reboot_signs, repl_state
 
 RECENT_BYTES = 512  # received bytes kept for diagnostics (what did the port say?)
 MAX_REVIVALS = 3  # soft resets a link tries for one request, once it knows pgt firmware is there
-
-NORMAL, RAW, PASTE = "normal", "raw", "paste"
-"""REPL states (``ReplSeen.state``)."""
-
-# The last of these seen in the byte stream tells the REPL's state (bytes, state).
-_REPL_SIGNS = ((b">>> ", NORMAL), (b"raw REPL; CTRL-B to exit", RAW), (b"R\x01", PASTE))
-_REBOOT_SIGNS = (b"soft reboot", b"MicroPython v")
-_SIGN_SPAN = 32  # the longest sign, and then some: signs may straddle two reads
-
-# From any REPL state to main.py: Ctrl-C (ends raw-paste mode, or a running line), Ctrl-B (leaves the raw
-# REPL; at the friendly REPL it only prints the banner), Ctrl-C (an empty line), Ctrl-D (a soft reset at the
-# friendly REPL, which runs main.py).
-RESTART = b"\r\x03\x02\x03\x04"
-
-
-def restart_bytes(state: str | None = None) -> bytes:
-    """The bytes that take a board at its REPL (in ``state``, or any state if unknown) to a soft reset into
-    ``main.py``. One sequence serves every state; ``state`` is accepted so callers say what they saw."""
-    return RESTART
 
 
 # -- events -------------------------------------------------------------------------------------------------
@@ -109,22 +92,35 @@ Event = Reply | StaleReply | OrphanError | DroppedFrame | Echo | Undecodable | R
 
 @dataclass(eq=False)
 class Outgoing:
-    """A request ready to go: its seq, its payload and the whole frame; how often it was sent (``tries``), how
-    many soft resets of a board at its REPL (``revivals``) and reconnections (``reconnects``) it has cost, and
-    until when a board soft-reset for it is booting (``boot_until``, on the link's clock)."""
+    """A request ready to go: its seq, its payload and the whole frame; how often it was sent (``tries``) and how
+    many of those sends were spared from its budget of retries (``spared``: the first send after a soft reset,
+    and the resends while the board boots); how many soft resets of a board at its REPL (``revivals``) and
+    reconnections (``reconnects``) it has cost; until when a board soft-reset for it boots (``boot_until``, on
+    the link's clock)."""
 
     seq: int
     payload: bytes
     frame: bytes
     tries: int = 0
+    spared: int = 0
     revivals: int = 0
     reconnects: int = 0
     boot_until: float = 0.0
 
+    @property
+    def counted(self) -> int:
+        """Sends that count against the budget of retries."""
+        return self.tries - self.spared
+
+
+COUNTERS = ("requests", "replies", "retries", "timeouts", "fast_retries", "repl_revivals", "reconnects",
+            "bytes_out", "bytes_in")
+"""What a link counts besides frames (:meth:`Connection.counters` adds the frame counts)."""
+
 
 class Connection:
-    """Wire state of one host↔device connection (see the module doc). ``seq`` starts at a random value unless
-    given, so that a new host session never hits the device's reply cache by accident."""
+    """Protocol state of one host↔device connection (see the module doc). ``seq`` starts at a random value
+    unless given, so that a new host session never hits the device's reply cache by accident."""
 
     def __init__(self, max_payload: int = framing.DEFAULT_MAX_PAYLOAD, seq: int | None = None) -> None:
         self.decoder = decoder.Decoder(max_payload)
@@ -134,6 +130,7 @@ class Connection:
         self.repl_state: str | None = None
         """The REPL state seen since the last good frame, or None."""
         self.recent = bytearray()
+        self.count = dict.fromkeys(COUNTERS, 0)
         self.echoes = 0
         self.stale = 0
         self.undecodable = 0
@@ -141,24 +138,31 @@ class Connection:
         self._dropped_before: dict[str, int] = {}
         self._garbage_before = 0
         self._frames_before = 0
+        self._frames_whole = 0  # payloads handed over whole (receive_payload)
 
     # -- requests -----------------------------------------------------------------------------------------
 
     def prepare(self, msg: Mapping[str, Any]) -> Outgoing:
-        """A new request: ``msg`` with the next seq, encoded and framed."""
+        """A new request: ``msg`` with the next seq, encoded and framed (the one request encoder)."""
         seq = self.seq
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         payload = msgpack.packb({**msg, "seq": seq})
+        self.count["requests"] += 1
         return Outgoing(seq, payload, framing.encode(payload))
 
     def expect(self, out: Outgoing) -> None:
         """``out`` is the request in flight now (again, after a nested request such as a reconnect's
-        handshake, which keeps its count of tries). Counts a try."""
+        handshake, which keeps its count of tries). Counts a try (and a retry from the second on)."""
         if out.tries == 0:
             self.orphan_error = None
         self.pending = out
         self.answered = False
         out.tries += 1
+        self.count["retries"] += out.tries > 1
+
+    def sent(self, n: int) -> None:
+        """``n`` bytes went to the device."""
+        self.count["bytes_out"] += n
 
     @property
     def tries(self) -> int:
@@ -175,11 +179,47 @@ class Connection:
         self.pending = None
         self.answered = False
 
+    # -- what the link observed ---------------------------------------------------------------------------
+
+    def wait_ended(self, ended: str, retries: int, revivals: int, now: float, boot_s: float) -> str:
+        """The wait for the reply to the request in flight ended without it (``ended``: BROKEN, DROPPED or
+        SILENCE, at ``now`` on the link's clock): :func:`after_wait`'s action, with its cost recorded — a fast
+        resend or a timeout counted; a soft reset (REVIVE) costs the request a revival, and the send after it
+        and the resends for ``boot_s`` seconds while the board boots are spared from its retries (they are
+        still tries, and retries in :meth:`counters`)."""
+        out = self.pending
+        booting = out is not None and now < out.boot_until and self.repl_state is None  # (a REPL again: no boot)
+        action = after_wait(out, self.repl_state, ended, retries, revivals, booting)
+        self.count["fast_retries"] += ended == DROPPED
+        self.count["timeouts"] += ended == SILENCE
+        if out is not None and (action == REVIVE or (action == RESEND and booting)):
+            out.spared += 1
+        if out is not None and action == REVIVE:
+            out.revivals += 1
+            out.boot_until = now + boot_s
+        return action
+
+    def revived(self) -> None:
+        """The link sent :data:`pgt.repl.RESTART` to the board at its REPL: the REPL is left behind."""
+        self.count["repl_revivals"] += 1
+        self.repl_state = None
+
+    def broke(self, out: Outgoing, retries: int) -> str:
+        """The port broke (or is gone) while ``out`` is to be sent: :func:`after_break`'s action, the break
+        counted against ``out``."""
+        action = after_break(out, retries)
+        out.reconnects += 1
+        return action
+
+    def reconnected(self) -> None:
+        """The port was found and opened again (the bytes start afresh: :meth:`new_stream`)."""
+        self.count["reconnects"] += 1
+
     # -- bytes in -----------------------------------------------------------------------------------------
 
     def new_stream(self) -> None:
         """The bytes start afresh (the port was reopened): a fresh frame decoder; what the old one counted stays
-        in :meth:`frame_counts`."""
+        in :meth:`counters`."""
         dec = self.decoder
         for reason, n in dec.dropped.items():
             self._dropped_before[reason] = self._dropped_before.get(reason, 0) + n
@@ -187,31 +227,28 @@ class Connection:
         self._frames_before += dec.frames
         self.decoder = decoder.Decoder(dec.max_payload)
 
-    def frame_counts(self) -> dict[str, Any]:
-        """Over every stream so far: good frames (``frames_in``), dropped frames by reason (``dropped``),
-        ``garbage_bytes``; and replies that were stale, echoes of our own requests, undecodable payloads."""
+    def counters(self) -> dict[str, Any]:
+        """Every count of this connection: requests, replies (to the request in flight), retries, timeouts,
+        fast retries, REPL revivals, reconnects, bytes each way; over every stream so far, good frames
+        (``frames_in``), dropped frames by reason (``dropped``), ``garbage_bytes``; replies that were stale,
+        echoes of our own requests, undecodable payloads."""
         dec = self.decoder
         dropped = dict(self._dropped_before)
         for reason, n in dec.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
-        return {"dropped": dropped, "garbage_bytes": self._garbage_before + dec.garbage_bytes,
-                "frames_in": self._frames_before + dec.frames, "stale_replies": self.stale, "echoes": self.echoes,
-                "undecodable": self.undecodable}
+        return {**self.count, "dropped": dropped, "garbage_bytes": self._garbage_before + dec.garbage_bytes,
+                "frames_in": self._frames_before + self._frames_whole + dec.frames, "stale_replies": self.stale,
+                "echoes": self.echoes, "undecodable": self.undecodable}
 
     def receive(self, data: bytes) -> list[Event]:
         """Events for the bytes just received (in order: signs of the byte stream first, then frames)."""
+        self.count["bytes_in"] += len(data)
         events: list[Event] = []
-        tail = bytes(self.recent[-_SIGN_SPAN:]) + data
+        tail = bytes(self.recent[-SIGN_SPAN:]) + data
         self.recent += data[-RECENT_BYTES:]
         del self.recent[: max(0, len(self.recent) - RECENT_BYTES)]
-        for sign in _REBOOT_SIGNS:
-            if sign in tail:
-                events.append(RebootSign(sign.decode()))
-        last, state = -1, None
-        for sign, kind in _REPL_SIGNS:
-            at = tail.rfind(sign)
-            if at > last:
-                last, state = at, kind
+        events += [RebootSign(text) for text in reboot_signs(tail)]
+        state = repl_state(tail)
         if state is None and self._typed_echo():
             state = NORMAL
         if state is not None:
@@ -225,6 +262,13 @@ class Connection:
         for reason, n in dec.dropped.items():
             events.extend(DroppedFrame(reason) for _ in range(n - drops.get(reason, 0)))
         return events
+
+    def receive_payload(self, payload: bytes) -> list[Event]:
+        """Events for one whole reply payload handed over without framing (an in-process device): counted as a
+        good frame of ``len(payload)`` + the frame overhead bytes."""
+        self.count["bytes_in"] += len(payload) + framing.OVERHEAD
+        self._frames_whole += 1
+        return self._frame(payload)
 
     def _typed_echo(self) -> bool:
         """Did the port echo the printable bytes of the request in flight, as a friendly REPL echoes what it
@@ -255,6 +299,7 @@ class Connection:
             return out + [StaleReply(msg)]
         self.answered = True
         self.repl_state = None
+        self.count["replies"] += 1
         return out + [Reply(msg)]
 
 
@@ -262,7 +307,7 @@ def _printable(data: bytes | bytearray) -> bytes:
     return bytes(b for b in data if 33 <= b <= 126)
 
 
-# -- decisions ----------------------------------------------------------------------------------------------
+# -- decisions: pure functions, an action out, nothing changed ----------------------------------------------
 
 RESEND, REVIVE, GIVE_UP, RECONNECT, RETRY, STOP = "resend", "revive", "give_up", "reconnect", "retry", "stop"
 BROKEN, DROPPED, SILENCE = "broken", "dropped", "silence"
@@ -270,48 +315,37 @@ BROKEN, DROPPED, SILENCE = "broken", "dropped", "silence"
 the timeout ran out."""
 
 
-def after_silence(conn: Connection, retries: int, revivals: int, booting: bool = False) -> str:
-    """What to do when the wait for a reply ran out. A board seen at its REPL is soft-reset into main.py, at
-    most ``revivals`` times per request; a REPL that is still there after them (or with ``revivals`` 0) will
-    not answer frames: give up at once. Otherwise resend while tries remain; resends while a board boots
-    after a soft reset (``booting``) do not use up tries."""
-    if conn.repl_state is not None:
-        return REVIVE if conn.revivals < revivals else GIVE_UP
-    if booting or conn.tries <= retries:
-        return RESEND
-    return GIVE_UP
+def after_silence(out: Outgoing, repl: str | None, retries: int, revivals: int, booting: bool = False) -> str:
+    """What to do when the wait for the reply to ``out`` ran out (``repl``: the REPL state seen, or None). A
+    board seen at its REPL is soft-reset into main.py, at most ``revivals`` times per request; a REPL that is
+    still there after them (or with ``revivals`` 0) will not answer frames: give up at once. Otherwise resend
+    while the budget of retries lasts, and while a board soft-reset for this request boots (``booting``)."""
+    if repl is not None:
+        return REVIVE if out.revivals < revivals else GIVE_UP
+    return RESEND if booting or out.counted <= retries else GIVE_UP
 
 
-def after_drop(conn: Connection, retries: int) -> bool:
-    """A frame was dropped while a reply was awaited: resend at once (it may have been the reply)?"""
-    return conn.tries <= retries
+def after_drop(out: Outgoing | None, retries: int) -> bool:
+    """A frame was dropped while the reply to ``out`` was awaited: resend at once (it may have been the reply)?"""
+    return out is not None and out.counted <= retries
 
 
-def after_wait(conn: Connection, ended: str, retries: int, revivals: int, now: float, boot_s: float) -> str:
-    """What to do when the wait for the reply to the request in flight ended without it (``ended``: BROKEN,
-    DROPPED or SILENCE): RECONNECT, RESEND, REVIVE (soft-reset the board at its REPL into main.py, then resend)
-    or GIVE_UP (:func:`after_silence`). Keeps the request's counts: a soft reset costs a revival and no try, and
-    the resends while the board boots (``boot_s`` from the soft reset) cost no try either."""
-    out = conn.pending
+def after_wait(out: Outgoing | None, repl: str | None, ended: str, retries: int, revivals: int,
+               booting: bool = False) -> str:
+    """What to do when the wait for the reply to ``out`` ended without it (``ended``: BROKEN, DROPPED or
+    SILENCE): RECONNECT, RESEND, REVIVE (soft-reset the board at its REPL into main.py, then resend) or
+    GIVE_UP (:func:`after_silence`)."""
     if out is None or ended == BROKEN:
         return RECONNECT
     if ended == DROPPED:
         return RESEND
-    booting = now < out.boot_until and conn.repl_state is None  # (a REPL again: no boot)
-    action = after_silence(conn, retries, revivals, booting)
-    if action == REVIVE:
-        out.revivals += 1
-        out.boot_until = now + boot_s
-    if action == REVIVE or (action == RESEND and booting):
-        out.tries -= 1
-    return action
+    return after_silence(out, repl, retries, revivals, booting)
 
 
 def after_break(out: Outgoing, retries: int) -> str:
-    """The port broke (or is gone) while ``out`` is to be sent: RECONNECT, or GIVE_UP once it has broken more
-    than ``retries`` + 1 times for this request (it keeps disappearing)."""
-    out.reconnects += 1
-    return RECONNECT if out.reconnects <= retries + 1 else GIVE_UP
+    """The port broke (or is gone) while ``out`` is to be sent: RECONNECT, or GIVE_UP once this break makes it
+    more than ``retries`` + 1 breaks for this request (it keeps disappearing)."""
+    return RECONNECT if out.reconnects + 1 <= retries + 1 else GIVE_UP
 
 
 def after_failed_reconnect(no_reply: bool, opened: bool, broken: bool, now: float, deadline: float) -> str:
@@ -348,5 +382,4 @@ def diagnose(conn: Connection) -> tuple[str, str]:
     if 0 <= at and len(heard) > at + 2 and heard[at + 2] != framing.VERSION:
         return OTHER_FORMAT, (f"the device's frames have format version {heard[at + 2]}, this host reads format "
                               f"version {framing.VERSION}")
-    preview = heard[-60:].decode("ascii", "backslashreplace")
-    return CHATTER, f"received {len(heard)} bytes that are not pgt frames, ending {preview!r}"
+    return CHATTER, f"received {len(heard)} bytes that are not pgt frames, ending '{shown(heard[-60:])}'"

@@ -7,7 +7,9 @@ the files from here, so the two cannot disagree.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 BOARD_PACKAGE_INIT = '"""pgt on the board: protocol and firmware only."""\n'
 
@@ -54,8 +56,6 @@ def entry_file() -> Path:
 
 def lay_out_board(dest: Path, config: dict[str, object] | None = None) -> list[Path]:
     """The whole flashed tree below ``dest``: ``lay_out`` plus ``/main.py`` and, if given, ``/board.json``."""
-    import json
-
     written = lay_out(dest)
     entry = dest / ENTRY
     entry.write_bytes(entry_file().read_bytes())
@@ -79,3 +79,25 @@ def file_hashes() -> dict[str, str]:
 
         _HASHES = {rel: hashlib.sha256(src.read_bytes()).hexdigest() for rel, src in device_files().items()}
     return dict(_HASHES)
+
+
+def package_json(root: Path | None = None) -> dict[str, Any]:
+    """The ``package.json`` for ``mpremote mip install`` (the on-device file set, relative to the repo root).
+
+    ``mpremote mip install --target / ./package.json`` (a checkout) or ``… github:OWNER/REPO`` installs
+    ``/pgt/…`` and ``/main.py``; MicroPython imports ``pgt`` as a namespace package (no ``pgt/__init__.py``).
+    Regenerate with ``python -c "import pgt.device_files as f; f.write_package_json()"`` after adding a file.
+    """
+    root = Path(__file__).resolve().parent.parent if root is None else root
+    urls = [[rel, src.resolve().relative_to(root).as_posix()] for rel, src in device_files().items()]
+    urls.append([ENTRY, entry_file().resolve().relative_to(root).as_posix()])
+    from pgt import __version__
+    return {"urls": urls, "version": __version__, "deps": []}
+
+
+def write_package_json(root: Path | None = None) -> Path:
+    """Write ``package.json`` at the repository root (``root``)."""
+    root = Path(__file__).resolve().parent.parent if root is None else root
+    path = root / "package.json"
+    path.write_text(json.dumps(package_json(root), indent=1) + "\n")
+    return path

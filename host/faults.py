@@ -1,6 +1,6 @@
 """A fault-injecting transport between the host's link and a (simulated) device, for tests and benches.
 
-:class:`FaultyTransport` wraps a :class:`pgt.link.Transport` (pass ``wrap=faulty(...)`` to
+:class:`FaultyTransport` wraps a :class:`pgt.ports.Transport` (pass ``wrap=faulty(...)`` to
 :class:`~pgt.link.SerialLink`). It works on whole frames in both directions — the link writes one frame per
 ``write``; the device's byte stream is cut at frame boundaries by reading the (clean) headers — and on bytes:
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pgt.link import Transport
+from pgt.ports import Transport
 from pgt.protocol import framing
 
 _JUNK = np.array([b for b in range(0x20, 0x100) if b != 0x7F], dtype=np.uint8)

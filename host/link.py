@@ -15,24 +15,23 @@ returns the reply that echoes that ``seq``. Two kinds:
   its config (``on_reconnect``, whose requests nest inside the request in flight under the same re-entrant
   lock), and resends the request in flight.
 - :class:`InProcessLink` — ``sim://?seed=0&model=A&noise_free=1``: the simulator's device Core called
-  directly, no bytes on a wire (for speed).
+  directly, no bytes on a wire (for speed), through the same :class:`~pgt.connection.Connection` (its request
+  encoder, its seqs, its counters).
 
-Every link counts what happened (``counters()``): requests, retries, timeouts, reconnects, dropped frames by
-reason, stale replies and bytes each way. Seq starts at a random value per link, so a new host session never
-hits the device's reply cache by accident.
+Every link counts what happened (``counters()``, kept by its Connection): requests, retries, timeouts,
+reconnects, dropped frames by reason, stale replies and bytes each way. Seq starts at a random value per link,
+so a new host session never hits the device's reply cache by accident. Which link a URL gets is
+:mod:`pgt.device`'s decision; the ports themselves are :mod:`pgt.ports`'.
 """
 
 from __future__ import annotations
 
-import random
-import select
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import msgpack
-
+from pgt import repl
 from pgt.connection import (
     BROKEN,
     DROPPED,
@@ -44,19 +43,16 @@ from pgt.connection import (
     Connection,
     DroppedFrame,
     Reply,
-    after_break,
     after_drop,
     after_failed_reconnect,
-    after_wait,
     diagnose,
-    restart_bytes,
 )
-from pgt.errors import DeviceError, UserError
+from pgt.errors import DeviceError, UserError, shown
+from pgt.ports import Transport, find_by_serial_number, open_port, usb_serial_number
 from pgt.protocol import framing
 
 RequestFn = Callable[[Mapping[str, Any]], dict]
 """What ``on_reconnect`` receives: a request function usable while the link reconnects."""
-
 
 
 class Link(Protocol):
@@ -79,106 +75,6 @@ class NoReplyError(DeviceError):
     """The device did not answer a request within the timeout, even after the retries."""
 
 
-class Transport(Protocol):
-    """Bytes to and from the device; ``read_some`` waits up to ``wait`` s and returns what has arrived."""
-
-    def read_some(self, wait: float) -> bytes: ...
-
-    def write(self, data: bytes) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class PortTransport:
-    """A :class:`Transport` over an open pyserial port (any URL)."""
-
-    def __init__(self, port: Any) -> None:
-        self.port = port
-        try:
-            self._fd: int | None = port.fileno()
-        except Exception:  # noqa: BLE001 - loop:// and Windows ports have none: fall back to read timeouts
-            self._fd = None
-        port.timeout = 0 if self._fd is not None else 0.02
-
-    def read_some(self, wait: float) -> bytes:
-        if self._fd is not None:
-            ready, _, _ = select.select([self._fd], [], [], wait)
-            if not ready:
-                return b""
-            data = self.port.read(1 << 16)  # non-blocking: everything available now
-            if not data:  # readable but empty: the other end is gone
-                raise OSError("port closed by the device")
-            return bytes(data)
-        waiting = self.port.in_waiting
-        return bytes(self.port.read(waiting if waiting else 1))
-
-    def write(self, data: bytes) -> None:
-        self.port.write(data)
-        self.port.flush()
-
-    def close(self) -> None:
-        self.port.close()
-
-
-def open_port(url: str, baudrate: int = 115200) -> PortTransport:
-    """Open ``url`` with pyserial's ``serial_for_url``; DeviceError saying what to check if it fails."""
-    import serial
-
-    options: dict[str, Any] = {"baudrate": baudrate, "timeout": 0}
-    if "://" not in url:
-        options["exclusive"] = True  # a second process on the same port garbles both
-    try:
-        port = serial.serial_for_url(url, **options)
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise DeviceError(f"cannot open {url}: {exc} (`pgt devices` lists the serial ports)") from exc
-    return PortTransport(port)
-
-
-def usb_serial_number(url: str) -> str | None:
-    """The USB serial number of the port at ``url`` (a device path), or None (not USB, or a URL)."""
-    if "://" in url:
-        return None
-    import os
-
-    from serial.tools import list_ports
-
-    try:
-        real = os.path.realpath(url)
-    except OSError:
-        real = url
-    for p in list_ports.comports():
-        if p.serial_number and (p.device == url or os.path.realpath(p.device) == real):
-            return str(p.serial_number)
-    return None
-
-
-def find_by_serial_number(serial_number: str) -> str | None:
-    """The device path of the USB port with this serial number, if it is plugged in now."""
-    from serial.tools import list_ports
-
-    for p in list_ports.comports():
-        if p.serial_number == serial_number:
-            return str(p.device)
-    return None
-
-
-def _new_seq() -> int:
-    return random.SystemRandom().randrange(1 << 32)
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self.requests = 0
-        self.replies = 0
-        self.retries = 0
-        self.timeouts = 0
-        self.fast_retries = 0
-        self.repl_revivals = 0
-        self.reconnects = 0
-        self.bytes_out = 0
-        self.bytes_in = 0
-
-
 class SerialLink:
     """Frames over a pyserial URL, with retries, resynchronisation and reconnection (see the module doc).
 
@@ -186,9 +82,11 @@ class SerialLink:
     blocking loop around it: a reader thread feeds it the port's bytes and wakes the requester on its events.
 
     ``timeout`` is the default seconds to wait for one reply before resending; ``retries`` how many resends
-    before giving up; ``reconnect_timeout`` how long to look for a port that disappeared. ``wrap`` (tests,
-    bench) wraps each opened transport, e.g. in :class:`pgt.faults.FaultyTransport`; ``opener`` replaces
-    :func:`open_port`. ``log`` receives a line when the link soft-resets a board out of its REPL.
+    before giving up; ``reconnect_timeout`` how long to look for a port that disappeared; ``boot_timeout`` how
+    long a board soft-reset out of its REPL may take to serve again (resends meanwhile do not use up retries).
+    ``wrap`` (tests, bench) wraps each opened transport, e.g. in :class:`pgt.faults.FaultyTransport`;
+    ``opener`` replaces :func:`pgt.ports.open_port`. ``log`` receives a line when the link soft-resets a board
+    out of its REPL.
     """
 
     def __init__(
@@ -199,6 +97,7 @@ class SerialLink:
         timeout: float = 1.0,
         retries: int = 5,
         reconnect_timeout: float = 10.0,
+        boot_timeout: float = 5.0,
         max_payload: int = framing.DEFAULT_MAX_PAYLOAD,
         fast_retry: bool = True,
         wrap: Callable[[Transport], Transport] | None = None,
@@ -210,6 +109,7 @@ class SerialLink:
         self.timeout = timeout
         self.retries = retries
         self.reconnect_timeout = reconnect_timeout
+        self.boot_timeout = boot_timeout
         self.fast_retry = fast_retry
         self.log = log
         self.revive_repl = 0
@@ -223,7 +123,6 @@ class SerialLink:
         self._lock = threading.RLock()  # one request at a time; a reconnect's handshake nests inside one
         self._cond = threading.Condition()
         self.conn = Connection(max_payload)
-        self._c = _Counters()
         self._reply: dict | None = None
         self._drop_events = 0
         self._broken: BaseException | None = None
@@ -278,7 +177,8 @@ class SerialLink:
                 url = find_by_serial_number(self.usb_serial) or self.url
             try:
                 self._connect(url)
-                self._c.reconnects += 1
+                with self._cond:
+                    self.conn.reconnected()
                 if self.on_reconnect is not None:
                     self.on_reconnect(lambda msg: self.request(msg, reconnect=False))
                 return
@@ -312,7 +212,6 @@ class SerialLink:
                 return
             if not data:
                 continue
-            self._c.bytes_in += len(data)
             with self._cond:
                 if generation != self._generation:
                     return
@@ -342,11 +241,12 @@ class SerialLink:
         conn = self.conn
         with self._cond:
             out = conn.prepare(msg)
-        self._c.requests += 1
         try:
             while True:
                 if self._broken_now() is not None or self._transport is None:
-                    if after_break(out, retries) == GIVE_UP:
+                    with self._cond:
+                        action = conn.broke(out, retries)
+                    if action == GIVE_UP:
                         raise DeviceError(f"{self.url} keeps disappearing: gave up after {out.reconnects - 1} "
                                           "reconnects")
                     self._recover(reconnect)  # (its handshake is a nested request: expect ours again after)
@@ -354,24 +254,18 @@ class SerialLink:
                     conn.expect(out)
                     self._reply = None
                     drops = self._drop_events
-                if out.tries > 1:
-                    self._c.retries += 1
                 if not self._send(out.frame):
                     continue  # the port broke while writing: reconnect, then send again
                 got = self._wait(timeout, drops, retries)
                 if isinstance(got, dict):
-                    self._c.replies += 1
                     return got
-                self._c.fast_retries += got == DROPPED
-                self._c.timeouts += got == SILENCE
                 with self._cond:
-                    action = after_wait(conn, got, retries, self.revive_repl, time.monotonic(),
-                                        self.reconnect_timeout)
+                    action = conn.wait_ended(got, retries, self.revive_repl, time.monotonic(), self.boot_timeout)
                 if action == REVIVE:
                     self._revive()
                 elif action == GIVE_UP:
                     if conn.repl_state == NORMAL:
-                        self._send(b"\x03")  # cancel what our frames typed: the prompt as it was found
+                        self._send(repl.CTRL_C)  # cancel what our frames typed: the prompt as it was found
                     raise NoReplyError(self._silence(str(msg.get("op")), out.seq, out.tries, timeout))
         finally:
             with self._cond:
@@ -388,7 +282,7 @@ class SerialLink:
                     return self._reply
                 if self._broken is not None:
                     return BROKEN
-                if self.fast_retry and self._drop_events != drops and after_drop(self.conn, retries):
+                if self.fast_retry and self._drop_events != drops and after_drop(self.conn.pending, retries):
                     return DROPPED
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -401,18 +295,16 @@ class SerialLink:
         if transport is None:
             return
         state = self.conn.repl_state
-        data = restart_bytes(state)
         try:
-            transport.write(data)
+            transport.write(repl.RESTART)
         except Exception:  # noqa: BLE001 - the port broke: the next send notices and reconnects
             return
-        self._c.repl_revivals += 1
-        self._c.bytes_out += len(data)
         if self.log is not None:
             self.log(f"{self.url} was at its MicroPython REPL ({state}): soft reset into main.py to serve again")
         time.sleep(self.revive_wait)  # let main.py start before the resend: bytes sent while it boots are lost
-        with self._cond:
-            self.conn.repl_state = None
+        with self._cond:  # (after the wait: the prompts the reset itself printed are not a REPL seen again)
+            self.conn.sent(len(repl.RESTART))
+            self.conn.revived()
 
     def _broken_now(self) -> BaseException | None:
         with self._cond:
@@ -436,7 +328,8 @@ class SerialLink:
             with self._cond:
                 self._broken = exc
             return False
-        self._c.bytes_out += len(frame)
+        with self._cond:
+            self.conn.sent(len(frame))
         return True
 
     def _silence(self, op: str, seq: int, tries: int, timeout: float) -> str:
@@ -454,13 +347,9 @@ class SerialLink:
 
     def counters(self) -> dict[str, Any]:
         """Requests (and replies), retries, timeouts, reconnects, dropped frames by reason, stale replies,
-        bytes each way."""
-        c = self._c
+        bytes each way (:meth:`pgt.connection.Connection.counters`)."""
         with self._cond:
-            frames = self.conn.frame_counts()
-        return {"requests": c.requests, "replies": c.replies, "retries": c.retries, "timeouts": c.timeouts,
-                "fast_retries": c.fast_retries, "repl_revivals": c.repl_revivals, "reconnects": c.reconnects,
-                **frames, "bytes_out": c.bytes_out, "bytes_in": c.bytes_in}
+            return self.conn.counters()
 
     def close(self) -> None:
         """Stop the reader and close the port (idempotent)."""
@@ -483,80 +372,59 @@ class InProcessLink:
 
     Query options (:mod:`pgt.sim.url`): ``board`` (rp2, esp32, wide), ``channels`` (K,M), ``config``
     (board.json), ``seed``, ``model`` (A or B), ``noise_free`` (0/1), ``settle`` (skip, sleep), ``max_frame``
-    (bytes). The Core is in ``self.core`` (tests read its counters).
+    (bytes). Requests go through a :class:`~pgt.connection.Connection` as on a wire (its encoder, seqs and
+    counters; bytes counted as the frames would be), only the framing is skipped. The Core is in ``self.core``
+    (tests read its counters).
     """
 
     def __init__(self, url: str = "sim://", core: Any = None) -> None:
         self.url = url
         self.on_reconnect: Callable[[RequestFn], None] | None = None
-        self.core = core if core is not None else make_sim_core(url)
-        self._seq = _new_seq()
-        self._requests = 0
-        self._bytes_out = 0
-        self._bytes_in = 0
+        self.core = core if core is not None else sim_core(url)
+        self.conn = Connection()
 
     def request(self, msg: Mapping[str, Any], timeout: float | None = None, retries: int | None = None,
                 reconnect: bool = True) -> dict:
-        seq = self._seq
-        self._seq = (self._seq + 1) & 0xFFFFFFFF
-        payload = msgpack.packb({**msg, "seq": seq})
-        self.core.poll()  # the host-silence decision, as the serve loop takes it on every pass
-        reply = self.core.handle(payload)
-        self._requests += 1
-        self._bytes_out += len(payload) + framing.OVERHEAD
-        self._bytes_in += len(reply) + framing.OVERHEAD
-        out = msgpack.unpackb(bytes(reply))
-        if not isinstance(out, dict):
-            raise DeviceError("the simulated device replied with something that is not a map")
-        return out
+        conn = self.conn
+        out = conn.prepare(msg)
+        conn.expect(out)
+        try:
+            conn.sent(len(out.frame))
+            self.core.poll()  # the host-silence decision, as the serve loop takes it on every pass
+            events = conn.receive_payload(bytes(self.core.handle(out.payload)))
+        finally:
+            conn.done()
+        for event in events:
+            if isinstance(event, Reply):
+                return event.msg
+        raise DeviceError(f"the simulated device did not answer {shown(str(msg.get('op')))}: {events}")
 
     def counters(self) -> dict[str, Any]:
         """Same keys as SerialLink's; bytes are what the frames would have been on a wire."""
-        return {"requests": self._requests, "replies": self._requests, "retries": 0, "timeouts": 0,
-                "fast_retries": 0, "repl_revivals": 0, "reconnects": 0,
-                "dropped": {}, "garbage_bytes": 0, "frames_in": self._requests, "stale_replies": 0,
-                "echoes": 0, "undecodable": 0, "bytes_out": self._bytes_out, "bytes_in": self._bytes_in}
+        return self.conn.counters()
 
     def close(self) -> None:
         pass
 
 
-def check_device_url(url: str) -> None:
-    """UserError, before anything is opened, for a device URL that cannot work: a ``sim://`` URL with an unknown
-    or bad option, or a local port path that is missing or no serial device (``pgt.flash.check_port``)."""
-    if url.startswith("sim:"):
-        parse_sim_url(url)
-    else:
-        from pgt.flash import check_port
-
-        check_port(url)
-
-
-def parse_sim_url(url: str) -> dict[str, Any]:
-    """``sim://?seed=1&model=B&noise_free=1`` -> keyword arguments of ``pgt.sim.device.make_core``
-    (the parser is :func:`pgt.sim.url.parse`); UserError for an unknown option or a bad value."""
+def sim_options(url: str) -> dict[str, Any]:
+    """``sim://?seed=1&model=B&noise_free=1`` -> keyword arguments of ``pgt.sim.device.make_core`` (the parser
+    is :func:`pgt.sim.url.parse`); UserError for a malformed URL, an unknown option or a bad value."""
     from pgt.sim.url import parse
 
     try:
         return parse(url)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(shown(str(exc), 300)) from None
 
 
-def make_sim_core(url: str) -> Any:
+def sim_core(url: str) -> Any:
     """The simulator's device Core for a ``sim://`` URL, reporting this install's on-device file hashes."""
-    kwargs = parse_sim_url(url)
+    kwargs = sim_options(url)
     from pgt.device_files import file_hashes
     from pgt.sim.device import make_core
 
     try:
         return make_core(**kwargs, files=file_hashes())
     except ValueError as exc:  # a board config that cannot be
-        raise UserError(f"{url}: {exc}") from None
-
-
-def open_link(url: str, **options: Any) -> Link:
-    """A link for ``url``: ``sim://...`` in process, anything else through pyserial."""
-    if url.startswith("sim://") or url == "sim:":
-        return InProcessLink(url)
-    return SerialLink(url, **options)
+        raise UserError(f"{shown(url)}: {exc}") from None

@@ -1,7 +1,7 @@
 """The simulated board in process, opened from arguments rather than a URL: the one in-process simulated device.
 
 :func:`open_sim_board` is a :class:`pgt.client.RingClient` over :class:`pgt.link.InProcessLink`, as
-``RingClient.open("sim://?seed=1&board=wide")`` is: every query is a ``run`` request the firmware's own Core
+``pgt.device.open_device("sim://?seed=1&board=wide")`` is: every query is a ``run`` request the firmware's own Core
 answers (DESIGN principle 1), through the same client code a real board is driven by. Drive outside the board's
 safe range is clipped (``out_of_range="clip"``), as a trainer wants; the link's URL names the board, so a run
 recorded on it reopens it (a ``config`` given as a dict is the exception: its keys are not in the URL).

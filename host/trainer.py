@@ -32,6 +32,7 @@ import numpy as np
 from . import checkpoint, settle
 from . import run_dir as run_dirs
 from .config import TrainConfig, check_config, check_memory
+from .device import default_device, open_device, reopen  # (open_device, default_device: re-exported)
 from .errors import DeviceError, PgtError, UserError
 from .estimators import ESTIMATORS, Estimator, make_estimator
 from .interrupts import TrainingInterrupted, deferred_interrupt
@@ -60,23 +61,6 @@ METRICS = run_dirs.METRICS
 
 def resume_command(run_dir: Path | str) -> str:
     return f"pgt train --resume {shlex.quote(str(run_dir))}"
-
-
-def default_device(estimator: str = "surrogate", seed: int = 0) -> Reservoir:
-    """The device a run uses when none is given: the simulated board through the firmware Core, in process
-    (``sim://?seed=N``); for the backprop reference, the noise-free differentiable ring of the same shape."""
-    if estimator == "backprop":
-        from pgt.sim.reservoirs import reference_ring
-
-        return reference_ring(seed=seed)
-    return open_device(f"sim://?seed={seed}")
-
-
-def open_device(url: str) -> Reservoir:
-    """A :class:`pgt.client.RingClient` for ``url`` (a serial port, a pyserial URL or ``sim://...``)."""
-    from pgt.client import RingClient
-
-    return RingClient.open(url)
 
 
 class Trainer:
@@ -473,7 +457,7 @@ class Trainer:
         state, config = checks.load(run_dir, steps, log)
         saved = state["device"]["info"]
         if reservoir is None:
-            reservoir = recorded_device(saved, config)
+            reservoir = reopen(saved)
         note = checks.check_device(saved, dict(getattr(reservoir, "info", {}) or {}), device_changed)
         self = cls(reservoir, config, on_eval=on_eval, log=log)
         self.load_state(state, device_changed=note is not None)
@@ -488,21 +472,6 @@ class Trainer:
 def _same_simulator(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     keys = ("kind", "url", "seed", "level", "uid")
     return all(saved.get(k) == now.get(k) for k in keys)
-
-
-def recorded_device(info: dict[str, Any], config: TrainConfig) -> Reservoir:
-    """Reopen the device a run recorded: its URL, or the differentiable reference ring of the same seed."""
-    url = info.get("url")
-    if url:
-        return open_device(str(url))
-    seed, level = int(info.get("seed", 0)), str(info.get("level", "A"))
-    if info.get("kind") == "sim-ring" and "params" in info:  # the noise-free reference ring, in process
-        from pgt.sim.reservoirs import RingReservoir
-        from pgt.sim.ring import Ring, RingParams
-
-        volts = (float(info["volts_low"]), float(info["volts_high"]))
-        return RingReservoir(Ring(RingParams(**info["params"]), seed=seed, level=level), volts=volts)
-    raise UserError("this run's device has no URL to reopen: give the device to resume on (--device URL)")
 
 
 def fit(

@@ -44,7 +44,7 @@ ERROR_NAMES = {
 }
 
 U32_MAX = 0xFFFFFFFF
-MAX_ECHO = 32  # characters of a request's op echoed in an error reply
+MAX_ECHO = 31  # characters of a request's op echoed in an error reply (a msgpack fixstr)
 MAX_MSG = 120  # characters of an error reply's msg
 
 # Field types: "uint" (int 0..2**32-1, not bool), "bin" (bytes), "uints" (array of uint), "bool".
@@ -147,7 +147,7 @@ def printable(text, limit):
 def error_reply(seq, boot, code, msg, req_op=None):
     """An ``error`` reply echoing ``seq`` (None when the request had no valid seq), with the boot id; ``msg``
     and the echoed op are printable ASCII cut to MAX_MSG and MAX_ECHO characters, so an error reply's payload
-    is at most 198 bytes."""
+    is at most 197 bytes (docs/protocol.md)."""
     if req_op is not None:
         req_op = printable(req_op, MAX_ECHO)
     return {"op": ERROR, "seq": seq, "boot": boot, "code": code, "msg": printable(msg, MAX_MSG), "req": req_op}

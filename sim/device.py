@@ -28,7 +28,7 @@ def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
-MIN_FRAME = 1024
+MIN_FRAME = 4096
 
 
 def make_core(
@@ -44,7 +44,7 @@ def make_core(
     """
     if level not in ("A", "B"):
         raise ValueError(f"model must be A or B, not {level!r}")
-    if max_frame < MIN_FRAME:  # smaller cannot hold a hello reply
+    if max_frame < MIN_FRAME:  # smaller cannot hold a hello reply (its file hashes take about 2 KB)
         raise ValueError(f"max_frame must be at least {MIN_FRAME}, got {max_frame}")
     cfg = board_config(board, channels, config)
     params = ring_params(cfg)

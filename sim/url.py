@@ -3,7 +3,8 @@
 ``sim://?board=rp2&channels=2,3&seed=0&model=A&noise_free=1`` -> keyword arguments of
 :func:`pgt.sim.device.make_core`. Options: ``board`` (rp2, esp32, wide), ``channels`` (K,M), ``config`` (a
 board.json path), ``seed``, ``model`` (or ``level``: A or B), ``noise_free`` (0/1), ``settle`` (skip,
-sleep), ``max_frame`` (bytes). Anything else is a :class:`SimUrlError` (a ValueError) naming the known ones;
+sleep), ``max_frame`` (bytes). A URL of another form (``sim:?seed=1``, ``sim://host``) or anything else is a
+:class:`SimUrlError` (a ValueError) naming the known ones;
 an option given twice (or as both ``model`` and ``level``) is one too.
 """
 
@@ -16,6 +17,9 @@ from .boards import BOARDS
 from .hal import SETTLE_MODES
 
 __all__ = ["OPTIONS", "SimUrlError", "parse", "channels"]
+
+
+FORM = "sim:// or sim://?OPTION=VALUE&... (e.g. sim://?seed=1&noise_free=1)"
 
 
 class SimUrlError(ValueError):
@@ -75,6 +79,8 @@ def parse(url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     if parts.scheme != "sim":
         raise SimUrlError(f"not a simulator URL: {url}")
+    if not url.startswith("sim://") or parts.netloc or parts.path or parts.fragment:
+        raise SimUrlError(f"malformed simulator URL {url!r}: write {FORM}")
     kwargs: dict[str, Any] = {}
     given: dict[str, str] = {}
     for key, values in parse_qs(parts.query, keep_blank_values=True).items():

@@ -93,7 +93,7 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     (["probe", SIM, "--out", "{tmp}/p", "--timeout", "-1"], "--timeout must be a positive number of seconds"),
     (["probe", SIM, "--out", "{tmp}/p", "--points", "100000000"], "--points must be from 2 to 4096"),
     (["reset", "socket://127.0.0.1:1", "--timeout", "inf"], "--timeout must be a positive number of seconds"),
-    (["info", "sim://?max_frame=1"], "sim://?max_frame=1: max_frame must be at least 1024, got 1"),
+    (["info", "sim://?max_frame=1"], "sim://?max_frame=1: max_frame must be at least 4096, got 1"),
     (["info", " "], "the device URL is empty"),
     (["info", "socket://127.0.0.1:99999"], "socket://127.0.0.1:99999: bad port number '99999' (give socket://HOST"),
     (["reset", "socket://127.0.0.1:abc"], "bad port number 'abc' (give socket://HOST:PORT with PORT from 1 to"),
@@ -103,7 +103,7 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     (["probe", __file__, "--out", "{tmp}/q"], "test_cli_client.py is not a serial port (a regular file;"),
     (["flash", __file__, "--board", "rp2"], "test_cli_client.py is not a serial port (a regular file;"),
     (["reset", "{tmp}/ttyACM9"], "no such port: "),
-    (["sim", "--max-frame", "10"], "--max-frame must be at least 1024, got 10"),
+    (["sim", "--max-frame", "10"], "--max-frame must be at least 4096, got 10"),
     (["info", SIM, "--out", "x"], "unrecognized arguments: --out x (see `pgt info --help`)"),
     (["probe", SIM, "--out", "/proc/pgt-nope"], "--out /proc/pgt-nope: cannot write there (No such file"),
     (["probe", SIM], "the following arguments are required: --out (see `pgt probe --help`)"),
@@ -236,9 +236,9 @@ def test_flash_checks_the_port_before_mpremote(monkeypatch: pytest.MonkeyPatch, 
         assert "sys.platform is 'linux'): pass --board rp2 or --board esp32" in capsys.readouterr().err
     finally:
         unknown.close()
-    from pgt import flash
+    from pgt import repl
 
-    monkeypatch.setattr(flash, "open_serial", no_mpremote)  # a bad config is reported before the port is opened
+    monkeypatch.setattr(repl, "open_port", no_mpremote)  # a bad config is reported before the port is opened
     assert pgt_main(["flash", "/dev/null", "--config", str(tmp_path / "none.json")]) == 1
     assert "none.json: No such file or directory" in capsys.readouterr().err
     monkeypatch.undo()
@@ -251,11 +251,11 @@ def test_flash_checks_the_port_before_mpremote(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_flash_detects_the_board_type(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgt import flash
+    from pgt import repl
 
     board = FakeRepl("rp2")
     try:
-        assert flash.check_board(board.port, None, say=lambda s: None) == "rp2"
+        assert repl.check_board(board.port, None, say=lambda s: None) == "rp2"
     finally:
         board.close()
 
@@ -272,7 +272,7 @@ def test_info_shows_each_channels_limits_and_configured_range(tmp_path: Path, ca
 
 def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from pgt import flash
+    from pgt.board_config import config_keys
 
     typo = tmp_path / "board.json"
     typo.write_text('{"board": "rp2", "limits_hi": [4095, 4095]}')  # limit_hi misspelt: would be ignored
@@ -290,7 +290,7 @@ def test_a_misspelt_board_config_key_is_refused_before_any_device(tmp_path: Path
         assert capsys.readouterr().err.splitlines() == [f"pgt {c}: error: --config {typo}: {reason}"
                                                         for c in ("flash", "sim")]
     # every key docs/hardware.md's example uses is known
-    assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= flash.config_keys()
+    assert {"dac", "adc_pins", "limit_lo", "limit_hi", "settle_min_us", "wdt_ms", "zero_code"} <= config_keys()
 
 
 def test_flash_refuses_the_in_process_simulator(capsys: pytest.CaptureFixture[str]) -> None:

@@ -76,7 +76,7 @@ def test_demo_prints_the_comparison(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_resume_reopens_the_recorded_device_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import pgt.client as client
+    from pgt.device import open_device
     from pgt.trainer import TrainConfig, Trainer
 
     def killer(rec: dict[str, object]) -> None:
@@ -85,7 +85,7 @@ def test_resume_reopens_the_recorded_device_url(tmp_path: Path, capsys: pytest.C
 
     cfg = TrainConfig(steps=20, eval_every=5, checkpoint_every=10)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(client.RingClient.open("sim://?seed=0"), cfg, out_dir=tmp_path, on_eval=killer).run()
+        Trainer(open_device("sim://?seed=0"), cfg, out_dir=tmp_path, on_eval=killer).run()
     assert main(["train", "--resume", str(tmp_path)]) == 0  # reopens sim://?seed=0 by itself
     assert "resumed from step 15" in capsys.readouterr().err
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -95,7 +95,7 @@ def test_resume_reopens_the_recorded_device_url(tmp_path: Path, capsys: pytest.C
 @pytest.fixture()
 def no_device(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every way `pgt train` opens a device records the call and fails instead."""
-    import pgt.trainer
+    import pgt.device
 
     opened: list[str] = []
 
@@ -103,8 +103,8 @@ def no_device(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         opened.append(repr(args))
         raise AssertionError("a device was opened")
 
-    monkeypatch.setattr(pgt.trainer, "open_device", refuse)
-    monkeypatch.setattr(pgt.trainer, "default_device", refuse)
+    monkeypatch.setattr(pgt.device, "open_device", refuse)
+    monkeypatch.setattr(pgt.device, "default_device", refuse)
     return opened
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from pgt.client import RingClient
+from pgt.device import open_device
 from pgt.errors import DeviceError, UserError
 from pgt.faults import FaultPlan, faulty
 from pgt.link import InProcessLink
@@ -27,7 +28,7 @@ SIM = "sim://?noise_free=1&board=wide"
 
 @pytest.fixture
 def client() -> Iterator[RingClient]:
-    with RingClient.open(SIM) as c:
+    with open_device(SIM) as c:
         yield c
 
 
@@ -56,14 +57,14 @@ def test_units_follow_the_calibration(client: RingClient) -> None:
 
 
 def test_counts_queries_and_device_time_and_splits_big_blocks() -> None:
-    with RingClient.open(SIM + "&max_frame=4096") as c:  # max_batch (4096-256)/64 = 60
+    with open_device(SIM + "&max_frame=4096") as c:  # max_batch (4096-256)/64 = 60
         assert c.max_batch == 60
         x = uniform(c, 250)
         y = c.run(x)
         assert c.queries == 250 and c.blocks == 5 and c.device_seconds > 0
         status = c.status()
         assert status["runs"] == 5 and status["vectors"] == 250
-        with RingClient.open(SIM) as whole:
+        with open_device(SIM) as whole:
             assert np.array_equal(y, whole.run(x))  # splitting does not change the answer
 
 
@@ -73,13 +74,13 @@ def test_out_of_range_drive_is_refused_or_clipped(client: RingClient) -> None:
     with pytest.raises(UserError, match=r"row 1 channel 4 is 120 mA, allowed 0\.\.100 mA.*out_of_range='clip'"):
         client.run(x)
     assert client.queries == 0
-    with RingClient.open(SIM, out_of_range="clip") as clip:
+    with open_device(SIM, out_of_range="clip") as clip:
         clipped = x.copy()
         clipped[1, 4] = 100.0
         assert np.array_equal(clip.run(x), client.run(clipped))
         assert clip.clamped == 0  # the host clipped: the device had nothing to clamp
     with pytest.raises(UserError, match="out_of_range must be one of"):
-        RingClient.open(SIM, out_of_range="wrap")
+        open_device(SIM, out_of_range="wrap")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -108,7 +109,7 @@ def test_configure_drive_range_and_timing(client: RingClient) -> None:
 
 
 def test_close_stops_the_drive() -> None:
-    c = RingClient.open(SIM)
+    c = open_device(SIM)
     core = c.link.core
     c.run(uniform(c, 2))
     assert core.driving
@@ -173,12 +174,12 @@ def test_silent_port_echoing_port_and_repl_are_told_apart() -> None:
     try:
         with pytest.raises(DeviceError, match="did not answer the pgt handshake: nothing was received; is this "
                                               "the right port"):
-            RingClient.open(os.ttyname(slave), timeout=0.05, retries=0)
+            open_device(os.ttyname(slave), timeout=0.05, retries=0)
     finally:
         os.close(master)
         os.close(slave)
     with pytest.raises(DeviceError, match="echoes what we send.*pgt flash PORT"):
-        RingClient.open("loop://", timeout=0.05, retries=0)
+        open_device("loop://", timeout=0.05, retries=0)
 
 
 def answering(greeting: bytes, answer: bytes, expect: str) -> None:
@@ -200,7 +201,7 @@ def answering(greeting: bytes, answer: bytes, expect: str) -> None:
     thread.start()
     try:
         with pytest.raises(DeviceError, match=expect):
-            RingClient.open(os.ttyname(slave), timeout=0.1, retries=0)
+            open_device(os.ttyname(slave), timeout=0.1, retries=0)
     finally:
         stop.set()
         thread.join()
@@ -230,7 +231,7 @@ def test_config_is_replayed_after_a_board_reset_tcp() -> None:
     srv = TcpServer(make_core(noise_free=True, board="wide"))
     port = srv.start()
     try:
-        with RingClient.open(f"socket://127.0.0.1:{port}", timeout=0.3) as c:
+        with open_device(f"socket://127.0.0.1:{port}", timeout=0.3) as c:
             c.configure(settle_us=7, drive_hi_mA=80.0)
             x = uniform(c, 10)
             before = c.run(x)
@@ -253,7 +254,7 @@ def test_a_silent_reset_is_noticed_by_the_boot_id_and_the_config_replayed() -> N
         wrap = faulty(FaultPlan(script={("to_device", 3): "reset"}), reset_device=srv.reset_device)
         logs: list[str] = []
         # (a generous reply timeout: the frame the reset loses costs one; a loaded machine costs none extra)
-        with RingClient.open(path, timeout=2.0, wrap=wrap, log=logs.append) as c:  # hello, config, run, run
+        with open_device(path, timeout=2.0, wrap=wrap, log=logs.append) as c:  # hello, config, run, run
             c.configure(settle_us=1007)  # (long enough for the drive filter: repeats are exact)
             x = uniform(c, 10)
             before = c.run(x)
@@ -272,7 +273,7 @@ def test_a_silent_reset_is_noticed_by_the_boot_id_and_the_config_replayed() -> N
 def test_another_board_behind_the_port_after_a_reconnect_is_refused() -> None:
     with TcpServer(make_core(noise_free=True, board="wide")) as srv:
         port = srv.start()
-        with RingClient.open(f"socket://127.0.0.1:{port}", timeout=0.3) as c:
+        with open_device(f"socket://127.0.0.1:{port}", timeout=0.3) as c:
             c.run(uniform(c, 2))
             srv.reset_device(core=make_core(seed=1, board="wide"), hangup=True)  # someone plugged in another board
             with pytest.raises(DeviceError, match="is a different board"):

@@ -34,9 +34,9 @@ from pgt.connection import (
     after_silence,
     after_wait,
     diagnose,
-    restart_bytes,
 )
 from pgt.protocol import framing
+from pgt.repl import RESTART
 
 
 def reply_frame(seq: int | None, op: str = "hello", **fields: object) -> bytes:
@@ -143,48 +143,67 @@ def test_reboot_signs_and_a_good_frame_clearing_the_repl_state() -> None:
 def test_decisions_after_silence_and_drops() -> None:
     conn = Connection()
     sent(conn)
-    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == RESEND
-    conn.receive(b">>> ")
-    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == REVIVE
-    assert after_silence(conn, retries=2, revivals=0) == GIVE_UP  # a REPL answers no frame: no use resending
-    assert conn.pending is not None
-    conn.pending.revivals = MAX_REVIVALS
-    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == GIVE_UP  # still a REPL after the restarts
-    conn.repl_state = None
-    assert after_silence(conn, retries=2, revivals=MAX_REVIVALS) == RESEND
     out = conn.pending
     assert out is not None
+    assert after_silence(out, None, retries=2, revivals=MAX_REVIVALS) == RESEND
+    conn.receive(b">>> ")
+    assert after_silence(out, conn.repl_state, retries=2, revivals=MAX_REVIVALS) == REVIVE
+    assert after_silence(out, NORMAL, retries=2, revivals=0) == GIVE_UP  # a REPL answers no frame: no use resending
+    out.revivals = MAX_REVIVALS
+    assert after_silence(out, NORMAL, retries=2, revivals=MAX_REVIVALS) == GIVE_UP  # still a REPL after the restarts
+    assert after_silence(out, None, retries=2, revivals=MAX_REVIVALS) == RESEND
     conn.expect(out)
     conn.expect(out)  # three tries
-    assert after_silence(conn, retries=2, revivals=0) == GIVE_UP and not after_drop(conn, retries=2)
-    assert after_silence(conn, retries=2, revivals=0, booting=True) == RESEND
+    assert after_silence(out, None, retries=2, revivals=0) == GIVE_UP and not after_drop(out, retries=2)
+    assert not after_drop(None, retries=2)  # nothing in flight: nothing to resend
     sent(conn)  # a new request starts again
-    assert conn.tries == 1 and conn.revivals == 0 and after_drop(conn, retries=1) and not after_drop(conn, retries=0)
+    assert conn.tries == 1 and conn.revivals == 0
+    assert after_drop(conn.pending, retries=1) and not after_drop(conn.pending, retries=0)
 
 
-def test_after_a_wait_a_soft_reset_and_the_boot_after_it_cost_no_tries() -> None:
+def test_decisions_are_pure() -> None:
+    """The decision functions return an action and change nothing; the connection's methods record the cost."""
     conn = Connection()
     sent(conn)
     out = conn.pending
     assert out is not None
-    assert after_wait(conn, BROKEN, 1, MAX_REVIVALS, now=0.0, boot_s=5.0) == RECONNECT
-    assert after_wait(conn, DROPPED, 1, MAX_REVIVALS, now=0.0, boot_s=5.0) == RESEND
+    before = (out.tries, out.revivals, out.reconnects)
+    for ended in (BROKEN, DROPPED, SILENCE):
+        for repl in (None, RAW):
+            after_wait(out, repl, ended, 1, MAX_REVIVALS)
+    after_break(out, retries=0)
+    after_silence(out, RAW, 1, MAX_REVIVALS)
+    assert (out.tries, out.revivals, out.reconnects) == before
+
+
+def test_after_a_soft_reset_resends_are_spared_while_the_board_boots_and_no_longer() -> None:
+    """The boot allowance is the link's boot_s from the soft reset (it was reconnect_timeout, 10 s, before)."""
+    conn = Connection()
+    sent(conn)
+    out = conn.pending
+    assert out is not None
+    assert conn.wait_ended(BROKEN, 1, MAX_REVIVALS, now=0.0, boot_s=2.0) == RECONNECT
+    assert conn.wait_ended(DROPPED, 1, MAX_REVIVALS, now=0.0, boot_s=2.0) == RESEND
     conn.receive(b"raw REPL; CTRL-B to exit\r\n>")
-    assert after_wait(conn, SILENCE, 1, MAX_REVIVALS, now=10.0, boot_s=5.0) == REVIVE
-    assert (out.tries, out.revivals, out.boot_until) == (0, 1, 15.0)  # the resend after it is not a retry
-    conn.repl_state = None  # (the link forgets the REPL once the soft reset is under way)
-    for _ in range(4):  # the board boots: resends until 15 s use up no tries
+    assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS, now=10.0, boot_s=2.0) == REVIVE
+    assert (out.tries, out.spared, out.revivals, out.boot_until) == (1, 1, 1, 12.0)
+    conn.revived()  # (the link sent the soft reset: the REPL is left behind)
+    for _ in range(3):  # the board boots until 12 s: resends spared
         conn.expect(out)
-        assert after_wait(conn, SILENCE, 1, MAX_REVIVALS, now=12.0, boot_s=5.0) == RESEND
-    assert out.tries == 0
+        assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS, now=11.0, boot_s=2.0) == RESEND
+    assert out.tries == 4 and out.counted == 0
     conn.expect(out)
+    assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS, now=12.5, boot_s=2.0) == RESEND  # booted: one retry left
     conn.expect(out)
-    assert after_wait(conn, SILENCE, 1, MAX_REVIVALS, now=16.0, boot_s=5.0) == GIVE_UP  # booted, and 2 tries
+    assert conn.wait_ended(SILENCE, 1, MAX_REVIVALS, now=13.5, boot_s=2.0) == GIVE_UP
+    counts = conn.counters()
+    assert (counts["timeouts"], counts["fast_retries"], counts["repl_revivals"], counts["retries"]) == (6, 1, 1, 5)
 
 
 def test_after_a_break_and_a_failed_reconnect() -> None:
-    out = Connection().prepare({"op": "run"})
-    assert [after_break(out, retries=1) for _ in range(3)] == [RECONNECT, RECONNECT, GIVE_UP]
+    conn = Connection()
+    out = conn.prepare({"op": "run"})
+    assert [conn.broke(out, retries=1) for _ in range(3)] == [RECONNECT, RECONNECT, GIVE_UP]
     assert after_failed_reconnect(no_reply=False, opened=False, broken=False, now=1.0, deadline=2.0) == RETRY
     assert after_failed_reconnect(no_reply=True, opened=True, broken=False, now=1.0, deadline=2.0) == RETRY
     assert after_failed_reconnect(no_reply=False, opened=True, broken=True, now=1.0, deadline=2.0) == RETRY
@@ -206,9 +225,31 @@ def test_diagnoses() -> None:
 
 
 def test_restart_leaves_paste_and_raw_mode_before_the_soft_reset() -> None:
-    data = restart_bytes(PASTE)
-    assert data == restart_bytes(RAW) == restart_bytes(None)
-    assert data.index(b"\x03") < data.index(b"\x02") < data.rindex(b"\x03") < data.index(b"\x04") == len(data) - 1
+    assert RESTART.index(b"\x03") < RESTART.index(b"\x02") < RESTART.rindex(b"\x03") < RESTART.index(b"\x04") \
+        == len(RESTART) - 1
+
+
+def test_one_soft_reset_sequence_in_the_host() -> None:
+    """The REPL layer's RESTART is the only soft-reset sequence: no module of the host writes its own."""
+    from pathlib import Path
+
+    import pgt
+
+    host = Path(pgt.__file__).parent
+    owners = sorted(p.name for p in host.rglob("*.py") if b"\\x04" in p.read_bytes())
+    assert owners == ["repl.py"], owners
+
+
+def test_counters_live_in_the_connection() -> None:
+    conn = Connection(seq=5)
+    out = conn.prepare({"op": "ping"})
+    conn.expect(out)
+    conn.sent(len(out.frame))
+    conn.receive(reply_frame(5, "ping") + b"xx")
+    counts = conn.counters()
+    assert counts["requests"] == 1 and counts["replies"] == 1 and counts["frames_in"] == 1
+    assert counts["bytes_out"] == len(out.frame) and counts["bytes_in"] == len(reply_frame(5, "ping")) + 2
+    assert counts["garbage_bytes"] == 2
 
 
 def test_a_nested_request_leaves_the_outer_one_its_count_of_tries() -> None:

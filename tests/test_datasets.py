@@ -37,14 +37,16 @@ def _blobs(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def no_device(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record any attempt to open a device (a refused invocation must make none)."""
     opened: list[str] = []
+    import pgt.device
     import pgt.trainer
 
     def refuse(*args: object, **kwargs: object) -> None:
         opened.append(str(args))
         raise AssertionError("a device was opened")
 
-    monkeypatch.setattr(pgt.trainer, "open_device", refuse)
-    monkeypatch.setattr(pgt.trainer, "default_device", refuse)
+    for module in (pgt.device, pgt.trainer):
+        monkeypatch.setattr(module, "open_device", refuse)
+        monkeypatch.setattr(module, "default_device", refuse)
     return opened
 
 

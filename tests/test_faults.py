@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pgt.client import RingClient
+from pgt.device import open_device
 from pgt.faults import FaultPlan, FaultyTransport, faulty
 from pgt.protocol import decoder, framing
 from pgt.sim.device import make_core
@@ -97,7 +98,7 @@ def test_faults_on_frames_to_the_device_and_the_script() -> None:
 
 @pytest.fixture
 def reference() -> Iterator[RingClient]:
-    with RingClient.open("sim://?noise_free=1&board=wide") as ref:
+    with open_device("sim://?noise_free=1&board=wide") as ref:
         yield ref
 
 
@@ -116,7 +117,7 @@ def test_one_percent_corruption_and_loss_nothing_corrupt_delivered_no_run_twice(
     wrap = faulty(plan)
     with PtyServer(make_core(noise_free=True, board="wide")) as srv:
         path = srv.start()
-        with RingClient.open(path, wrap=wrap, timeout=0.05, link_rate=1e6) as c:
+        with open_device(path, wrap=wrap, timeout=0.05, link_rate=1e6) as c:
             assert run_blocks(c, reference, blocks=300, rows=32) == 0
             counters = c.link.counters()
             status = c.status()
@@ -135,7 +136,7 @@ def test_a_harsher_mix_over_tcp(reference: RingClient) -> None:
     logs: list[str] = []
     with TcpServer(make_core(noise_free=True, board="wide"), log=logs.append) as srv:
         port = srv.start()
-        with RingClient.open(f"socket://127.0.0.1:{port}", wrap=wrap, timeout=0.05, link_rate=1e6) as c:
+        with open_device(f"socket://127.0.0.1:{port}", wrap=wrap, timeout=0.05, link_rate=1e6) as c:
             assert run_blocks(c, reference, blocks=60, rows=48, seed=1) == 0
             status = c.status()
     assert len(wrap.stats) >= 10
@@ -151,7 +152,7 @@ def test_truncated_requests_never_make_the_board_leave_its_loop(reference: RingC
     wrap = faulty(FaultPlan(truncate=0.1, to_host=False, seed=5))
     with PtyServer(make_core(noise_free=True, board="wide"), log=logs.append) as srv:
         path = srv.start()
-        with RingClient.open(path, wrap=wrap, timeout=0.05, link_rate=1e6) as c:
+        with open_device(path, wrap=wrap, timeout=0.05, link_rate=1e6) as c:
             c.configure(settle_us=1009)  # (a settled drive: rows comparable with the reference)
             assert run_blocks(c, reference, blocks=60, rows=64, seed=2) == 0
             assert srv.core.settle_us == 1009
@@ -167,7 +168,7 @@ def test_silent_board_reboots_are_noticed_and_the_config_replayed(reference: Rin
     with PtyServer(make_core(noise_free=True, board="wide")) as srv:
         path = srv.start()
         wrap = faulty(FaultPlan(reset=0.05, seed=4), reset_device=lambda: srv.reset_device())
-        with RingClient.open(path, wrap=wrap, timeout=0.1, link_rate=1e6) as c:
+        with open_device(path, wrap=wrap, timeout=0.1, link_rate=1e6) as c:
             c.configure(settle_us=1009)  # (a settled drive: rows comparable with the reference)
             assert run_blocks(c, reference, blocks=60, rows=16, seed=3) == 0
             resets = wrap.stats["reset_to_device"]
@@ -179,7 +180,7 @@ def test_board_resets_that_drop_the_connection(reference: RingClient) -> None:
     with TcpServer(make_core(noise_free=True, board="wide")) as srv:
         port = srv.start()
         wrap = faulty(FaultPlan(reset=0.05, seed=2), reset_device=lambda: srv.reset_device(hangup=True))
-        with RingClient.open(f"socket://127.0.0.1:{port}", wrap=wrap, timeout=0.1, link_rate=1e6) as c:
+        with open_device(f"socket://127.0.0.1:{port}", wrap=wrap, timeout=0.1, link_rate=1e6) as c:
             c.configure(n_avg=3)
             assert run_blocks(c, reference, blocks=60, rows=16, seed=3) == 0
             resets = wrap.stats["reset_to_device"]
@@ -204,7 +205,7 @@ def test_a_corrupt_header_full_of_ctrl_c_bytes_does_not_stop_the_firmware(flashe
     data, not Ctrl-C and Ctrl-D (the reader is out of sync until the next good frame)."""
     import msgpack
 
-    with RingClient.open(flashed_board, timeout=1.0) as c:
+    with open_device(flashed_board, timeout=1.0) as c:
         c.configure(n_avg=3)
         x = np.array([[10.0, 20.0]])
         assert c.run(x).shape == (1, 3)
@@ -224,7 +225,7 @@ def test_a_real_ctrl_c_stops_the_firmware_and_the_link_revives_it(flashed_board:
     """A Ctrl-C between frames (someone's terminal, a stray mpremote) sends the board to its REPL, as it must.
     The link sees the REPL prompt when a request goes unanswered, soft-resets the board into main.py, and the
     client replays its configuration."""
-    with RingClient.open(flashed_board, timeout=1.0) as c:
+    with open_device(flashed_board, timeout=1.0) as c:
         c.configure(n_avg=3)
         x = np.array([[10.0, 20.0]])
         assert c.run(x).shape == (1, 3)
@@ -251,7 +252,7 @@ def test_a_board_left_at_its_repl_is_restarted_by_the_handshake_and_by_pgt_reset
         ser.write(b"\r\x03\x03\x01")  # stop the firmware, enter the raw REPL
         assert ser.read_until(b"raw REPL; CTRL-B to exit\r\n>").endswith(b">")
     logs: list[str] = []
-    with RingClient.open(flashed_board, timeout=1.0, log=logs.append) as c:
+    with open_device(flashed_board, timeout=1.0, log=logs.append) as c:
         assert c.run(np.array([[10.0, 20.0]])).shape == (1, 3)
         assert c.link.counters()["repl_revivals"] == 1
         boot = c.boot_id

@@ -72,14 +72,14 @@ def test_mpremote_against_the_virtual_board(port: str, tmp_path: Path) -> None:
 
 
 def test_package_json_matches_the_device_file_set() -> None:
-    from pgt.flash import package_json
+    from pgt.device_files import package_json
 
     assert json.loads((ROOT / "package.json").read_text()) == package_json(ROOT)
 
 
 @pytest.mark.slow
 def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from pgt.client import RingClient
+    from pgt.device import open_device
 
     assert pgt_main(["flash", port, "--board", "rp2"]) == 0
     out = capsys.readouterr().out
@@ -87,7 +87,7 @@ def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None
     # flashing again works on a board that is running the firmware (mpremote's Ctrl-C leaves the loop)
     assert pgt_main(["flash", port, "--board", "rp2"]) == 0
 
-    with RingClient.open(port, timeout=5.0) as client:
+    with open_device(port, timeout=5.0) as client:
         assert client.info["board"] == "rp2-pwm" and client.n_inputs == 2 and client.n_outputs == 3
         assert "pgt/firmware/serve.py" in client.info["files"]
         x = np.array([[10.0, 20.0], [40.0, 5.0], [10.0, 20.0]])
@@ -118,11 +118,11 @@ def test_flash_then_train(port: str, capsys: pytest.CaptureFixture[str]) -> None
 
 @pytest.mark.slow
 def test_flash_precompiled(port: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from pgt.client import RingClient
+    from pgt.device import open_device
 
     assert pgt_main(["flash", port, "--board", "rp2", "--mpy"]) == 0
     assert "files verified" in capsys.readouterr().out
-    with RingClient.open(port, timeout=5.0) as client:
+    with open_device(port, timeout=5.0) as client:
         assert "pgt/firmware/serve.mpy" in client.info["files"]
         assert "pgt/firmware/serve.py" not in client.info["files"]  # flash removed the old tree first
         assert client.run(np.array([[10.0, 20.0]])).shape == (1, 3)
@@ -131,9 +131,9 @@ def test_flash_precompiled(port: str, capsys: pytest.CaptureFixture[str]) -> Non
 def test_every_tap_of_the_virtual_board_responds_and_averaging_lowers_its_noise(port: str) -> None:
     """The flashed rp2 board (2 drives, 3 taps): each tap's spread over random drives is far above its repeat
     noise, and the firmware's n_avg averages independent ADC reads (the noise is not fixed per query)."""
-    from pgt.client import RingClient
+    from pgt.device import open_device
 
-    with RingClient.open(port, timeout=5.0) as client:
+    with open_device(port, timeout=5.0) as client:
         assert (client.n_inputs, client.n_outputs) == (2, 3)
         x = np.random.default_rng(1).uniform(client.drive_low, client.drive_high, (60, 2))
         span = client.run(x).std(axis=0)
@@ -214,9 +214,9 @@ def test_the_virtual_board_keeps_its_filesystem_and_identity_and_resets_like_a_p
     with _board(fs) as port:  # the same flash after a restart: same files, same board
         assert _retrying(port, "exec", UID).strip() == uid
         assert mpremote(port, "resume", "exec", PLATFORM).strip() == "rp2"  # as a Pico says
-        from pgt import flash
+        from pgt import repl
 
-        assert flash.check_board(port, None, say=lambda s: None) == "rp2"  # so `pgt flash PORT` needs no --board
+        assert repl.check_board(port, None, say=lambda s: None) == "rp2"  # so `pgt flash PORT` needs no --board
         assert "main.py" in mpremote(port, "resume", "fs", "ls", ":")
     other = mpremote(module_board, "exec", UID).strip()  # the module's board: another instance, another id
     with _board(uid="00112233445566ff") as port:
@@ -227,13 +227,13 @@ def test_the_virtual_board_keeps_its_filesystem_and_identity_and_resets_like_a_p
 def test_an_mcp3208_board_reads_eight_taps(port: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """board.json with an external MCP3208: the firmware reads its 8 channels over SPI, the virtual board's
     ring grows to 8 distinct taps."""
-    from pgt.client import RingClient
+    from pgt.device import open_device
 
     config = tmp_path / "board.json"
     config.write_text(json.dumps({"board": "rp2", "adc": "mcp3208"}))
     assert pgt_main(["flash", port, "--board", "rp2", "--config", str(config)]) == 0
     assert "rp2-pwm-mcp3208" in capsys.readouterr().out
-    with RingClient.open(port, timeout=5.0) as client:
+    with open_device(port, timeout=5.0) as client:
         assert client.info["board"] == "rp2-pwm-mcp3208" and (client.n_inputs, client.n_outputs) == (2, 8)
         x = np.random.default_rng(0).uniform(client.drive_low, client.drive_high, (40, 2))
         y = client.run(x)

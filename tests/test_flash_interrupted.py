@@ -63,12 +63,12 @@ def lines_until(proc: subprocess.Popen[str], marker: str, seen: list[str]) -> fl
 
 
 def handshake(port: str) -> dict[str, object]:
-    from pgt.client import RingClient
+    from pgt.device import open_device
 
     deadline = time.monotonic() + 60
     while True:
         try:
-            with RingClient.open(port, timeout=5.0) as client:
+            with open_device(port, timeout=5.0) as client:
                 return dict(client.info)
         except Exception:
             if time.monotonic() > deadline:

@@ -55,8 +55,8 @@ def test_predict_reproduces_the_test_accuracy_through_the_same_board(
     assert f"accuracy {100 * acc:.1f}%" in err and "device rows" in err
 
     # the same through raw inputs in a file (pixels 0..16, scaled by the model) and the Python API
+    from pgt.device import open_device
     from pgt.tasks import load_task
-    from pgt.trainer import open_device
 
     task = load_task("digits")
     np.savez(tmp_path / "new.npz", x=(task.x_test * 16).astype(np.uint8), y=task.y_test)
@@ -84,9 +84,9 @@ def test_predict_warns_on_another_uid_and_recalibrates_with_counted_rows(
 
 def test_bad_predict_invocations_touch_no_device(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    import pgt.trainer
+    import pgt.device
 
-    monkeypatch.setattr(pgt.trainer, "open_device", lambda *a: pytest.fail("a device was opened"))
+    monkeypatch.setattr(pgt.device, "open_device", lambda *a, **k: pytest.fail("a device was opened"))
     np.savez(tmp_path / "wide.npz", x=np.zeros((5, 10)))
     (tmp_path / "model.json").write_text(json.dumps({"format": 99, "pgt_version": "9.0"}))
     for args, reason in [
@@ -111,9 +111,9 @@ def test_eval_and_show(run_dir: Path, regression_run: Path, tmp_path: Path, monk
     now = float(out.split("test NMSE ")[1].split()[0])
     assert abs(now - _reported(regression_run, "test_nmse")) < 0.05 * _reported(regression_run, "test_nmse") + 0.01
 
-    import pgt.trainer
+    import pgt.device
 
-    monkeypatch.setattr(pgt.trainer, "open_device", lambda *a: pytest.fail("show opened a device"))
+    monkeypatch.setattr(pgt.device, "open_device", lambda *a, **k: pytest.fail("show opened a device"))
     png = tmp_path / "both.png"
     assert main(["show", str(run_dir), str(run_dir), "--plot", str(png)]) == 0
     out = capsys.readouterr().out
@@ -125,7 +125,7 @@ def test_eval_and_show(run_dir: Path, regression_run: Path, tmp_path: Path, monk
 
 
 def test_a_model_file_round_trips_and_describes_itself(run_dir: Path, tmp_path: Path) -> None:
-    from pgt.trainer import open_device
+    from pgt.device import open_device
 
     model = pgt.load(run_dir)
     text = model.describe()

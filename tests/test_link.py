@@ -14,7 +14,7 @@ import pytest
 
 from pgt.errors import DeviceError, UserError
 from pgt.faults import FaultPlan, faulty
-from pgt.link import InProcessLink, NoReplyError, SerialLink, parse_sim_url
+from pgt.link import InProcessLink, NoReplyError, SerialLink, sim_options
 from pgt.sim.device import make_core
 from pgt.sim.serve import PtyServer, TcpServer
 
@@ -202,17 +202,21 @@ def test_close_stops_the_reader_thread(tcp: tuple[TcpServer, str]) -> None:
         link.request({"op": "ping"})
 
 
-def test_in_process_link_and_sim_urls() -> None:
-    assert parse_sim_url("sim://?seed=3&model=b&noise_free=1") == {"seed": 3, "level": "B", "noise_free": True}
+def test_in_process_link_and_sim_urls(tcp: tuple[TcpServer, str]) -> None:
+    assert sim_options("sim://?seed=3&model=b&noise_free=1") == {"seed": 3, "level": "B", "noise_free": True}
     with pytest.raises(UserError, match="unknown simulator option 'sed'"):
-        parse_sim_url("sim://?sed=3")
+        sim_options("sim://?sed=3")
     with pytest.raises(UserError, match="bad value for seed"):
-        parse_sim_url("sim://?seed=x")
+        sim_options("sim://?seed=x")
     link = InProcessLink("sim://?noise_free=1&max_frame=4096&board=wide")
     hello = link.request({"op": "hello"})
     assert hello["max_frame"] == 4096 and hello["max_batch"] == (4096 - 256) // 64
     assert link.request(RUN)["n"] == 2 and link.core.counts["runs"] == 1
-    assert link.counters()["requests"] == 2
+    counts = link.counters()  # kept by the link's Connection, as a SerialLink's are
+    assert counts["requests"] == counts["replies"] == counts["frames_in"] == 2 and counts["retries"] == 0
+    assert 0 < counts["bytes_out"] < counts["bytes_in"]  # (the frames a wire would have carried: hello is large)
+    with link_to(tcp[1]) as serial_link:
+        assert set(serial_link.counters()) == set(counts)
 
 
 def test_reconnect_retries_the_handshake_until_the_board_serves(tcp: tuple[TcpServer, str]) -> None:

@@ -68,7 +68,7 @@ def test_documented_device_urls_reach_the_device_they_name(capsys: pytest.Captur
     """Every URL form the README names, given to ``pgt info``: a ``sim://`` URL opens the simulated board in
     process, ``socket://`` (the template filled with a served board's port) and a pty path reach a board over
     bytes, and a port path or name that does not exist here is looked up as a serial port (not refused as a URL)."""
-    from pgt.link import parse_sim_url
+    from pgt.link import sim_options
     from pgt.sim.device import make_core
     from pgt.sim.serve import PtyServer, TcpServer
 
@@ -89,10 +89,10 @@ def test_documented_device_urls_reach_the_device_they_name(capsys: pytest.Captur
         assert main(["info", url]) == 1
         assert capsys.readouterr().err.strip().startswith(f"pgt info: error: no such port: {url} (")
     for url in sims:
-        options = parse_sim_url(url)
+        options = sim_options(url)
         named = re.findall(r"[?&]([a-z_]+)=", url)
         assert named and len(options) >= len(named)  # every option the README names is known (else UserError)
-    parse_sim_url("sim://")  # the default device the command table names
+    sim_options("sim://")  # the default device the command table names
 
 
 def test_the_python_api_snippet_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -38,3 +38,23 @@ def test_reset_refuses_sim_and_a_missing_port(capsys: pytest.CaptureFixture[str]
     assert pgt_main(["reset", "/dev/null", "--timeout", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("pgt reset: error: ") for line in err)
+
+
+def test_a_simulated_reboot_passes_the_core_its_settings_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reboot()`` once built the fresh Core from positional arguments: a Core whose settings are keyword-only
+    (or reordered) would have been handed the wrong ones."""
+    import pgt.sim.stream_board as serve
+    from pgt.firmware.core import Core
+
+    class KeywordCore(Core):
+        def __init__(self, hal: object, clock: object, *, max_frame: int, files: dict[str, str], poll_ms: int,
+                     frame_timeout_ms: int) -> None:
+            super().__init__(hal, clock, max_frame=max_frame, files=files, poll_ms=poll_ms,
+                             frame_timeout_ms=frame_timeout_ms)
+
+    old = make_core(noise_free=True, max_frame=8192, files={"pgt/x.py": "ab"})
+    old.poll_ms, old.frame_timeout_ms = 30, 700
+    monkeypatch.setattr(serve, "Core", KeywordCore)
+    new = serve.reboot(old)
+    assert (new.max_frame, new.files, new.poll_ms, new.frame_timeout_ms) == (8192, {"pgt/x.py": "ab"}, 30, 700)
+    assert new.hal is old.hal and new.boot_id != old.boot_id

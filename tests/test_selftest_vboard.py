@@ -30,8 +30,8 @@ def test_selftest_on_the_virtual_board(virtual_board: str, tmp_path: Path,
     assert checks["vb"]["watchdog"]["verdict"] == "pass", checks["vb"]["watchdog"]
     assert checks["vb"]["handshake"]["verdict"] == "pass"
     # --write stored it in the board's board.json (mpremote), and the firmware starts with it after the reset
-    from pgt.client import RingClient
+    from pgt.device import open_device
 
-    with RingClient.open(virtual_board, timeout=5.0) as client:
+    with open_device(virtual_board, timeout=5.0) as client:
         assert client.info["settle_board_us"] == client.info["settle_us"] == settle["vb"]
         assert client.info["settle_min_us"] == settle["vb"]

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,24 @@ def test_an_address_where_no_cluster_answers_fails_within_seconds(tmp_path, dead
     assert time.monotonic() - t0 < 20
     assert f"no Ray cluster answers at 127.0.0.1:{dead_port}: Connection refused" in line
     assert "HOST:PORT of a Ray head" in _refused(["--address", "nowhere"], tmp_path)
+
+
+
+def test_an_empty_sweep_plot_says_so_on_a_percent_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep whose one trial reported nothing: '1 trial' (not '1 trials'), a 0-100 % axis, and a note."""
+    import matplotlib.figure
+
+    from pgt.config import TrainConfig
+    from pgt.sweeps.report import plot
+    from pgt.sweeps.spec import SweepResult, Trial, TrialResult
+
+    figures: list[matplotlib.figure.Figure] = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (figures.append(fig), save(fig, *a, **k))[1])
+    plot(SweepResult([TrialResult(Trial(TrainConfig(steps=1)), "error")], tmp_path / "sweep-x"), tmp_path / "a.png")
+    ax = figures[0].axes[0]
+    assert ax.get_title() == "sweep sweep-x: 1 trial"
+    assert ax.get_ylim() == (0.0, 100.0)
+    assert [t.get_text() for t in ax.texts] == ["no trial reported a validation accuracy"]
+    assert (tmp_path / "a.png").stat().st_size > 1000

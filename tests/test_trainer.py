@@ -12,11 +12,12 @@ import pytest
 from test_estimators import ToyReservoir
 
 import pgt.trainer as trainer_mod
+from pgt.device import default_device, open_device
 from pgt.errors import DeviceError, UserError
 from pgt.reservoir import from_callable
 from pgt.sim.reservoirs import reference_ring
 from pgt.sim_board import open_sim_board
-from pgt.trainer import TrainConfig, Trainer, crossing, default_device, fit, open_device
+from pgt.trainer import TrainConfig, Trainer, crossing, fit
 
 
 def test_short_run_improves_accuracy_and_counts_every_row() -> None:

@@ -38,10 +38,10 @@ def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], No
     board (the firmware's Core over the ring model, shaped like the default rp2 board) served on a
     pseudo-terminal, so every query crosses a serial line as frames.
     """
-    from pgt.client import RingClient
+    from pgt.device import open_device
 
     if url is not None:
-        client = RingClient.open(url)
+        client = open_device(url)
         return client, client.close
     from pgt.device_files import file_hashes
     from pgt.sim.device import make_core
@@ -50,7 +50,7 @@ def make_device(seed: int, url: str | None = None) -> tuple[Any, Callable[[], No
     server = PtyServer(make_core(seed=seed, files=file_hashes()))  # the default board: rp2, 2 drives, 3 taps
     path = server.start()
     try:
-        client = RingClient.open(path)
+        client = open_device(path)
     except BaseException:
         server.stop()
         raise
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     for est in [*names, "backprop"]:  # every run's config checked before any device is opened
         check_config(_config(est, args))
     if args.device is not None:
-        from pgt.link import check_device_url
+        from pgt.device import check_device_url
 
         check_device_url(args.device)
     out = new_run_dir(check_out(args.out), "demo")  # a new directory per demo, never shared

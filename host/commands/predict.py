@@ -60,7 +60,7 @@ def load_model(args: argparse.Namespace) -> Any:
     url = args.device or model.doc["device"].get("url")
     if not url:
         raise UserError(f"{args.run_dir} recorded no device URL: give --device URL")
-    from pgt.link import check_device_url
+    from pgt.device import check_device_url
 
     check_device_url(url)
     return model, url
@@ -98,7 +98,7 @@ def file_inputs(model: Any, spec: str, label: str | None) -> Inputs:
 def open_checked(model: Any, url: str, args: argparse.Namespace, say: Any) -> tuple[Any, Any, int]:
     """Open the device, check it against the model, build the model on it (recalibrating if asked):
     (device, built model, calibration rows)."""
-    from pgt.trainer import open_device
+    from pgt.device import open_device
 
     device = open_device(url)
     for line in model.check_device(device):

@@ -9,12 +9,6 @@ REPL runs ``main.py``, i.e. the firmware), then handshakes and says what it foun
 from __future__ import annotations
 
 import argparse
-import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pgt.connection import Connection, Event
-    from pgt.link import Transport
 
 NAME = "reset"
 HELP = "restart the pgt firmware on a board left at its REPL (normal, raw, paste) or running: soft reset into main.py"
@@ -29,51 +23,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for the firmware to answer after the reset (default 5)")
 
 
-def _listen(transport: Transport, conn: Connection, seconds: float) -> list[Event]:
-    """Feed ``conn`` what the port says for ``seconds``; return the events."""
-    events: list[Event] = []
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        data = transport.read_some(min(left, 0.05))
-        if data:
-            events += conn.receive(data)
-    return events
-
-
 def run(args: argparse.Namespace) -> int:
-    from pgt.client import RingClient
+    from pgt import repl
     from pgt.commands.info import check_device_args
-    from pgt.connection import NORMAL, PASTE, RAW, Connection, RebootSign, restart_bytes
+    from pgt.device import is_sim_url, open_device
     from pgt.errors import DeviceError, UserError
-    from pgt.flash import check_port
-    from pgt.link import open_port
+    from pgt.ports import open_port
 
-    if args.url.startswith("sim:"):
+    if is_sim_url(args.url):
         raise UserError("sim:// runs inside each pgt command: there is no board to reset")
     check_device_args(args)
-    check_port(args.url)
     transport = open_port(args.url, args.baud)
-    conn = Connection()
     try:
         print(f"{args.url}: sending Ctrl-C to see what the board is doing ...", flush=True)
-        transport.write(b"\x03")
-        _listen(transport, conn, LISTEN_S)
-        state = conn.repl_state
-        found = {NORMAL: "at its MicroPython REPL", RAW: "at its raw REPL", PASTE: "in raw-paste mode"}.get(
-            state or "", "showing no REPL prompt (raw REPL, raw-paste mode, or a busy program)")
-        if state == NORMAL and b"MicroPython" in conn.recent:  # a banner: a program (main.py) ended
+        transport.write(repl.CTRL_C)
+        heard = repl.listen(transport, LISTEN_S)
+        state = repl.repl_state(heard)
+        found = repl.STATE_NAMES.get(state or "", "showing no REPL prompt (raw REPL, raw-paste mode, or a busy "
+                                                   "program)")
+        if state == repl.NORMAL and b"MicroPython" in heard:  # a banner: a program (main.py) ended
             found = "running a program, now stopped at its MicroPython REPL"
-        print(f"{args.url}: the board was {found}; soft reset into main.py (Ctrl-C, Ctrl-B, Ctrl-C, Ctrl-D) ...",
-              flush=True)
-        conn = Connection()
-        transport.write(restart_bytes(state))
-        events = _listen(transport, conn, LISTEN_S)
+        print(f"{args.url}: the board was {found}; soft reset into main.py ({repl.RESTART_KEYS}) ...", flush=True)
+        rebooted = b"soft reboot" in repl.soft_reset(transport, LISTEN_S)
     finally:
         transport.close()
-    rebooted = any(isinstance(e, RebootSign) for e in events)
     try:
-        client = RingClient.open(args.url, timeout=1.0, baudrate=args.baud,
-                                 retries=max(1, int(args.timeout)), reconnect_timeout=args.timeout)
+        client = open_device(args.url, timeout=1.0, baudrate=args.baud, retries=max(1, int(args.timeout)),
+                             reconnect_timeout=args.timeout)
     except DeviceError as exc:
         raise DeviceError(f"after the soft reset{' (MicroPython rebooted)' if rebooted else ''} the pgt firmware "
                           f"did not answer: {exc}") from exc

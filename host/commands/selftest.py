@@ -186,7 +186,8 @@ def write_board_json(port: str, keys: dict[str, int], timeout: float) -> str:
     import tempfile
 
     from pgt.errors import DeviceError
-    from pgt.flash import _run, mpremote_exe, soft_reset_into_main
+    from pgt.flash import _run, mpremote_exe
+    from pgt.repl import soft_reset_into_main
 
     base = mpremote_exe() + ["connect", port, "resume"]
     try:

@@ -120,8 +120,8 @@ def _board(args: argparse.Namespace) -> int:
 
 def _board_config(args: argparse.Namespace) -> dict[str, Any]:
     """The board config the options describe; UserError with the reason if it cannot be."""
+    from pgt.board_config import read_config
     from pgt.errors import UserError
-    from pgt.flash import read_config
     from pgt.sim.boards import board_config
 
     if args.config is not None and not isinstance(args.config, dict):  # read once, checked like `pgt flash`'s

@@ -201,7 +201,7 @@ def _check_device_url(url: str | None, args: argparse.Namespace) -> None:
     if args.estimator == "backprop":  # known before any device is opened
         raise UserError("--estimator backprop runs through the noise-free ring model in process (the exact "
                         f"gradient): leave out --device {url}")
-    from pgt.link import check_device_url
+    from pgt.device import check_device_url
 
     check_device_url(url)  # a stopped `pgt sim`'s pty, a file: said before the run directory is made
 
@@ -211,8 +211,9 @@ def _resume(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from pgt import resume
+    from pgt.device import open_device
     from pgt.errors import UserError
-    from pgt.trainer import Trainer, open_device
+    from pgt.trainer import Trainer
 
     changing = [k for k in _given(args) if k not in RESUME_FLAGS]
     if changing:
@@ -222,7 +223,7 @@ def _resume(args: argparse.Namespace) -> Any:
     if not args.resume:
         raise UserError("--resume needs a run directory, got ''")
     if args.device is not None:
-        from pgt.link import check_device_url
+        from pgt.device import check_device_url
 
         check_device_url(args.device)
     run_dir = Path(args.resume)
@@ -254,10 +255,11 @@ def _printer(quiet: bool) -> Any:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from pgt.device import default_device, open_device
     from pgt.model_file import load
     from pgt.plots import accuracy_vs_queries
     from pgt.run_dir import check_out, new_run_dir
-    from pgt.trainer import Trainer, default_device, open_device
+    from pgt.trainer import Trainer
 
     if args.resume is not None:
         trainer, run_dir, at = _resume(args)

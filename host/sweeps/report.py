@@ -80,10 +80,16 @@ def plot(result: SweepResult, path: str | Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("device rows (calibration + training + evaluation)")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"sweep {result.dir.name}: {len(result.trials)} trials")
+    n = len(result.trials)
+    ax.set_title(f"sweep {result.dir.name}: {n} trial{'' if n == 1 else 's'}")
+    ax.set_ylim(0, 100)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
+    else:  # no trial reported an evaluation: say so instead of drawing empty 0-1 axes
+        ax.set_xlim(1, 10)
+        ax.text(0.5, 0.5, "no trial reported a validation accuracy", transform=ax.transAxes, ha="center",
+                va="center")
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)

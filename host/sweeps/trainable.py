@@ -48,9 +48,9 @@ def open_device(trial: Trial) -> Any:
         from ..sim_board import open_sim_board
 
         return open_sim_board(seed=trial.ring_seed, board=trial.board)
-    from ..client import RingClient
+    from .. import device
 
-    return RingClient.open(trial.url)
+    return device.open_device(trial.url)
 
 
 class SweepTrainable(tune.Trainable):
