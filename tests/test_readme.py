@@ -164,8 +164,8 @@ def test_the_own_data_and_trained_model_sections_run(monkeypatch: pytest.MonkeyP
     assert n == ports == 1
     import numpy as np
 
-    from pgt.client import RingClient
+    from pgt.device import open_device
 
-    scope = {"pgt": __import__("pgt"), "RingClient": RingClient, "x_new": np.zeros((5, 3)), "print": lambda *a: None}
+    scope = {"pgt": __import__("pgt"), "open_device": open_device, "x_new": np.zeros((5, 3)), "print": lambda *a: None}
     exec(compile(code, "README.md (Using a trained model)", "exec"), scope)
     assert scope["y"].shape == (5,) and (tmp_path / "exported" / "model.json").exists()
