@@ -100,7 +100,7 @@ def _estimators() -> Sequence[str]:
 
 
 CONSTRAINTS: dict[str, Field] = {
-    "task": Field("str", choices=lambda: tuple(TASKS)),
+    "task": Field("str", choices=lambda: (*TASKS, "data")),
     "model": Field("str", choices=lambda: ("mlp", "transformer")),
     "estimator": Field("str", choices=_estimators),
     "steps": Field("int", 0, 10_000_000),
@@ -118,6 +118,10 @@ CONSTRAINTS: dict[str, Field] = {
     "settle_us": Field("int", 0, 1_000_000, optional=True, none_text="the board's"),
     "model_options": Field("dict"),
     "estimator_options": Field("dict"),
+    "data": Field("str", optional=True, none_text="the built-in task"),
+    "label": Field("str", optional=True, none_text="the last column"),
+    "loss": Field("str", choices=lambda: ("ce", "mse"), optional=True, none_text="from the labels"),
+    "scale": Field("str", choices=lambda: ("global", "feature", "none")),
 }
 """Every :class:`TrainConfig` field's declaration (a test checks that none is missing)."""
 
@@ -160,6 +164,15 @@ class TrainConfig:
     firmware's default); refused below the board's ``settle_min_us`` when the device opens."""
     model_options: dict[str, Any] = field(default_factory=dict)
     estimator_options: dict[str, Any] = field(default_factory=dict)
+    # -- your own data (pgt.datasets): with ``task="data"`` --
+    data: str | None = None
+    """A data file (``.npz``, ``.csv``, IDX files joined by commas); None: the built-in ``task``."""
+    label: str | None = None
+    """CSV: the label/target column (None: the last one)."""
+    loss: str | None = None
+    """``ce`` (classification) or ``mse`` (regression); None: from the labels (integers or text: ce; floats: mse)."""
+    scale: str = "global"
+    """Input scaling from the training split: ``global``, ``feature`` or ``none`` (see :mod:`pgt.datasets`)."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -212,7 +225,7 @@ def validate(cfg: TrainConfig) -> None:
 def model_parameters(cfg: TrainConfig, info: dict[str, Any], width_in: int, width_out: int) -> tuple[int, int]:
     """(parameters, widest activation per sample) of ``cfg``'s model for a task described by ``info``, with a
     ring layer ``width_in`` drives / ``width_out`` readings wide; plain integer arithmetic (nothing allocated)."""
-    classes = int(info.get("n_classes", 10))
+    classes = int(info.get("n_targets", 1) if info.get("loss") == "mse" else info.get("n_classes", 10))
     if cfg.model == "mlp":
         widths = [int(info.get("n_in", 64)), width_in, width_out, *cfg.model_options.get("hidden", ()), classes]
         dense = [(a, b) for a, b in zip(widths, widths[1:]) if (a, b) != (width_in, width_out)]
@@ -251,19 +264,39 @@ def _bytes(n: float) -> str:
     return f"{n:.3g} PB"
 
 
-def check_config(cfg: TrainConfig) -> Task:
-    """Validate ``cfg`` in full without touching a device (fields, the task's kind and size, the optimizer, the
-    estimator's options, the model's memory on the default board); returns the task. UserError in one line."""
-    validate(cfg)
+def _load(cfg: TrainConfig) -> Task:
+    """The run's data: the file ``cfg.data`` (``task`` then is ``"data"``) or the built-in ``cfg.task``,
+    checked (one-line UserError)."""
+    if cfg.data is not None or cfg.task == "data":
+        from .datasets import load_data
+
+        if cfg.data is None or cfg.task != "data":
+            raise UserError("your own data goes with task='data' and data=FILE (task and data are alternatives)")
+        return load_data(cfg.data, cfg.label, cfg.loss, cfg.scale)
+    for name, value, default in (("label", cfg.label, None), ("scale", cfg.scale, "global")):
+        if value != default:
+            raise UserError(f"{name} applies to your own data (data=FILE), not to the built-in task {cfg.task!r}")
     task = load_task(cfg.task)
+    if cfg.loss is not None and cfg.loss != task.info["loss"]:
+        kind = "regression (mse)" if task.info["loss"] == "mse" else "classification (ce)"
+        raise UserError(f"task {cfg.task!r} is {kind}; loss {cfg.loss!r} does not fit it")
+    return task
+
+
+def check_config(cfg: TrainConfig, task: Task | None = None) -> Task:
+    """Validate ``cfg`` in full without touching a device (fields, the task's kind and size, the optimizer, the
+    estimator's options, the model's memory on the default board); returns the task (``task`` given: that one,
+    e.g. from :meth:`Task.from_arrays`, instead of ``cfg.task``/``cfg.data``). UserError in one line."""
+    validate(cfg)
+    task = task or _load(cfg)
     want = "vector" if cfg.model == "mlp" else "sequence"
     if task.info["kind"] != want:
-        raise UserError(f"task {cfg.task!r} is {'a sequence' if want == 'vector' else 'not a sequence'} task; "
+        raise UserError(f"task {task.name!r} is {'a sequence' if want == 'vector' else 'not a sequence'} task; "
                         f"use --model {'transformer' if want == 'vector' else 'mlp'}")
     check_options(cfg.estimator, cfg.estimator_options)
     n_train = len(task.y_train)
     if cfg.batch_size > n_train:
-        raise UserError(f"batch_size must be between 1 and {n_train} (the {cfg.task} training set), "
+        raise UserError(f"batch_size must be between 1 and {n_train} (the {task.name} training split), "
                         f"got {cfg.batch_size!r}")
     check_memory(cfg, task.info, *DEFAULT_BOARD, where="on the default 2-drive, 3-tap board")
     return task

@@ -256,3 +256,11 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[float, Array]:
     g = p.copy()
     g[np.arange(n), labels] -= 1.0
     return loss, g / n
+
+
+def mean_squared_error(pred: Array, target: Array) -> tuple[float, Array]:
+    """Mean over the batch of the squared error summed over targets (half of it, so the gradient is the
+    residual), and its gradient with respect to ``pred`` ``(batch, targets)``."""
+    r = pred - target.reshape(pred.shape)
+    n = pred.shape[0]
+    return 0.5 * float(np.sum(r * r)) / n, r / n

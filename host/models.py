@@ -35,6 +35,8 @@ from .layers import (
     Residual,
     Sequential,
     Tanh,
+    mean_squared_error,
+    softmax_cross_entropy,
 )
 from .physical import PhysicalLayer
 
@@ -52,6 +54,13 @@ class HybridModel:
     params: dict[str, Array]
     rows_per_sample: int = 1
     config: dict[str, Any]
+
+    def loss(self, out: Array, y: Array) -> tuple[float, Array]:
+        """The head's loss on a batch and its gradient at ``out``: softmax cross-entropy on class logits, or
+        mean-squared error on regression outputs (``config["loss"]`` ``"ce"``/``"mse"``)."""
+        if self.config.get("loss", "ce") == "mse":
+            return mean_squared_error(out, y)
+        return softmax_cross_entropy(out, y)
 
     def pre(self, x: Array) -> tuple[Array, Any]:
         """Batch -> activations as device rows ``(rows, k)`` for the physical layer, and a cache."""
@@ -191,6 +200,7 @@ def build_model(
     must agree with it.
     """
     from .errors import UserError
+    from .tasks import n_outputs
 
     options = dict(options)
     slots = options.pop("slots", None)
@@ -200,12 +210,15 @@ def build_model(
     if kind == "mlp":
         if task_info["kind"] != "vector":
             raise UserError(f"task {task_info['name']!r} is a sequence task; use --model transformer")
-        return ReservoirMLP(task_info["n_in"], task_info["n_classes"], physical, rng, **options)
-    if kind == "transformer":
+        model: HybridModel = ReservoirMLP(task_info["n_in"], n_outputs(task_info), physical, rng, **options)
+    elif kind == "transformer":
         if task_info["kind"] != "sequence":
             raise UserError(f"task {task_info['name']!r} is not a sequence task; use --model mlp")
-        return ReservoirTransformer(
-            task_info["seq_len"], task_info["n_classes"], physical, rng,
+        model = ReservoirTransformer(
+            task_info["seq_len"], n_outputs(task_info), physical, rng,
             token_dim=task_info.get("token_dim"), vocab=task_info.get("vocab"), **options,
         )
-    raise UserError(f"unknown model {kind!r} (choose mlp or transformer)")
+    else:
+        raise UserError(f"unknown model {kind!r} (choose mlp or transformer)")
+    model.config["loss"] = task_info.get("loss", "ce")
+    return model

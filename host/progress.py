@@ -39,13 +39,15 @@ class Counters:
 
 @dataclass
 class Result:
-    """What a run returns: the best-validation iterate, its test accuracy, the device rows and the history."""
+    """What a run returns: the best-validation iterate, its test accuracy (regression: NMSE), the device rows
+    and the history."""
 
     best_step: int
-    best_val_acc: float
+    best_val_acc: float | None
+    """Validation accuracy at the best-validation step (None for regression: see ``best_val_nmse``)."""
     best_test_acc: float | None
-    """Test accuracy at the best-validation step (None if the test set was never evaluated)."""
-    final_val_acc: float
+    """Test accuracy at the best-validation step (None if the test set was never evaluated, or regression)."""
+    final_val_acc: float | None
     queries: int
     """Every device row: calibration + training + evaluation."""
     calibration_queries: int
@@ -55,19 +57,55 @@ class Result:
     history: list[dict[str, Any]]
     best_params: dict[str, Array]
     run_dir: str | None = None
+    metric: str = "acc"
+    """What selects and reports: ``acc`` (classification, higher is better) or ``nmse`` (regression, lower)."""
+    best_val_nmse: float | None = None
+    best_test_nmse: float | None = None
+
+    @property
+    def best_test(self) -> float | None:
+        """The test figure at the best-validation step: accuracy, or NMSE for regression."""
+        return self.best_test_nmse if self.metric == "nmse" else self.best_test_acc
+
+    @property
+    def best_val(self) -> float | None:
+        return self.best_val_nmse if self.metric == "nmse" else self.best_val_acc
 
 
 def accuracy(logits: Array, labels: Array) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
+def nmse(pred: Array, target: Array) -> float:
+    """Normalised mean-squared error, MSE / var(target), averaged over targets (the evaluated set's variance)."""
+    t = target.reshape(len(target), -1)
+    p = pred.reshape(t.shape)
+    return float(np.mean(np.mean((p - t) ** 2, axis=0) / np.maximum(t.var(axis=0), 1e-300)))
+
+
+def scores(out: Array, target: Array, loss: str) -> dict[str, float]:
+    """``{"acc": ...}`` for class logits (``loss`` ``"ce"``), ``{"nmse": ..., "r2": ...}`` for regression
+    (R² = 1 - NMSE, both on the evaluated set)."""
+    if loss == "mse":
+        e = nmse(out, target)
+        return {"nmse": e, "r2": 1.0 - e}
+    return {"acc": accuracy(out, target)}
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    """Whether ``new`` beats ``old`` (None: nothing yet) on ``metric`` (``acc`` higher, ``nmse`` lower)."""
+    return old is None or (new < old if metric == "nmse" else new > old)
+
+
 def crossing(history: Sequence[dict[str, Any]], threshold: float, key: str = "val_acc") -> int | None:
     """All device rows (``queries``) spent when ``key`` first reached ``threshold`` on two consecutive
     evaluations: the rows at the first of the two. None if it never did. This is the crossing Q is taken on
-    (README: Q = these rows / backprop's rows for the same threshold)."""
+    (README: Q = these rows / backprop's rows for the same threshold). For an NMSE key (``val_nmse``),
+    reaching means falling to ``threshold`` or below."""
     evals = [r for r in history if r.get(key) is not None]
+    lower = key.endswith("nmse")
     for a, b in zip(evals, evals[1:]):
-        if a[key] >= threshold and b[key] >= threshold:
+        if all((r[key] <= threshold) if lower else (r[key] >= threshold) for r in (a, b)):
             return int(a["queries"])
     return None
 
@@ -86,14 +124,20 @@ def log_to_stderr(line: str) -> None:
 def progress_line(rec: dict[str, Any]) -> str:
     """One line for a metrics record: step, loss, accuracy, all device rows (by kind), device time."""
     loss = "   -  " if rec["loss"] is None else format(rec["loss"], ".4f")
-    if rec["val_acc"] is not None:
-        acc = f"val {100 * rec['val_acc']:5.1f}%"
-    elif rec.get("test_acc") is not None:
-        acc = f"test {100 * rec['test_acc']:5.1f}% (best-validation step {rec.get('test_step')})"
+    m = "nmse" if any(rec.get(f"{p}_nmse") is not None for p in ("val", "test", "twin_val")) else "acc"
+
+    def fig(v: float) -> str:
+        return f"NMSE {v:.4f}" if m == "nmse" else f"{100 * v:5.1f}%"
+
+    if rec.get(f"val_{m}") is not None:
+        acc = f"val {fig(rec[f'val_{m}'])}" + (f" (R² {rec['val_r2']:.3f})" if m == "nmse" else "")
+    elif rec.get(f"test_{m}") is not None:
+        acc = f"test {fig(rec[f'test_{m}'])}" + (f" (R² {rec['test_r2']:.3f})" if m == "nmse" else "") + \
+            f" (best-validation step {rec.get('test_step')})"
     else:
         acc = "val   (twin only)"
-    if rec.get("twin_val_acc") is not None:
-        acc += f"  twin val {100 * rec['twin_val_acc']:5.1f}%"
+    if rec.get(f"twin_val_{m}") is not None:
+        acc += f"  twin val {fig(rec[f'twin_val_{m}'])}"
     if rec.get("phase"):
         acc += f"  [{rec['phase']}{', fallback' if rec.get('fallback') else ''}]"
     link = link_text({k: rec.get(k, 0) for k in LINK_KEYS})

@@ -47,12 +47,13 @@ from .progress import (
     Counters,
     ProgressClock,
     Result,
-    accuracy,
+    better,
     crossing,
     link_counters,
     link_text,
     log_to_stderr,
     progress_line,
+    scores,
 )
 from .reservoir import Reservoir
 from .tasks import TASKS, Task
@@ -76,7 +77,7 @@ class Trainer:
         self.config = config or TrainConfig()
         self.log = log or log_to_stderr
         cfg = self.config
-        self.task = task or check_config(cfg)
+        self.task = check_config(cfg, task)
         self.reservoir = reservoir
         self.on_eval = on_eval
         seeds = np.random.SeedSequence(cfg.seed).spawn(4)
@@ -102,9 +103,13 @@ class Trainer:
         self.opt_state: Any = None
         self._opt: Transform | None = None
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"step": -1, "val_acc": -1.0, "params": None}
+        self.loss = str(self.task.info.get("loss", "ce"))
+        self.metric = "nmse" if self.loss == "mse" else "acc"
+        """What selects the best iterate and is reported: validation accuracy, or NMSE for regression."""
+        self.best: dict[str, Any] = {"step": -1, f"val_{self.metric}": None, "params": None}
         self.candidates: list[dict[str, Any]] = []
-        """The few best iterates by subsample validation, measured again on the whole set at the end."""
+        """The few best iterates by subsample validation (classification), measured again on the whole set at
+        the end."""
         self.tested_step = -1
         """The best-validation step whose test accuracy was last measured (-1: never)."""
         self._loss_sum = 0.0
@@ -129,7 +134,7 @@ class Trainer:
     def config_doc(self) -> dict[str, Any]:
         """What ``config.json`` holds: the config, the device's description and the model's size."""
         return {"config": dataclasses.asdict(self.config), "device": dict(getattr(self.reservoir, "info", {})),
-                "model_params": self.model.n_params()}
+                "model_params": self.model.n_params(), "task": self.task.info}
 
     # -- accounting --------------------------------------------------------------------------------
     def _device_call(self, kind: str, fn: Callable[[], Any]) -> Any:
@@ -236,17 +241,29 @@ class Trainer:
         assert logits is not None
         return logits
 
-    def _accuracy_with(self, params: dict[str, Array] | None, x: Array, labels: Array) -> float:
-        """Accuracy through the device with ``params`` in the model (the current ones if None), then back."""
+    def _scores_with(self, params: dict[str, Array] | None, x: Array, labels: Array) -> dict[str, float]:
+        """Accuracy (regression: NMSE and R²) through the device with ``params`` in the model (the current ones
+        if None), then back."""
         saved = {k: v.copy() for k, v in self.model.params.items()}
         try:
             for k, v in self.model.params.items():
                 if params is not None:
                     v[...] = params[k]
-            return accuracy(self._device_logits(x), labels)
+            return scores(self._device_logits(x), labels, self.loss)
         finally:
             for k, v in self.model.params.items():
                 v[...] = saved[k]
+
+    def _right(self, device: Array, twin: Array, labels: Array) -> tuple[Array, Array]:
+        """Per sample, whether the device's and the twin's outputs are right: the class, or (regression) a
+        squared error at most the median of both sets of errors together (equal error distributions give
+        equal rates; a twin more accurate than the device shows as a gap, as in classification)."""
+        if self.loss != "mse":
+            return np.argmax(device, axis=1) == labels, np.argmax(twin, axis=1) == labels
+        err_d = ((device - labels) ** 2).mean(axis=1)
+        err_t = ((twin - labels) ** 2).mean(axis=1)
+        cut = float(np.median(np.concatenate([err_d, err_t])))
+        return err_d <= cut, err_t <= cut
 
     def _record(self, **fields: Any) -> dict[str, Any]:
         c = self.counters
@@ -263,7 +280,7 @@ class Trainer:
             "device_seconds": round(c.device_seconds, 9),
             "lr": self.lr,
             "best_step": self.best["step"],
-            "best_val_acc": self.best["val_acc"],
+            f"best_val_{self.metric}": self.best[f"val_{self.metric}"],
             **{k: c.link.get(k, 0) for k in LINK_KEYS},
         } | self.estimator.diagnostics() | self._note
         self._note = {}
@@ -274,30 +291,33 @@ class Trainer:
         return rec
 
     def evaluate(self) -> dict[str, Any]:
-        """Validation accuracy of the current iterate (on the fixed subsample); tracks the best iterates.
+        """Validation accuracy (regression: NMSE and R²) of the current iterate (on the fixed subsample);
+        tracks the best iterates.
 
-        With an estimator that has a twin of the device, through the twin too (``twin_val_acc``, no device
-        rows), and through the device only when the estimator asks for a check (``val_acc`` None otherwise)."""
+        With an estimator that has a twin of the device, through the twin too (``twin_val_acc`` or
+        ``twin_val_nmse``, no device rows), and through the device only when the estimator asks for a check
+        (``val_acc``/``val_nmse`` None otherwise)."""
         t = self.task
         self._busy = True
         x, labels = t.x_val[self.val_idx], t.y_val[self.val_idx]
         fields: dict[str, Any] = {}
         twin = self.predict(x, twin=True)
         if twin is not None:
-            fields["twin_val_acc"] = accuracy(twin, labels)
-        val_acc = None
+            fields[f"twin_val_{self.metric}"] = scores(twin, labels, self.loss)[self.metric]
         last = self.step >= self.config.steps
         if twin is None or "device_changed" in self._note or self.estimator.eval_through_device(self.step, last):
-            logits = self._device_logits(x)
-            val_acc = accuracy(logits, labels)
+            out = self._device_logits(x)
+            val = scores(out, labels, self.loss)
+            fields |= {f"val_{k}": v for k, v in val.items()}
             if twin is not None:
-                right = np.argmax(logits, axis=1) == labels
-                self.estimator.checked(self.step, self.model, right, np.argmax(twin, axis=1) == labels)
-            if val_acc > self.best["val_acc"]:
-                self.best = {"step": self.step, "val_acc": val_acc,
+                self.estimator.checked(self.step, self.model, *self._right(out, twin, labels))
+            key = f"val_{self.metric}"
+            if better(self.metric, val[self.metric], None if self.best["params"] is None else self.best[key]):
+                self.best = {"step": self.step, key: val[self.metric],
                              "params": {k: v.copy() for k, v in self.model.params.items()}}
-            self.candidates = selection.keep(self.candidates, self.step, val_acc, self.model.params)
-        rec = self._record(val_acc=val_acc, **fields)
+            if self.metric == "acc":
+                self.candidates = selection.keep(self.candidates, self.step, val["acc"], self.model.params)
+        rec = self._record(**fields)
         self._loss_sum, self._loss_n = 0.0, 0
         self._busy = False
         if self.on_eval is not None:
@@ -305,15 +325,15 @@ class Trainer:
         return rec
 
     def test(self) -> float:
-        """Test accuracy of the best-validation iterate (the current one before any evaluation); counted as
-        eval rows and recorded in the metrics with ``test_step``."""
+        """Test accuracy (regression: NMSE) of the best-validation iterate (the current one before any
+        evaluation); counted as eval rows and recorded in the metrics with ``test_step``."""
         params = self.best["params"]
         self._busy = True
-        acc = self._accuracy_with(params, self.task.x_test, self.task.y_test)
+        test = self._scores_with(params, self.task.x_test, self.task.y_test)
         self.tested_step = self.best["step"] if params is not None else self.step
-        self._record(test_acc=acc, test_step=self.tested_step, loss=None)
+        self._record(**{f"test_{k}": v for k, v in test.items()}, test_step=self.tested_step, loss=None)
         self._busy = False
-        return acc
+        return test[self.metric]
 
     # -- stepping ----------------------------------------------------------------------------------
     def train_step(self) -> float:
@@ -376,14 +396,15 @@ class Trainer:
 
     def select(self) -> None:
         """The final iterate (:mod:`pgt.selection`): the candidates measured again on the validation samples
-        outside the subsample (evaluation rows); the best on the whole validation set becomes ``best``."""
+        outside the subsample (evaluation rows); the best on the whole validation set becomes ``best``.
+        Classification only: a regression run keeps its best iterate by subsample NMSE."""
         t = self.task
         rest = np.setdiff1d(np.arange(len(t.y_val)), self.val_idx)
-        if len(self.candidates) < 2 or rest.size == 0:
+        if self.metric != "acc" or len(self.candidates) < 2 or rest.size == 0:
             return
         self._busy = True
         acc, best, text = selection.choose(self.candidates, len(self.val_idx), rest.size,
-                                           lambda p: self._accuracy_with(p, t.x_val[rest], t.y_val[rest]))
+                                           lambda p: self._scores_with(p, t.x_val[rest], t.y_val[rest])["acc"])
         self.best = {"step": best["step"], "val_acc": acc, "params": best["params"]}
         self.candidates = [best]
         self._busy = False
@@ -406,12 +427,18 @@ class Trainer:
         return f"checkpoint at step {at} in {self.run_dir}; resume with: {resume_command(self.run_dir)}"
 
     def result(self) -> Result:
-        vals = [r["val_acc"] for r in self.history if r["val_acc"] is not None]
-        tests = [r for r in self.history if r["test_acc"] is not None and r.get("test_step") == self.best["step"]]
+        m = self.metric
+        vals = [r[f"val_{m}"] for r in self.history if r.get(f"val_{m}") is not None]
+        tests = [r[f"test_{m}"] for r in self.history
+                 if r.get(f"test_{m}") is not None and r.get("test_step") == self.best["step"]]
         c = self.counters
+        best_val, best_test = self.best[f"val_{m}"], tests[-1] if tests else None
         return Result(
-            best_step=self.best["step"], best_val_acc=self.best["val_acc"],
-            best_test_acc=tests[-1]["test_acc"] if tests else None, final_val_acc=vals[-1] if vals else 0.0,
+            best_step=self.best["step"], best_val_acc=best_val if m == "acc" else None,
+            best_test_acc=best_test if m == "acc" else None,
+            final_val_acc=(vals[-1] if vals else 0.0) if m == "acc" else None,
+            metric=m, best_val_nmse=best_val if m == "nmse" else None,
+            best_test_nmse=best_test if m == "nmse" else None,
             queries=c.total, calibration_queries=c.calibration, training_queries=c.train, eval_queries=c.eval,
             device_seconds=c.device_seconds, history=list(self.history), best_params=self.best["params"] or {},
             run_dir=str(self.run_dir) if self.run_dir else None,
@@ -437,6 +464,7 @@ class Trainer:
             "physical": self.physical.state(),
             "estimator": self.estimator.state(),
             "opt": self.opt_state,
+            "task": self.task.info,
             "device": {"info": dict(getattr(self.reservoir, "info", {})),
                        "state": device() if callable(device) else None},
         }
@@ -472,7 +500,7 @@ class Trainer:
         the model and optimizer, and restart the best-iterate choice from an evaluation before the next step
         (its metrics record carries ``note`` as ``device_changed``)."""
         self.measure_device()
-        self.best = {"step": -1, "val_acc": -1.0, "params": None}
+        self.best = {"step": -1, f"val_{self.metric}": None, "params": None}
         self.candidates = []
         self._evaluate_first = True
         self._note = {"device_changed": note}
@@ -518,9 +546,9 @@ def _same_simulator(saved: dict[str, Any], now: dict[str, Any]) -> bool:
 
 
 def fit(
-    reservoir: Reservoir | None = None, task: str = "digits", model: str = "mlp", estimator: str = "twin",
-    steps: int = 300, seed: int = 0, out_dir: str | Path | None = None, verbose: bool = False,
-    **options: Any,
+    reservoir: Reservoir | None = None, task: str = "digits", model: str | None = None,
+    estimator: str = "twin", steps: int = 300, seed: int = 0, out_dir: str | Path | None = None,
+    verbose: bool = False, data: Any = None, **options: Any,
 ) -> Result:
     """Train a hybrid model through any :class:`~pgt.reservoir.Reservoir` and return a :class:`Result`.
 
@@ -528,9 +556,28 @@ def fit(
     ``estimator="backprop"``). ``options`` are further :class:`TrainConfig` fields (``batch_size``, ``lr``,
     ``optimizer``, ``estimator_options``, ...). Example: ``pgt.fit(from_callable(f, 2, 3, drive_low=0,
     drive_high=1), steps=200)``.
+
+    ``data``: your own data instead of ``task``: a file name (as ``pgt train --data``; ``label``, ``loss``,
+    ``scale`` are further options), an ``(x, y)`` pair of arrays, or a :class:`~pgt.tasks.Task` (e.g.
+    ``Task.from_arrays(x, y, loss="mse")``). ``model`` defaults to the task's (mlp for vectors, transformer for
+    sequences).
     """
-    cfg = TrainConfig(task=task, model=model, estimator=estimator, steps=steps, seed=seed, **options)
-    task_data = check_config(cfg)
+    given: Task | None = None
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise UserError("data=(x, y): give a pair of arrays")
+        given = Task.from_arrays(data[0], data[1], loss=options.get("loss"), scale=options.get("scale", "global"))
+    elif isinstance(data, Task):
+        given = data
+    elif data is not None:
+        options["data"] = str(data)
+    if data is not None:
+        task = "data"
+    cfg = TrainConfig(task=task, model=model or "mlp", estimator=estimator, steps=steps, seed=seed, **options)
+    task_data = given or check_config(cfg)
+    if model is None:
+        cfg.model = "mlp" if task_data.info["kind"] == "vector" else "transformer"
+    task_data = check_config(cfg, task_data)
     device = reservoir if reservoir is not None else default_device(estimator, seed)
     on_eval = (lambda r: print(progress_line(r), file=sys.stderr)) if verbose else None
     return Trainer(device, cfg, out_dir=out_dir, on_eval=on_eval, task=task_data).run()

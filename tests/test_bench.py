@@ -25,6 +25,7 @@ KEYS: dict[str, set[str]] = {
               "cores_used_sequential", "cores_used_ray"},
     "queries": {"quick", "seeds"},
     "board": {"test_acc", "queries", "steps", "wall_s", "board", "k", "m", "slots"},
+    "tasks": {"narma10", "mackey_glass", "digits_from_npz"},
 }
 # Benches whose quick mode still takes more than a few seconds (a Ray cluster, a MicroPython VM training run).
 SLOW = {"sweep": [pytest.mark.slow, pytest.mark.ray], "queries": [pytest.mark.slow],

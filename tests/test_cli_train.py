@@ -51,7 +51,7 @@ def test_train_writes_metrics_checkpoint_and_plot(tmp_path: Path, capsys: pytest
 
 def test_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _one_line_error(capsys, ["train", "--task", "mnist", "--out", str(tmp_path)],
-                    "--task: must be one of digits, digits-seq, majority, got 'mnist'")
+                    "--task: must be one of digits, digits-seq, majority, narma10, mackey_glass, data, got 'mnist'")
     _one_line_error(capsys, ["train", "--estimator", "magic", "--out", str(tmp_path)],
                     "--estimator: must be one of backprop")
     _one_line_error(capsys, ["train", "--model", "cnn", "--out", str(tmp_path)],
@@ -143,7 +143,8 @@ BAD = [
     (["--estimator", "param", "-E", "params=[]"], "bad option params=[]"),
     (["--slots", "0"], "--slots: must be an integer from 1 to 4,096, got '0'"),
     (["--slots", "10000"], "--slots: must be an integer from 1 to 4,096, got '10000'"),
-    (["--task", "nope"], "--task: must be one of digits, digits-seq, majority, got 'nope'"),
+    (["--task", "nope"], "--task: must be one of digits, digits-seq, majority, narma10, mackey_glass, data, got "
+                         "'nope'"),
     (["--estimator", "backprop", "--device", "socket://127.0.0.1:1"], "leave out --device socket://127.0.0.1:1"),
     (["--estimator", "backprop", "--device", "sim://?noise_free=1"], "runs through the noise-free ring model"),
     (["--device", "/dev/pgt-stopped-sim-pty"], "no such port: /dev/pgt-stopped-sim-pty"),

@@ -117,3 +117,55 @@ def test_the_quick_start_commands_are_makefile_targets() -> None:
     used = set(re.findall(r"^make (\w+)", _section("Quick start"), re.M))
     used |= set(re.findall(r"`make (\w+)`", README))  # e.g. `make bench` in "Benchmarks"
     assert {"demo", "test"} <= used and used <= targets, used - targets
+
+
+def _data_files(tmp: Path) -> None:
+    """The files the README's "Your own data" commands name, small."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3))
+    with open(tmp / "mydata.csv", "w") as f:
+        f.write("a,b,c,target\n" + "".join(f"{a},{b},{c},{a * b + c}\n" for a, b, c in x))
+    np.savez(tmp / "blobs.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    images = rng.integers(0, 256, size=(50, 4, 4))
+    for name, a in (("train-images-idx3-ubyte.gz", images),
+                    ("train-labels-idx1-ubyte.gz", (images.mean(axis=(1, 2)) > 127).astype(np.uint8))):
+        raw = bytes([0, 0, 8, a.ndim]) + b"".join(struct.pack(">I", d) for d in a.shape) + a.astype(np.uint8).tobytes()
+        (tmp / name).write_bytes(gzip.compress(raw))
+
+
+def test_the_own_data_and_trained_model_sections_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Every `pgt` line of "Your own data" then "Using a trained model", as written (step counts made small,
+    run-directory globs expanded as a shell would), and the Python snippet of the latter."""
+    import glob
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    _data_files(tmp_path)
+    lines = [line.split("  #")[0].strip() for title in ("Your own data", "Using a trained model")
+             for block in re.findall(r"```sh\n(.*?)```", _section(title), re.S) for line in block.splitlines()]
+    assert len(lines) == 7
+    for line in lines:
+        argv = [a for word in shlex.split(re.sub(r"--steps \d+", "--steps 4 --eval-every 2", line))[1:]
+                for a in (sorted(glob.glob(word)) or [word])]
+        assert main(argv) == 0, line
+    out = capsys.readouterr()
+    assert (tmp_path / "preds.csv").read_text().startswith("index,prediction,label")
+    assert "NMSE" in out.out and "accuracy" in out.err
+    snippet = re.search(r"```python\n(.*?)```", _section("Using a trained model"), re.S)
+    assert snippet
+    code, n = re.subn(r'"runs/mydata-[^"]+"', repr(glob.glob("runs/mydata-*")[0]), snippet.group(1))
+    code, ports = re.subn(r'"/dev/ttyACM0"', '"sim://"', code)
+    assert n == ports == 1
+    import numpy as np
+
+    from pgt.device import open_device
+
+    scope = {"pgt": __import__("pgt"), "open_device": open_device, "x_new": np.zeros((5, 3)), "print": lambda *a: None}
+    exec(compile(code, "README.md (Using a trained model)", "exec"), scope)
+    assert scope["y"].shape == (5,) and (tmp_path / "exported" / "model.json").exists()

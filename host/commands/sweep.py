@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.epilog = EPILOG
     p.add_argument("spec", nargs="?", default=None, help="sweep spec file (.toml or .json), optional")
     p.add_argument("--task", default=None, help="digits, digits-seq or majority (default: digits)")
+    p.add_argument("--data", default=None, metavar="FILE",
+                   help="your own classification data instead of --task (as pgt train --data: .npz, .csv, IDX)")
+    p.add_argument("--label", default=None, help="--data CSV: the label column (default: the last)")
     p.add_argument("--model", default=None, help="mlp or transformer (default: the task's)")
     p.add_argument("--estimator", default=None, help="estimators to sweep, comma-separated (default: surrogate)")
     p.add_argument("--seeds", default=None, help="seeds, e.g. 0-7 or 0,2,5 (default: 0)")
@@ -94,10 +97,11 @@ def plan(args: argparse.Namespace) -> tuple[list[Any], dict[str, str], dict[str,
     grid = dict(doc.get("grid", {}))
     if not isinstance(base, dict) or not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise UserError("a spec's base is a table of fields, its grid a table of lists")
-    for key in ("task", "model", "steps"):
+    for key in ("task", "model", "steps", "data", "label"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
             grid.pop(key, None)
+    _own_data(base)
     if args.estimator is not None:
         grid["estimator"] = [e.strip() for e in args.estimator.split(",") if e.strip()]
         base.pop("estimator", None)
@@ -132,6 +136,29 @@ def plan(args: argparse.Namespace) -> tuple[list[Any], dict[str, str], dict[str,
     return assign_rigs(trials, rigs), rigs, options
 
 
+def _own_data(base: dict[str, Any]) -> None:
+    """``data`` in the base: made absolute (trials run in their own directories), checked now (one line, no
+    device), the model taken from its shape; regression data is refused (sweeps select by accuracy)."""
+    if base.get("data") is None:
+        return
+    from pathlib import Path
+
+    from pgt.datasets import load_data
+    from pgt.errors import UserError
+
+    if not isinstance(base["data"], str):
+        raise UserError(f"data must be a file name, got {base['data']!r}")
+    if "task" in base:
+        raise UserError("--task and --data are alternatives: a built-in task or your own file")
+    base["data"] = ",".join(str(Path(p).resolve()) for p in base["data"].split(",") if p)
+    task = load_data(base["data"], base.get("label"), base.get("loss"), base.get("scale", "global"))
+    if task.info["loss"] == "mse":
+        raise UserError("pgt sweep selects and reports by accuracy: regression data (NMSE) is not swept; train "
+                        "each setting with pgt train --data")
+    base["task"] = "data"
+    base.setdefault("model", "mlp" if task.info["kind"] == "vector" else "transformer")
+
+
 def _int(name: str, value: Any) -> int | None:
     from pgt.errors import UserError
 
@@ -143,8 +170,8 @@ def _int(name: str, value: Any) -> int | None:
 
 
 # What a sweep's plan is made of: fixed when it starts, so --resume refuses them (it continues the plan).
-PLANNED = ("spec", "task", "model", "estimator", "seeds", "steps", "set", "random", "ring_seed", "rig", "rigs",
-           "asha", "grace", "max_failures", "name", "cpus_per_trial")
+PLANNED = ("spec", "task", "data", "label", "model", "estimator", "seeds", "steps", "set", "random", "ring_seed",
+           "rig", "rigs", "asha", "grace", "max_failures", "name", "cpus_per_trial")
 
 
 def run(args: argparse.Namespace) -> int:

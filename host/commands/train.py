@@ -32,7 +32,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     # Defaults are None here and come from TrainConfig, so --resume can tell which flags were given.
     field("task", f"one of {', '.join(TASKS)} (default: {d.task})")
-    field("model", "mlp or transformer (default: the task's: mlp for digits, else transformer)")
+    p.add_argument("--data", metavar="FILE",
+                   help="your own data instead of --task: an .npz (x, y; optional x_val, y_val, x_test, y_test), a "
+                        ".csv with a header (label column: --label, default the last), or IDX files as MNIST ships "
+                        "them, images and labels joined by a comma (plain or .gz); README 'Your own data'")
+    p.add_argument("--label", help="--data CSV: the label (target) column (default: the last column)")
+    field("loss", "ce (classification) or mse (regression) (default: from the labels: integers or text -> ce, "
+                  "floats -> mse)")
+    field("scale", "--data: input scaling from the training split: global (overall min..max -> 0..1, the "
+                   "default), feature (each feature to mean 0, sd 1) or none")
+    field("model", "mlp or transformer (default: the task's: mlp for vectors (digits, narma10, mackey_glass, a "
+                   "2-d x), transformer for sequences)")
     field("estimator", f"one of {', '.join(ESTIMATORS)} (default: {d.estimator})")
     p.add_argument("-E", "--estimator-option", action="append", default=[], metavar="KEY=VALUE",
                    help="estimator option, repeatable, e.g. -E directions=4 (node, param), -E sigma=0.05 (node, "
@@ -142,6 +152,14 @@ def _new_config(args: argparse.Namespace) -> Any:
     d = TrainConfig()
     task = d.task if args.task is None else args.task
     model = default_model(task) if args.model is None else args.model
+    if args.data is not None:
+        from pgt.datasets import load_data
+
+        if args.task is not None:
+            raise UserError("--task and --data are alternatives: a built-in task or your own file")
+        data = load_data(args.data, args.label, args.loss, args.scale or d.scale)  # checked before any device
+        task = "data"
+        model = args.model or ("mlp" if data.info["kind"] == "vector" else "transformer")
     if model == "mlp" and (args.d_model is not None or args.heads is not None):
         raise UserError("--d-model and --heads set up the transformer; the mlp takes --hidden")
     if model != "mlp" and args.hidden is not None:
@@ -155,8 +173,9 @@ def _new_config(args: argparse.Namespace) -> Any:
                                            "settle_us")
              if getattr(args, k) is not None}
     val_size = {} if args.val_size is None else {"val_size": args.val_size or None}
+    own = {"data": args.data, "label": args.label, "loss": args.loss, "scale": args.scale or d.scale}
     try:
-        cfg = TrainConfig(task=task, model=model, model_options=options, **given, **val_size,
+        cfg = TrainConfig(task=task, model=model, model_options=options, **given, **val_size, **own,
                           estimator_options=_estimator_options(args.estimator_option))
         check_config(cfg)
     except UserError as exc:  # name the flags as typed
@@ -237,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from pgt.device import default_device, open_device
+    from pgt.model_file import load
     from pgt.plots import accuracy_vs_queries
     from pgt.run_dir import check_out, new_run_dir
     from pgt.trainer import Trainer
@@ -255,24 +275,41 @@ def run(args: argparse.Namespace) -> int:
             device = open_device(f"sim://?seed={args.ring_seed or 0}&noise_free=1")
         else:
             device = default_device(cfg.estimator, args.ring_seed or 0)
-        run_dir = new_run_dir(out, f"{cfg.task}-{cfg.model}-{cfg.estimator}-s{cfg.seed}")
+        name = (cfg.data.split(",")[0].replace("\\", "/").rsplit("/", 1)[-1].split(".")[0] or "data") \
+            if cfg.data else cfg.task
+        run_dir = new_run_dir(out, f"{name}-{cfg.model}-{cfg.estimator}-s{cfg.seed}")
         trainer = Trainer(device, cfg, out_dir=run_dir, on_eval=_printer(args.quiet), log=_log(args.quiet))
         if not args.quiet:
             info = device.info
-            print(f"run {run_dir}: {cfg.task}/{cfg.model}/{cfg.estimator}, {trainer.model.n_params()} parameters, "
+            print(f"run {run_dir}: {trainer.task.name}/{cfg.model}/{cfg.estimator}, {trainer.model.n_params()} "
+                  "parameters, "
                   f"device {info.get('url', info.get('kind', '?'))} ({device.n_inputs} drives -> "
                   f"{device.n_outputs} taps)", file=sys.stderr)
     trainer.on_progress = None if args.quiet else _log(False)
     result = trainer.run()
     png = accuracy_vs_queries({trainer.config.estimator: result.history}, run_dir / "accuracy.png",
-                              title=f"{trainer.config.task} / {trainer.config.model}, device "
+                              title=f"{trainer.task.name} / {trainer.config.model}, device "
                                     f"{trainer.reservoir.n_inputs} drives -> {trainer.reservoir.n_outputs} taps",
-                              val_size=len(trainer.val_idx), chance=1.0 / trainer.task.info["n_classes"])
-    test = "-" if result.best_test_acc is None else f"{100 * result.best_test_acc:.1f}%"
+                              val_size=len(trainer.val_idx), metric=result.metric,
+                              chance=None if result.metric == "nmse" else 1.0 / trainer.task.info["n_classes"])
+    load(run_dir).save(run_dir)  # model.json + model.npz: pgt.load, pgt predict
     print(
-        f"test accuracy at the best-validation step {test} (step {result.best_step}, validation "
-        f"{100 * result.best_val_acc:.1f}%); device queries {result.queries:,} (calibration "
+        f"test {'NMSE' if result.metric == 'nmse' else 'accuracy'} at the best-validation step "
+        f"{value_text(result.metric, result.best_test)} (step {result.best_step}, validation "
+        f"{value_text(result.metric, result.best_val)}); device queries {result.queries:,} (calibration "
         f"{result.calibration_queries:,}, training {result.training_queries:,}, evaluation "
         f"{result.eval_queries:,}); device time {result.device_seconds:.1f} s; run {run_dir}; plot {png}"
     )
     return 0
+
+
+def value_text(metric: str, value: float | None) -> str:
+    """``93.1%`` (accuracy) or ``0.0123 (R² 0.988)`` (NMSE); ``-`` for a figure not measured."""
+    if value is None:
+        return "-"
+    return f"{value:.4g} (R² {1 - value:.3f})" if metric == "nmse" else f"{100 * value:.1f}%"
+
+
+def figure_text(metric: str, value: float | None, part: str) -> str:
+    """``test accuracy 93.1%`` or ``test NMSE 0.0123 (R² 0.988)``."""
+    return f"{part} {'NMSE' if metric == 'nmse' else 'accuracy'} {value_text(metric, value)}".strip()

@@ -12,7 +12,7 @@ import numpy as np
 from ..calibration import Calibration, measure
 from ..errors import UserError
 from ..estimator_options import validate
-from ..layers import Grads, softmax_cross_entropy
+from ..layers import Grads
 from ..models import HybridModel
 
 Array = np.ndarray
@@ -41,7 +41,7 @@ def measure_noise(
 def forward_loss(model: HybridModel, z: Array, pre_cache: Any, labels: Array) -> tuple[float, Grads, Array, Any]:
     """Post-device forward and exact backward: (loss, post grads, grad at z, skip-gradient)."""
     logits, post_cache = model.post(z, pre_cache)
-    loss, g_logits = softmax_cross_entropy(logits, labels)
+    loss, g_logits = model.loss(logits, labels)
     gz, grads, skip = model.post_backward(g_logits, post_cache)
     return loss, grads, gz, skip
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..calibration import Calibration, sigma_floor
 from ..errors import UserError
-from ..layers import Grads, softmax_cross_entropy
+from ..layers import Grads
 from ..models import HybridModel
 from .base import Array, Batch, draw_directions, log, measure_noise
 from .perturbative import _Perturbative
@@ -79,7 +79,7 @@ def version_losses(
         for j, (i, s) in enumerate(versions):
             set_version(i, s)
             logits, post_cache = model.post(ph.normalise(y[:, j]), caches[j])
-            loss, g_logits = softmax_cross_entropy(logits, labels)
+            loss, g_logits = model.loss(logits, labels)
             losses.append(loss)
             _, g_post, _ = model.post_backward(g_logits, post_cache)
             for n, g in g_post.items():
