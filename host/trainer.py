@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
-import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -32,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, selection, settle
 from . import run_dir as run_dirs
+from . import run_state, selection, settle
 from .config import TrainConfig, check_config, check_memory
-from .device import default_device, open_device, reopen  # (open_device, default_device: re-exported)
+from .device import default_device, open_device  # (re-exported)
 from .errors import DeviceError, PgtError, UserError
 from .estimators import ESTIMATORS, Estimator, make_estimator
+from .fitting import fit  # (re-exported: pgt.trainer.fit)
 from .interrupts import TrainingInterrupted, deferred_interrupt
 from .models import HybridModel, build_model
 from .optim import Transform, apply_updates, make_optimizer, make_schedule
@@ -53,6 +52,7 @@ from .progress import (
     link_text,
     log_to_stderr,
     progress_line,
+    right_per_sample,
     scores,
 )
 from .reservoir import Reservoir
@@ -60,10 +60,6 @@ from .tasks import TASKS, Task
 
 Array = np.ndarray
 METRICS = run_dirs.METRICS
-
-
-def resume_command(run_dir: Path | str) -> str:
-    return f"pgt train --resume {shlex.quote(str(run_dir))}"
 
 
 class Trainer:
@@ -169,15 +165,16 @@ class Trainer:
         """The device's part of calibration: output normalisation (probe batch), ADC averaging, the estimator's
         repeat noise and perturbation size."""
         cfg = self.config
-        _, u, y = self._device_call("calibration", lambda: self.physical.calibrate(self.cal_rng, cfg.probe))
+        ph = self.physical
+        _, u, y = self._device_call("calibration", lambda: ph.fit_normalisation(self.cal_rng, cfg.probe))
         self.estimator.observe(u, y)
         self.readout_notes: list[str] = self._device_call(
-            "calibration", lambda: self.physical.tune_averaging(self.cal_rng, cfg.probe))
+            "calibration", lambda: ph.tune_averaging(self.cal_rng, cfg.probe))
         if self.estimator.name != "backprop":
             batch = self._batch(self.cal_rng)
-            self._device_call("calibration", lambda: self.estimator.calibrate(self.model, batch))
+            self._device_call("calibration", lambda: self.estimator.fit_to_device(self.model, batch))
 
-    def calibrate(self) -> None:
+    def setup(self) -> None:
         """:meth:`measure_device`, then the starting learning rate and the optimizer."""
         cfg = self.config
         self.measure_device()
@@ -207,7 +204,7 @@ class Trainer:
         info = dict(getattr(self.reservoir, "info", {}) or {})
         board = " ".join(str(info[key]) for key in ("board", "name") if info.get(key)) or str(info.get("kind", "?"))
         uid = f" uid {info['uid']}" if info.get("uid") else ""
-        rows = self.config.batch_size * self.model.rows_per_sample * self.estimator.rows_per_row()
+        rows = self.config.batch_size * self.model.rows_per_sample * self.estimator.device_rows_per_batch_row()
         n_avg = ph.n_avg
         return (f"device {board}{uid}: k={ph.k} drives, m={ph.m} taps; {ph.slots} slots -> ring layer "
                 f"{ph.width_in} drives / {ph.width_out} readings; noise/span per tap "
@@ -254,17 +251,6 @@ class Trainer:
             for k, v in self.model.params.items():
                 v[...] = saved[k]
 
-    def _right(self, device: Array, twin: Array, labels: Array) -> tuple[Array, Array]:
-        """Per sample, whether the device's and the twin's outputs are right: the class, or (regression) a
-        squared error at most the median of both sets of errors together (equal error distributions give
-        equal rates; a twin more accurate than the device shows as a gap, as in classification)."""
-        if self.loss != "mse":
-            return np.argmax(device, axis=1) == labels, np.argmax(twin, axis=1) == labels
-        err_d = ((device - labels) ** 2).mean(axis=1)
-        err_t = ((twin - labels) ** 2).mean(axis=1)
-        cut = float(np.median(np.concatenate([err_d, err_t])))
-        return err_d <= cut, err_t <= cut
-
     def _record(self, **fields: Any) -> dict[str, Any]:
         c = self.counters
         rec = {
@@ -310,7 +296,7 @@ class Trainer:
             val = scores(out, labels, self.loss)
             fields |= {f"val_{k}": v for k, v in val.items()}
             if twin is not None:
-                self.estimator.checked(self.step, self.model, *self._right(out, twin, labels))
+                self.estimator.checked(self.step, self.model, *right_per_sample(out, twin, labels, self.loss))
             key = f"val_{self.metric}"
             if better(self.metric, val[self.metric], None if self.best["params"] is None else self.best[key]):
                 self.best = {"step": self.step, key: val[self.metric],
@@ -364,7 +350,7 @@ class Trainer:
         with deferred_interrupt(lambda: f"step {self._finishing if self._stepping else self.step}") as stop:
             try:
                 if not self.calibrated:
-                    self.calibrate()
+                    self.setup()
                     self.log(self.header())
                     for note in self.readout_notes:
                         self.log(note)
@@ -389,9 +375,10 @@ class Trainer:
                     self.test()
                     self._save_if_dir()
             except KeyboardInterrupt as exc:
-                raise TrainingInterrupted(self._stopped_note(consistent=not self._busy)) from exc
+                raise TrainingInterrupted(run_state.stopped_note(self, consistent=not self._busy)) from exc
             except PgtError as exc:
-                raise type(exc)(f"{exc}; {self._stopped_note(consistent=isinstance(exc, DeviceError))}") from exc
+                note = run_state.stopped_note(self, consistent=isinstance(exc, DeviceError))
+                raise type(exc)(f"{exc}; {note}") from exc
         return self.result()
 
     def select(self) -> None:
@@ -414,88 +401,19 @@ class Trainer:
         if self.run_dir is not None:
             self.save_checkpoint()
 
-    def _stopped_note(self, consistent: bool) -> str:
-        """Write a checkpoint at the last completed step when the state allows; say how to resume."""
-        if self.run_dir is None:
-            return f"stopped at step {self.step} (no run directory, nothing saved)"
-        if consistent and self.calibrated:
-            self.save_checkpoint()
-        try:
-            at = checkpoint.load(self.run_dir)["step"]
-        except UserError:
-            return f"stopped at step {self.step} before the first checkpoint (nothing to resume)"
-        return f"checkpoint at step {at} in {self.run_dir}; resume with: {resume_command(self.run_dir)}"
-
     def result(self) -> Result:
-        m = self.metric
-        vals = [r[f"val_{m}"] for r in self.history if r.get(f"val_{m}") is not None]
-        tests = [r[f"test_{m}"] for r in self.history
-                 if r.get(f"test_{m}") is not None and r.get("test_step") == self.best["step"]]
-        c = self.counters
-        best_val, best_test = self.best[f"val_{m}"], tests[-1] if tests else None
-        return Result(
-            best_step=self.best["step"], best_val_acc=best_val if m == "acc" else None,
-            best_test_acc=best_test if m == "acc" else None,
-            final_val_acc=(vals[-1] if vals else 0.0) if m == "acc" else None,
-            metric=m, best_val_nmse=best_val if m == "nmse" else None,
-            best_test_nmse=best_test if m == "nmse" else None,
-            queries=c.total, calibration_queries=c.calibration, training_queries=c.train, eval_queries=c.eval,
-            device_seconds=c.device_seconds, history=list(self.history), best_params=self.best["params"] or {},
-            run_dir=str(self.run_dir) if self.run_dir else None,
-        )
+        return run_state.result(self)
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """The whole run as plain data and arrays, each component's own ``state()``."""
-        device = getattr(self.reservoir, "state", None)
-        return {
-            "config": dataclasses.asdict(self.config),
-            "step": self.step,
-            "calibrated": self.calibrated,
-            "lr": self.lr,
-            "rngs": {"batch": checkpoint.rng_state(self.batch_rng), "cal": checkpoint.rng_state(self.cal_rng)},
-            "counters": dataclasses.asdict(self.counters),
-            "history": self.history,
-            "best": self.best,
-            "candidates": self.candidates,
-            "tested_step": self.tested_step,
-            "loss": [self._loss_sum, self._loss_n],
-            "model": self.model.state(),
-            "physical": self.physical.state(),
-            "estimator": self.estimator.state(),
-            "opt": self.opt_state,
-            "task": self.task.info,
-            "device": {"info": dict(getattr(self.reservoir, "info", {})),
-                       "state": device() if callable(device) else None},
-        }
+        """The whole run as plain data and arrays (:func:`pgt.run_state.state`)."""
+        return run_state.state(self)
 
     def load_state(self, state: dict[str, Any], device_changed: bool = False) -> None:
-        """Restore :meth:`state` on a trainer built from the same config. ``device_changed``: the device is
-        not the one the state was measured on, so the readout calibration, the estimator and the device state
-        are not restored (:meth:`recalibrate` measures them anew)."""
-        self.step, self.calibrated, self.lr = state["step"], state["calibrated"], state["lr"]
-        checkpoint.set_rng_state(self.batch_rng, state["rngs"]["batch"])
-        checkpoint.set_rng_state(self.cal_rng, state["rngs"]["cal"])
-        self.counters = Counters(**state["counters"])
-        self.history, self.best, self.tested_step = state["history"], state["best"], state["tested_step"]
-        self.candidates = state["candidates"]
-        self._loss_sum, self._loss_n = state["loss"]
-        try:
-            self.model.load_state(state["model"])
-        except ValueError as exc:
-            raise UserError(f"{exc} (a different model or device shape)") from None
-        self.opt_state = state["opt"]
-        if self.calibrated:
-            self._make_optimizer()
-        if device_changed:
-            return
-        self.physical.load_state(state["physical"])
-        self.estimator.load_state(state["estimator"])
-        device_state = state["device"]["state"]
-        if device_state is not None and _same_simulator(state["device"]["info"], getattr(self.reservoir, "info", {})):
-            self.reservoir.load_state(device_state)  # type: ignore[attr-defined]
+        """Restore :meth:`state` on a trainer built from the same config (:func:`pgt.run_state.load_state`)."""
+        run_state.load_state(self, state, device_changed)
 
-    def recalibrate(self, note: str) -> None:
+    def remeasure_device(self, note: str) -> None:
         """On a new device: measure the readout and the estimator's calibration anew (calibration rows), keep
         the model and optimizer, and restart the best-iterate choice from an evaluation before the next step
         (its metrics record carries ``note`` as ``device_changed``)."""
@@ -508,9 +426,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoint.json`` + ``checkpoint-<step>.npz`` atomically (:mod:`pgt.checkpoint`)."""
-        if self.run_dir is None:
-            raise UserError("this trainer has no run directory")
-        return checkpoint.save(self.run_dir, self.state(), self.step)
+        return run_state.save(self)
 
     @classmethod
     def resume(
@@ -522,65 +438,7 @@ class Trainer:
         ``steps`` in all. Without ``reservoir`` the recorded device URL is reopened (on the in-process simulator,
         with its checkpointed state). A device of another shape is refused; another board, uid or simulator
         seed needs ``device_changed`` (see :mod:`pgt.resume`)."""
-        from . import resume as checks
-
-        run_dir = Path(run_dir)
-        state, config = checks.load(run_dir, steps, log)
-        saved = state["device"]["info"]
-        if reservoir is None:
-            reservoir = reopen(saved)
-        note = checks.check_device(saved, dict(getattr(reservoir, "info", {}) or {}), device_changed)
-        self = cls(reservoir, config, on_eval=on_eval, log=log)
-        self.load_state(state, device_changed=note is not None)
-        self.run_dir = run_dir
-        checks.write_files(run_dir, self.history, self.config_doc(), note)
-        if note is not None and self.calibrated:
-            self.log(f"device changed ({note}): recalibrating on it")
-            self.recalibrate(note)
-        return self
-
-
-def _same_simulator(saved: dict[str, Any], now: dict[str, Any]) -> bool:
-    keys = ("kind", "url", "seed", "level", "uid")
-    return all(saved.get(k) == now.get(k) for k in keys)
-
-
-def fit(
-    reservoir: Reservoir | None = None, task: str = "digits", model: str | None = None,
-    estimator: str = "twin", steps: int = 300, seed: int = 0, out_dir: str | Path | None = None,
-    verbose: bool = False, data: Any = None, **options: Any,
-) -> Result:
-    """Train a hybrid model through any :class:`~pgt.reservoir.Reservoir` and return a :class:`Result`.
-
-    Without ``reservoir``: the simulated board in process (``sim://``; the noise-free reference ring for
-    ``estimator="backprop"``). ``options`` are further :class:`TrainConfig` fields (``batch_size``, ``lr``,
-    ``optimizer``, ``estimator_options``, ...). Example: ``pgt.fit(from_callable(f, 2, 3, drive_low=0,
-    drive_high=1), steps=200)``.
-
-    ``data``: your own data instead of ``task``: a file name (as ``pgt train --data``; ``label``, ``loss``,
-    ``scale`` are further options), an ``(x, y)`` pair of arrays, or a :class:`~pgt.tasks.Task` (e.g.
-    ``Task.from_arrays(x, y, loss="mse")``). ``model`` defaults to the task's (mlp for vectors, transformer for
-    sequences).
-    """
-    given: Task | None = None
-    if isinstance(data, (tuple, list)):
-        if len(data) != 2:
-            raise UserError("data=(x, y): give a pair of arrays")
-        given = Task.from_arrays(data[0], data[1], loss=options.get("loss"), scale=options.get("scale", "global"))
-    elif isinstance(data, Task):
-        given = data
-    elif data is not None:
-        options["data"] = str(data)
-    if data is not None:
-        task = "data"
-    cfg = TrainConfig(task=task, model=model or "mlp", estimator=estimator, steps=steps, seed=seed, **options)
-    task_data = given or check_config(cfg)
-    if model is None:
-        cfg.model = "mlp" if task_data.info["kind"] == "vector" else "transformer"
-    task_data = check_config(cfg, task_data)
-    device = reservoir if reservoir is not None else default_device(estimator, seed)
-    on_eval = (lambda r: print(progress_line(r), file=sys.stderr)) if verbose else None
-    return Trainer(device, cfg, out_dir=out_dir, on_eval=on_eval, task=task_data).run()
+        return run_state.resume(cls, run_dir, reservoir, on_eval, steps, device_changed, log)
 
 
 __all__ = ["TrainConfig", "Trainer", "Result", "Counters", "fit", "crossing", "check_config", "default_device",
