@@ -34,6 +34,10 @@ def _prefixes(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+MAX_FEATURES = 8192
+"""The largest random-feature twin/surrogate: memory grows as features^2 (ridge) and buffer x features."""
+MAX_BUFFER = 100_000
+
 Rule = tuple[str, Callable[[Any], bool]]
 RULES: dict[str, Rule] = {
     "directions": ("int>=1", lambda v: _int(v) and v >= 1),
@@ -50,8 +54,11 @@ RULES: dict[str, Rule] = {
     "repeats": ("int>=3", lambda v: _int(v) and v >= 3),
     "window": ("int>=1", lambda v: _int(v) and v >= 1),
     "refit_every": ("int>=1", lambda v: _int(v) and v >= 1),
-    "buffer": ("int>=1", lambda v: _int(v) and v >= 1),
-    "features": ("int>=1", lambda v: _int(v) and v >= 1),
+    "buffer": (f"int in [1, {MAX_BUFFER}] (buffer x features x 8 bytes of memory)",
+               lambda v: _int(v) and 1 <= v <= MAX_BUFFER),
+    "features": (f"int in [1, {MAX_FEATURES}] (the ridge system alone takes features^2 x 8 bytes: "
+                 f"{MAX_FEATURES ** 2 * 8 / 1e9:.1f} GB at {MAX_FEATURES})",
+                 lambda v: _int(v) and 1 <= v <= MAX_FEATURES),
     "ridge": ("number>=0", lambda v: _number(v) and v >= 0),
     "width": ("number>0", lambda v: _number(v) and v > 0),
     "probe_rows": ("int>=8", lambda v: _int(v) and v >= 8),

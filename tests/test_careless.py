@@ -127,6 +127,16 @@ def test_a_model_too_big_for_memory_is_refused_at_once(cwd: Path, argv: list[str
     only(cwd)  # refused before --out is even made
 
 
+@pytest.mark.parametrize("estimator", ["twin", "surrogate"])
+def test_a_twin_too_big_for_memory_is_refused_before_any_device_row(cwd: Path, estimator: str) -> None:
+    """Row 8's `-E features=100000000` (a 1 TB allocation after calibration before): refused at once, with the
+    memory its largest allowed value takes."""
+    err = refused(pgt("train", "--estimator", estimator, "-E", "features=100000000", "--out", "out", cwd=cwd,
+                      timeout=20), "bad option features=100000000")
+    assert "GB at 8192" in err
+    only(cwd)
+
+
 # -- row 9: --out that cannot be written ---------------------------------------------------------------------
 
 @pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
