@@ -1,8 +1,9 @@
 """A training run as data: the trainer's checkpoint state, writing it, restoring it, resuming a run from its
 run directory, and the run's :class:`~pgt.progress.Result`.
 
-Functions of a :class:`~pgt.trainer.Trainer` (its methods ``state``, ``load_state``, ``save_checkpoint``,
-``resume`` and ``result`` call them); the checks ``--resume`` makes are in :mod:`pgt.resume`.
+Functions of a run (:class:`~pgt.run_setup.RunSetup`, the base of :class:`~pgt.trainer.Trainer`; the
+trainer's methods ``state``, ``load_state``, ``save_checkpoint``, ``resume`` and ``result`` call them); the
+checks ``--resume`` makes are in :mod:`pgt.resume`.
 """
 
 from __future__ import annotations
@@ -11,23 +12,23 @@ import dataclasses
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from . import checkpoint
 from .device import reopen
 from .errors import UserError
 from .progress import Counters, Result
 from .reservoir import Reservoir
+from .run_setup import RunSetup
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
+Run = TypeVar("Run", bound=RunSetup)
 
 
 def resume_command(run_dir: Path | str) -> str:
     return f"pgt train --resume {shlex.quote(str(run_dir))}"
 
 
-def state(tr: Trainer) -> dict[str, Any]:
+def state(tr: RunSetup) -> dict[str, Any]:
     """The whole run as plain data and arrays, each component's own ``state()``."""
     device = getattr(tr.reservoir, "state", None)
     return {
@@ -52,7 +53,7 @@ def state(tr: Trainer) -> dict[str, Any]:
     }
 
 
-def load_state(tr: Trainer, state: dict[str, Any], device_changed: bool = False) -> None:
+def load_state(tr: RunSetup, state: dict[str, Any], device_changed: bool = False) -> None:
     """Restore :func:`state` on a trainer built from the same config. ``device_changed``: the device is not the
     one the state was measured on, so the readout calibration, the estimator and the device state are not
     restored (:meth:`~pgt.trainer.Trainer.remeasure_device` measures them anew)."""
@@ -84,14 +85,14 @@ def _same_simulator(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     return all(saved.get(k) == now.get(k) for k in keys)
 
 
-def save(tr: Trainer) -> Path:
+def save(tr: RunSetup) -> Path:
     """Write ``checkpoint.json`` + ``checkpoint-<step>.npz`` atomically (:mod:`pgt.checkpoint`)."""
     if tr.run_dir is None:
         raise UserError("this trainer has no run directory")
     return checkpoint.save(tr.run_dir, state(tr), tr.step)
 
 
-def stopped_note(tr: Trainer, consistent: bool) -> str:
+def stopped_note(tr: RunSetup, consistent: bool) -> str:
     """Write a checkpoint at the last completed step when the state allows; say how to resume."""
     if tr.run_dir is None:
         return f"stopped at step {tr.step} (no run directory, nothing saved)"
@@ -105,10 +106,10 @@ def stopped_note(tr: Trainer, consistent: bool) -> str:
 
 
 def resume(
-    cls: type[Trainer], run_dir: str | Path, reservoir: Reservoir | None = None,
+    cls: type[Run], run_dir: str | Path, reservoir: Reservoir | None = None,
     on_eval: Callable[[dict[str, Any]], None] | None = None, steps: int | None = None,
     device_changed: bool = False, log: Callable[[str], None] | None = None,
-) -> Trainer:
+) -> Run:
     """A ``cls`` trainer continuing the run in ``run_dir``; see :meth:`pgt.trainer.Trainer.resume`."""
     from . import resume as checks
 
@@ -128,7 +129,7 @@ def resume(
     return tr
 
 
-def result(tr: Trainer) -> Result:
+def result(tr: RunSetup) -> Result:
     """The run's :class:`~pgt.progress.Result` from its history and its best iterate."""
     m = tr.metric
     vals = [r[f"val_{m}"] for r in tr.history if r.get(f"val_{m}") is not None]

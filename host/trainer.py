@@ -1,28 +1,28 @@
 """The training loop: any Reservoir, any estimator, every device row counted, exact resume.
 
 ``Trainer(reservoir, TrainConfig(...), out_dir=...)`` builds the task, the hybrid model and the estimator from
-the config; ``run()`` calibrates (output normalisation from a probe batch, device repeat noise, perturbation
-size, starting learning rate), writes a checkpoint, then steps. Every ``eval_every`` steps it evaluates the
-unperturbed model on a fixed subsample of the validation set (``val_size`` rows; the whole set if None), keeps
-the best iterates by validation accuracy and appends one record to ``metrics.jsonl``; with an estimator that
-has a twin of the device, through the twin as well (``twin_val_acc``, no device rows) and through the device
-only when the estimator asks for a check. At the end the best candidates are measured again on the rest of the
-validation set (:mod:`pgt.selection`) and the test set is evaluated once, on the chosen iterate (and on demand:
-:meth:`Trainer.test`). Evaluation readings also feed the estimator (``estimator.observe``: surrogate and twin
-learn from them).
+the config (:mod:`pgt.run_setup`); ``run()`` sets it up on the device (output normalisation from a probe
+batch, device repeat noise, perturbation size, starting learning rate: :meth:`Trainer.setup`), writes a
+checkpoint, then steps. Every ``eval_every`` steps it evaluates the unperturbed model on a fixed subsample of
+the validation set (``val_size`` rows; the whole set if None), keeps the best iterates by validation accuracy
+and appends one record to ``metrics.jsonl``; with an estimator that has a twin of the device, through the twin
+as well (``twin_val_acc``, no device rows) and through the device only when the estimator asks for a check. At
+the end the best candidates are measured again on the rest of the validation set (:mod:`pgt.selection`) and
+the test set is evaluated once, on the chosen iterate (and on demand: :meth:`Trainer.test`). Evaluation
+readings also feed the estimator (``estimator.observe``: surrogate and twin learn from them).
 
 Every device row is counted once, by kind: ``calibration``, ``train`` (estimator steps) and ``eval``;
 ``queries`` is their sum. Checkpoints (JSON + ``.npz``, :mod:`pgt.checkpoint`) are written after calibration,
 every ``checkpoint_every`` steps, at the end, on Ctrl-C (after the step in progress) and when the device is
-lost; :meth:`Trainer.resume` rebuilds the run from its config and restores each component's state (model,
-optimizer, estimator, physical layer, counters, generators and, on the in-process simulator, the device), so
-a resumed simulator run continues bit-identically.
+lost (:mod:`pgt.run_state`); :meth:`Trainer.resume` rebuilds the run from its config and restores each
+component's state (model, optimizer, estimator, physical layer, counters, generators and, on the in-process
+simulator, the device), so a resumed simulator run continues bit-identically.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -31,187 +31,35 @@ from typing import Any
 import numpy as np
 
 from . import run_dir as run_dirs
-from . import run_state, selection, settle
-from .config import TrainConfig, check_config, check_memory
-from .device import default_device, open_device  # (re-exported)
+from . import run_state, selection
+from .config import TrainConfig, check_config
+from .device import default_device, open_device  # (open_device: re-exported)
 from .errors import DeviceError, PgtError, UserError
-from .estimators import ESTIMATORS, Estimator, make_estimator
-from .fitting import fit  # (re-exported: pgt.trainer.fit)
+from .estimators import ESTIMATORS
 from .interrupts import TrainingInterrupted, deferred_interrupt
-from .models import HybridModel, build_model
-from .optim import Transform, apply_updates, make_optimizer, make_schedule
-from .physical import PhysicalLayer
+from .optim import apply_updates
+from .physical import PhysicalLayer  # (re-exported)
 from .progress import (
     LINK_KEYS,
     Counters,
-    ProgressClock,
     Result,
     better,
     crossing,
-    link_counters,
-    link_text,
     log_to_stderr,
     progress_line,
     right_per_sample,
     scores,
 )
 from .reservoir import Reservoir
+from .run_setup import RunSetup
 from .tasks import TASKS, Task
 
 Array = np.ndarray
 METRICS = run_dirs.METRICS
 
 
-class Trainer:
+class Trainer(RunSetup):
     """Train a hybrid model through ``reservoir`` as ``config`` says; see the module docstring."""
-
-    def __init__(
-        self, reservoir: Reservoir, config: TrainConfig | None = None, out_dir: str | Path | None = None,
-        on_eval: Callable[[dict[str, Any]], None] | None = None, task: Task | None = None,
-        log: Callable[[str], None] | None = None,
-    ) -> None:
-        self.config = config or TrainConfig()
-        self.log = log or log_to_stderr
-        cfg = self.config
-        self.task = check_config(cfg, task)
-        self.reservoir = reservoir
-        self.on_eval = on_eval
-        seeds = np.random.SeedSequence(cfg.seed).spawn(4)
-        init_rng, self.batch_rng, est_rng, self.cal_rng = (np.random.default_rng(s) for s in seeds)
-        if cfg.settle_us is not None:
-            settle.apply(reservoir, cfg.settle_us)
-        self.physical = PhysicalLayer(reservoir, slots=cfg.model_options.get("slots"))
-        ph = self.physical
-        check_memory(cfg, self.task.info, ph.k, ph.m, where=f"on this {ph.k}-drive, {ph.m}-tap device")
-        self.model: HybridModel = build_model(cfg.model, self.task.info, self.physical, init_rng,
-                                              **cfg.model_options)
-        self.estimator: Estimator = make_estimator(cfg.estimator, est_rng, **cfg.estimator_options)
-        self.estimator.check(self.model, self.task.x_train[:1])
-        if self.estimator.needs_vjp and not getattr(reservoir, "exact_vjp", hasattr(reservoir, "vjp")):
-            raise UserError("the backprop estimator needs a reservoir with an exact vjp (a noise-free simulator)")
-        n_val = len(self.task.y_val)
-        self.val_idx = np.arange(n_val) if cfg.val_size is None or cfg.val_size >= n_val else \
-            np.sort(np.random.default_rng(0).choice(n_val, size=cfg.val_size, replace=False))
-        self.counters = Counters()
-        self.step = 0
-        self.calibrated = False
-        self.lr: float | None = cfg.lr
-        self.opt_state: Any = None
-        self._opt: Transform | None = None
-        self.history: list[dict[str, Any]] = []
-        self.loss = str(self.task.info.get("loss", "ce"))
-        self.metric = "nmse" if self.loss == "mse" else "acc"
-        """What selects the best iterate and is reported: validation accuracy, or NMSE for regression."""
-        self.best: dict[str, Any] = {"step": -1, f"val_{self.metric}": None, "params": None}
-        self.candidates: list[dict[str, Any]] = []
-        """The few best iterates by subsample validation (classification), measured again on the whole set at
-        the end."""
-        self.tested_step = -1
-        """The best-validation step whose test accuracy was last measured (-1: never)."""
-        self._loss_sum = 0.0
-        self._loss_n = 0
-        self._busy = False
-        """True while the state is between two consistent points (a step or an evaluation in progress)."""
-        self._stepping = False
-        """True while a training step is in progress (the one that will end at step ``_finishing``)."""
-        self._finishing = 0
-        self._link_seen = link_counters(reservoir)
-        self._evaluate_first = False
-        """Evaluate before the next step (set when a resumed run moved to another device)."""
-        self._note: dict[str, Any] = {}
-        """Fields for the next metrics record only."""
-        self.on_progress: Callable[[str], None] | None = None
-        """Called with a progress line (elapsed, time left) at least every PROGRESS_EVERY s of device work."""
-        self.clock = ProgressClock()
-        self.run_dir = Path(out_dir) if out_dir is not None else None
-        if self.run_dir is not None:
-            run_dirs.start(self.run_dir, self.config_doc())
-
-    def config_doc(self) -> dict[str, Any]:
-        """What ``config.json`` holds: the config, the device's description and the model's size."""
-        return {"config": dataclasses.asdict(self.config), "device": dict(getattr(self.reservoir, "info", {})),
-                "model_params": self.model.n_params(), "task": self.task.info}
-
-    # -- accounting --------------------------------------------------------------------------------
-    def _device_call(self, kind: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` (which queries the device) and book its rows and device time under ``kind``."""
-        q0 = self.reservoir.queries
-        t0 = float(self.reservoir.device_seconds)
-        try:
-            return fn()
-        finally:
-            setattr(self.counters, kind, getattr(self.counters, kind) + (self.reservoir.queries - q0))
-            self.counters.device_seconds += float(self.reservoir.device_seconds) - t0
-            line = self.clock.tick(self.step, "training" if kind == "train" else kind)
-            if line is not None and self.on_progress is not None:
-                self.on_progress(line)
-
-    def _check_link(self) -> None:
-        """Book resends, reconnects and resets the link saw since the last look; say so on stderr."""
-        now = link_counters(self.reservoir)
-        new = {k: now[k] - self._link_seen.get(k, 0) for k in LINK_KEYS if now[k] > self._link_seen.get(k, 0)}
-        self._link_seen = now
-        if new:
-            for k, n in new.items():
-                self.counters.link[k] = self.counters.link.get(k, 0) + n
-            self.log(f"link at step {self.step}: {link_text(new)}")
-
-    # -- calibration -------------------------------------------------------------------------------
-    def _batch(self, rng: np.random.Generator) -> tuple[Array, Array]:
-        idx = rng.choice(len(self.task.y_train), size=self.config.batch_size, replace=False)
-        return self.task.x_train[idx], self.task.y_train[idx]
-
-    def measure_device(self) -> None:
-        """The device's part of calibration: output normalisation (probe batch), ADC averaging, the estimator's
-        repeat noise and perturbation size."""
-        cfg = self.config
-        ph = self.physical
-        _, u, y = self._device_call("calibration", lambda: ph.fit_normalisation(self.cal_rng, cfg.probe))
-        self.estimator.observe(u, y)
-        self.readout_notes: list[str] = self._device_call(
-            "calibration", lambda: ph.tune_averaging(self.cal_rng, cfg.probe))
-        if self.estimator.name != "backprop":
-            batch = self._batch(self.cal_rng)
-            self._device_call("calibration", lambda: self.estimator.fit_to_device(self.model, batch))
-
-    def setup(self) -> None:
-        """:meth:`measure_device`, then the starting learning rate and the optimizer."""
-        cfg = self.config
-        self.measure_device()
-        if self.lr is None:
-            weights = np.concatenate([p.ravel() for p in self.model.params.values() if p.ndim > 1])
-            lr_rel = cfg.lr_rel if cfg.lr_rel is not None else self.estimator.lr_rel
-            self.lr = float(lr_rel * np.sqrt(np.mean(weights**2)))
-            if cfg.optimizer != "adam":
-                # SGD: scale so the first step's update has the same RMS (gradient size from one estimate).
-                batch = self._batch(self.cal_rng)
-                _, g, _ = self._device_call("calibration", lambda: self.estimator.estimate(self.model, batch))
-                g_rms = float(np.sqrt(np.mean(np.concatenate([v.ravel() for v in g.values()]) ** 2)))
-                self.lr = self.lr / max(g_rms, 1e-12)
-        self._make_optimizer()
-        assert self._opt is not None
-        self.opt_state = self._opt.init(self.model.params)
-        self.calibrated = True
-
-    def _make_optimizer(self) -> None:
-        assert self.lr is not None
-        cfg = self.config
-        self._opt = make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, self.lr, cfg.steps), cfg.clip)
-
-    def header(self) -> str:
-        """One line on what a step costs: board, shape, slots, per-tap noise/span, n_avg, queries, device time."""
-        ph = self.physical
-        info = dict(getattr(self.reservoir, "info", {}) or {})
-        board = " ".join(str(info[key]) for key in ("board", "name") if info.get(key)) or str(info.get("kind", "?"))
-        uid = f" uid {info['uid']}" if info.get("uid") else ""
-        rows = self.config.batch_size * self.model.rows_per_sample * self.estimator.device_rows_per_batch_row()
-        n_avg = ph.n_avg
-        return (f"device {board}{uid}: k={ph.k} drives, m={ph.m} taps; {ph.slots} slots -> ring layer "
-                f"{ph.width_in} drives / {ph.width_out} readings; noise/span per tap "
-                f"{' '.join(f'{v:.2f}' for v in ph.noise_span)}; n_avg {'-' if n_avg is None else n_avg}; "
-                + (f"{settle.describe(info)}; " if settle.describe(info) else "")
-                + f"{rows:,} queries per step, ~{rows * ph.seconds_per_query:.3g} device s per step; "
-                + self.estimator.describe())
 
     # -- evaluation --------------------------------------------------------------------------------
     def predict(self, x: Array, batch: int = 512, twin: bool = False) -> Array | None:
@@ -413,17 +261,6 @@ class Trainer:
         """Restore :meth:`state` on a trainer built from the same config (:func:`pgt.run_state.load_state`)."""
         run_state.load_state(self, state, device_changed)
 
-    def remeasure_device(self, note: str) -> None:
-        """On a new device: measure the readout and the estimator's calibration anew (calibration rows), keep
-        the model and optimizer, and restart the best-iterate choice from an evaluation before the next step
-        (its metrics record carries ``note`` as ``device_changed``)."""
-        self.measure_device()
-        self.best = {"step": -1, f"val_{self.metric}": None, "params": None}
-        self.candidates = []
-        self._evaluate_first = True
-        self._note = {"device_changed": note}
-        self.log(self.header())
-
     def save_checkpoint(self) -> Path:
         """Write ``checkpoint.json`` + ``checkpoint-<step>.npz`` atomically (:mod:`pgt.checkpoint`)."""
         return run_state.save(self)
@@ -441,5 +278,44 @@ class Trainer:
         return run_state.resume(cls, run_dir, reservoir, on_eval, steps, device_changed, log)
 
 
+def fit(
+    reservoir: Reservoir | None = None, task: str = "digits", model: str | None = None,
+    estimator: str = "twin", steps: int = 300, seed: int = 0, out_dir: str | Path | None = None,
+    verbose: bool = False, data: Any = None, **options: Any,
+) -> Result:
+    """Train a hybrid model through any :class:`~pgt.reservoir.Reservoir` and return a :class:`Result`.
+
+    Without ``reservoir``: the simulated board in process (``sim://``; the noise-free reference ring for
+    ``estimator="backprop"``). ``options`` are further :class:`TrainConfig` fields (``batch_size``, ``lr``,
+    ``optimizer``, ``estimator_options``, ...). Example: ``pgt.fit(from_callable(f, 2, 3, drive_low=0,
+    drive_high=1), steps=200)``.
+
+    ``data``: your own data instead of ``task``: a file name (as ``pgt train --data``; ``label``, ``loss``,
+    ``scale`` are further options), an ``(x, y)`` pair of arrays, or a :class:`~pgt.tasks.Task` (e.g.
+    ``Task.from_arrays(x, y, loss="mse")``). ``model`` defaults to the task's (mlp for vectors, transformer for
+    sequences).
+    """
+    given: Task | None = None
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise UserError("data=(x, y): give a pair of arrays")
+        given = Task.from_arrays(data[0], data[1], loss=options.get("loss"), scale=options.get("scale", "global"))
+    elif isinstance(data, Task):
+        given = data
+    elif data is not None:
+        options["data"] = str(data)
+    if data is not None:
+        task = "data"
+    cfg = TrainConfig(task=task, model=model or "mlp", estimator=estimator, steps=steps, seed=seed, **options)
+    task_data = given or check_config(cfg)
+    if model is None:
+        cfg.model = "mlp" if task_data.info["kind"] == "vector" else "transformer"
+    task_data = check_config(cfg, task_data)
+    device = reservoir if reservoir is not None else default_device(estimator, seed)
+    on_eval = (lambda r: print(progress_line(r), file=sys.stderr)) if verbose else None
+    return Trainer(device, cfg, out_dir=out_dir, on_eval=on_eval, task=task_data).run()
+
+
 __all__ = ["TrainConfig", "Trainer", "Result", "Counters", "fit", "crossing", "check_config", "default_device",
-           "open_device", "progress_line", "TrainingInterrupted", "ESTIMATORS", "TASKS"]
+           "open_device", "progress_line", "TrainingInterrupted", "ESTIMATORS", "TASKS",
+           "log_to_stderr", "PhysicalLayer"]

@@ -38,7 +38,6 @@ def no_device(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record any attempt to open a device (a refused invocation must make none)."""
     opened: list[str] = []
     import pgt.device
-    import pgt.fitting
     import pgt.trainer
 
     def refuse(*args: object, **kwargs: object) -> None:
@@ -48,7 +47,6 @@ def no_device(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     for module in (pgt.device, pgt.trainer):
         monkeypatch.setattr(module, "open_device", refuse)
         monkeypatch.setattr(module, "default_device", refuse)
-    monkeypatch.setattr(pgt.fitting, "default_device", refuse)
     return opened
 
 
