@@ -39,17 +39,23 @@ def check_out(out: str | Path, flag: str = "--out") -> Path:
 def new_run_dir(parent: Path, stem: str) -> Path:
     """A directory ``parent/stem-<date>-<time>`` (``.2``, ``.3``, ... if taken) made with an exclusive mkdir:
     whichever process makes it owns it."""
-    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return unique_dir(parent, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}", "run directory")
+
+
+def unique_dir(parent: Path, base: str, what: str) -> Path:
+    """A new directory ``parent/base`` (``base.2``, ``base.3``, ... if taken), made with an exclusive mkdir (and
+    ``parent`` with it): two processes never get the same one. ``what`` names it in errors."""
     for i in range(1, MAX_TRIES + 1):
         path = parent / (base if i == 1 else f"{base}.{i}")
         try:
+            parent.mkdir(parents=True, exist_ok=True)
             path.mkdir()
             return path
         except FileExistsError:
             continue
         except OSError as exc:
-            raise UserError(f"cannot create the run directory {path} ({_reason(exc)})") from None
-    raise UserError(f"{MAX_TRIES} run directories named {base} already exist in {parent}")
+            raise UserError(f"cannot create the {what} {path} ({_reason(exc)})") from None
+    raise UserError(f"{MAX_TRIES} {what}s named {base} already exist in {parent}")
 
 
 def start(run_dir: Path, config_doc: dict[str, Any]) -> None:

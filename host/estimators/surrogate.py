@@ -119,14 +119,18 @@ class SurrogatePGT(Estimator):
             total -= len(self._u.pop(0))
             self._y.pop(0)
 
-    def refit(self, model: HybridModel) -> None:
+    def recent_pairs(self, model: HybridModel) -> tuple[RandomFeatureSurrogate, Array, Array]:
+        """The surrogate (made on first use) and the last ``buffer`` (drive, normalised reading) pairs seen."""
         ph = model.physical
         if self.surrogate is None:
             self.surrogate = RandomFeatureSurrogate(ph.k, ph.m, self.rng, self.features, self.ridge, self.width)
             self.surrogate.set_range(ph.low, ph.high)
-        u = np.concatenate(self._u)[-self.buffer :]
-        y = ph.normalise(np.concatenate(self._y)[-self.buffer :])
-        self.fit_error = self.surrogate.fit(u, y)
+        return (self.surrogate, np.concatenate(self._u)[-self.buffer :],
+                ph.normalise(np.concatenate(self._y)[-self.buffer :]))
+
+    def refit(self, model: HybridModel) -> None:
+        surrogate, u, y = self.recent_pairs(model)
+        self.fit_error = surrogate.fit(u, y)
         self._since_fit = 0
 
     def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:

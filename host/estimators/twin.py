@@ -35,7 +35,7 @@ from ..calibration import Calibration
 from ..layers import Grads
 from ..models import HybridModel
 from .base import Array, Batch, forward_loss, log, measure_noise
-from .surrogate import RandomFeatureSurrogate, SurrogatePGT
+from .surrogate import SurrogatePGT
 
 PHASES = ("probe", "fit", "in_silico", "check", "correct", "drift")
 
@@ -175,19 +175,14 @@ class TwinPGT(SurrogatePGT):
     def _fit(self, model: HybridModel, unique: int) -> None:
         """Held-out error on a fifth of the last ``unique`` (distinct) rows, then the twin on everything."""
         self.phase = "fit"
-        ph = model.physical
-        if self.surrogate is None:
-            self.surrogate = RandomFeatureSurrogate(ph.k, ph.m, self.rng, self.features, self.ridge, self.width)
-            self.surrogate.set_range(ph.low, ph.high)
-        u = np.concatenate(self._u)[-self.buffer :]
-        y = ph.normalise(np.concatenate(self._y)[-self.buffer :])
+        twin, u, y = self.recent_pairs(model)
         tail = min(unique, len(u))
         hold = len(u) - tail + self.rng.choice(tail, size=max(tail // 5, 1), replace=False)
         keep = np.ones(len(u), dtype=bool)
         keep[hold] = False
-        self.surrogate.fit(u[keep], y[keep])
-        self.heldout = float(np.sqrt(np.mean((self.surrogate.predict(u[hold]) - y[hold]) ** 2)))
-        self.fit_error = self.surrogate.fit(u, y)
+        twin.fit(u[keep], y[keep])
+        self.heldout = float(np.sqrt(np.mean((twin.predict(u[hold]) - y[hold]) ** 2)))
+        self.fit_error = twin.fit(u, y)
         self._since_fit = 0
         log.info("twin: fitted on %d rows, held-out error %.3f, noise floor %s", len(u), self.heldout,
                  "-" if self.noise_floor is None else f"{self.noise_floor:.3f}")

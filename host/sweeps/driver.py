@@ -15,6 +15,7 @@ from typing import Any
 
 from ..config import TrainConfig, check_config
 from ..errors import UserError
+from ..run_dir import unique_dir
 from .report import plot, read_history, write_csv
 from .spec import (
     RAY_HINT,
@@ -147,17 +148,7 @@ def _new_dir(out: str | Path, name: str | None) -> Path:
     if parent.exists() and not parent.is_dir():
         raise UserError(f"--out {str(out)[:200]} is not a directory")
     base = check_name(name) if name is not None else time.strftime("sweep-%Y%m%d-%H%M%S")
-    for i in range(1, 10_000):
-        d = parent / (base if i == 1 else f"{base}.{i}")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            d.mkdir()
-            return d
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise UserError(f"cannot create the sweep directory {d}: {exc.strerror or exc}") from None
-    raise UserError(f"{parent / base}: every name up to .9999 is taken")
+    return unique_dir(parent, base, "sweep directory")
 
 
 def _ray_running() -> bool:
