@@ -91,7 +91,7 @@ def quantum(y: Array) -> Array:
     return out
 
 
-def measure(
+def measure_response(
     physical: Any, a: Array, rng: np.random.Generator, repeats: int = 6, probe_scale: float = 0.05,
     observe: Callable[[Array, Array], None] | None = None,
 ) -> Calibration:

@@ -101,7 +101,7 @@ class Model:
         model.load_state({"params": self.params})
         physical.load_state(_arrays(self.doc["calibration"]))
         if recalibrate:
-            physical.calibrate(np.random.default_rng(0), int(probe or cfg.get("probe", 256)))
+            physical.fit_normalisation(np.random.default_rng(0), int(probe or cfg.get("probe", 256)))
         return model
 
     def scale_inputs(self, x: Any) -> Array:

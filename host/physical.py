@@ -175,10 +175,10 @@ class PhysicalLayer:
         return min(64, n_probe // 4)
 
     def probe_queries(self, n_probe: int) -> int:
-        """Queries :meth:`calibrate` spends for a probe batch of ``n_probe`` drives (some of them repeated)."""
+        """Queries :meth:`fit_normalisation` spends for a probe batch of ``n_probe`` drives (some of them repeated)."""
         return n_probe + self._repeats(n_probe)
 
-    def calibrate(self, rng: np.random.Generator, n_probe: int = 256) -> tuple[int, Array, Array]:
+    def fit_normalisation(self, rng: np.random.Generator, n_probe: int = 256) -> tuple[int, Array, Array]:
         """Fix the output normalisation from a probe batch of random drives; measure each tap's signal-to-noise.
 
         The first ``min(64, n_probe // 4)`` drives are sent twice, each right after itself (so slow drift
@@ -242,7 +242,7 @@ class PhysicalLayer:
                 configure(n_avg=want)
             except UserError:  # above the device's largest n_avg
                 break
-            self.calibrate(rng, n_probe)
+            self.fit_normalisation(rng, n_probe)
             worse_time = self.seconds_per_query > budget > 0.0
             gain = float(self.tap_noise[poor_taps].mean()) <= 0.8 * float(saved["tap_noise"][poor_taps].mean())
             if gain and not worse_time:

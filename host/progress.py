@@ -92,6 +92,18 @@ def scores(out: Array, target: Array, loss: str) -> dict[str, float]:
     return {"acc": accuracy(out, target)}
 
 
+def right_per_sample(device: Array, twin: Array, labels: Array, loss: str) -> tuple[Array, Array]:
+    """Per sample, whether the device's and the twin's outputs are right: the class, or (regression, ``loss``
+    ``"mse"``) a squared error at most the median of both sets of errors together (equal error distributions
+    give equal rates; a twin more accurate than the device shows as a gap, as in classification)."""
+    if loss != "mse":
+        return np.argmax(device, axis=1) == labels, np.argmax(twin, axis=1) == labels
+    err_d = ((device - labels) ** 2).mean(axis=1)
+    err_t = ((twin - labels) ** 2).mean(axis=1)
+    cut = float(np.median(np.concatenate([err_d, err_t])))
+    return err_d <= cut, err_t <= cut
+
+
 def better(metric: str, new: float, old: float | None) -> bool:
     """Whether ``new`` beats ``old`` (None: nothing yet) on ``metric`` (``acc`` higher, ``nmse`` lower)."""
     return old is None or (new < old if metric == "nmse" else new > old)

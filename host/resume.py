@@ -4,7 +4,7 @@ simulator seed unless the caller says the device changed.
 
 With ``device_changed`` a run continues on another device of the same shape: the model and the optimizer are
 kept, the readout calibration and the estimator are measured anew on the new device (calibration rows), and
-the best iterate is chosen afresh from an evaluation there (:meth:`pgt.trainer.Trainer.recalibrate`).
+the best iterate is chosen afresh from an evaluation there (:meth:`pgt.trainer.Trainer.remeasure_device`).
 """
 
 from __future__ import annotations

@@ -1,29 +1,27 @@
 """The training loop: any Reservoir, any estimator, every device row counted, exact resume.
 
 ``Trainer(reservoir, TrainConfig(...), out_dir=...)`` builds the task, the hybrid model and the estimator from
-the config; ``run()`` calibrates (output normalisation from a probe batch, device repeat noise, perturbation
-size, starting learning rate), writes a checkpoint, then steps. Every ``eval_every`` steps it evaluates the
-unperturbed model on a fixed subsample of the validation set (``val_size`` rows; the whole set if None), keeps
-the best iterates by validation accuracy and appends one record to ``metrics.jsonl``; with an estimator that
-has a twin of the device, through the twin as well (``twin_val_acc``, no device rows) and through the device
-only when the estimator asks for a check. At the end the best candidates are measured again on the rest of the
-validation set (:mod:`pgt.selection`) and the test set is evaluated once, on the chosen iterate (and on demand:
-:meth:`Trainer.test`). Evaluation readings also feed the estimator (``estimator.observe``: surrogate and twin
-learn from them).
+the config (:mod:`pgt.run_setup`); ``run()`` sets it up on the device (output normalisation from a probe
+batch, device repeat noise, perturbation size, starting learning rate: :meth:`Trainer.setup`), writes a
+checkpoint, then steps. Every ``eval_every`` steps it evaluates the unperturbed model on a fixed subsample of
+the validation set (``val_size`` rows; the whole set if None), keeps the best iterates by validation accuracy
+and appends one record to ``metrics.jsonl``; with an estimator that has a twin of the device, through the twin
+as well (``twin_val_acc``, no device rows) and through the device only when the estimator asks for a check. At
+the end the best candidates are measured again on the rest of the validation set (:mod:`pgt.selection`) and
+the test set is evaluated once, on the chosen iterate (and on demand: :meth:`Trainer.test`). Evaluation
+readings also feed the estimator (``estimator.observe``: surrogate and twin learn from them).
 
 Every device row is counted once, by kind: ``calibration``, ``train`` (estimator steps) and ``eval``;
 ``queries`` is their sum. Checkpoints (JSON + ``.npz``, :mod:`pgt.checkpoint`) are written after calibration,
 every ``checkpoint_every`` steps, at the end, on Ctrl-C (after the step in progress) and when the device is
-lost; :meth:`Trainer.resume` rebuilds the run from its config and restores each component's state (model,
-optimizer, estimator, physical layer, counters, generators and, on the in-process simulator, the device), so
-a resumed simulator run continues bit-identically.
+lost (:mod:`pgt.run_state`); :meth:`Trainer.resume` rebuilds the run from its config and restores each
+component's state (model, optimizer, estimator, physical layer, counters, generators and, on the in-process
+simulator, the device), so a resumed simulator run continues bit-identically.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shlex
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -32,189 +30,36 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, selection, settle
 from . import run_dir as run_dirs
-from .config import TrainConfig, check_config, check_memory
-from .device import default_device, open_device, reopen  # (open_device, default_device: re-exported)
+from . import run_state, selection
+from .config import TrainConfig, check_config
+from .device import default_device, open_device  # (open_device: re-exported)
 from .errors import DeviceError, PgtError, UserError
-from .estimators import ESTIMATORS, Estimator, make_estimator
+from .estimators import ESTIMATORS
 from .interrupts import TrainingInterrupted, deferred_interrupt
-from .models import HybridModel, build_model
-from .optim import Transform, apply_updates, make_optimizer, make_schedule
-from .physical import PhysicalLayer
+from .optim import apply_updates
+from .physical import PhysicalLayer  # (re-exported)
 from .progress import (
     LINK_KEYS,
     Counters,
-    ProgressClock,
     Result,
     better,
     crossing,
-    link_counters,
-    link_text,
     log_to_stderr,
     progress_line,
+    right_per_sample,
     scores,
 )
 from .reservoir import Reservoir
+from .run_setup import RunSetup
 from .tasks import TASKS, Task
 
 Array = np.ndarray
 METRICS = run_dirs.METRICS
 
 
-def resume_command(run_dir: Path | str) -> str:
-    return f"pgt train --resume {shlex.quote(str(run_dir))}"
-
-
-class Trainer:
+class Trainer(RunSetup):
     """Train a hybrid model through ``reservoir`` as ``config`` says; see the module docstring."""
-
-    def __init__(
-        self, reservoir: Reservoir, config: TrainConfig | None = None, out_dir: str | Path | None = None,
-        on_eval: Callable[[dict[str, Any]], None] | None = None, task: Task | None = None,
-        log: Callable[[str], None] | None = None,
-    ) -> None:
-        self.config = config or TrainConfig()
-        self.log = log or log_to_stderr
-        cfg = self.config
-        self.task = check_config(cfg, task)
-        self.reservoir = reservoir
-        self.on_eval = on_eval
-        seeds = np.random.SeedSequence(cfg.seed).spawn(4)
-        init_rng, self.batch_rng, est_rng, self.cal_rng = (np.random.default_rng(s) for s in seeds)
-        if cfg.settle_us is not None:
-            settle.apply(reservoir, cfg.settle_us)
-        self.physical = PhysicalLayer(reservoir, slots=cfg.model_options.get("slots"))
-        ph = self.physical
-        check_memory(cfg, self.task.info, ph.k, ph.m, where=f"on this {ph.k}-drive, {ph.m}-tap device")
-        self.model: HybridModel = build_model(cfg.model, self.task.info, self.physical, init_rng,
-                                              **cfg.model_options)
-        self.estimator: Estimator = make_estimator(cfg.estimator, est_rng, **cfg.estimator_options)
-        self.estimator.check(self.model, self.task.x_train[:1])
-        if self.estimator.needs_vjp and not getattr(reservoir, "exact_vjp", hasattr(reservoir, "vjp")):
-            raise UserError("the backprop estimator needs a reservoir with an exact vjp (a noise-free simulator)")
-        n_val = len(self.task.y_val)
-        self.val_idx = np.arange(n_val) if cfg.val_size is None or cfg.val_size >= n_val else \
-            np.sort(np.random.default_rng(0).choice(n_val, size=cfg.val_size, replace=False))
-        self.counters = Counters()
-        self.step = 0
-        self.calibrated = False
-        self.lr: float | None = cfg.lr
-        self.opt_state: Any = None
-        self._opt: Transform | None = None
-        self.history: list[dict[str, Any]] = []
-        self.loss = str(self.task.info.get("loss", "ce"))
-        self.metric = "nmse" if self.loss == "mse" else "acc"
-        """What selects the best iterate and is reported: validation accuracy, or NMSE for regression."""
-        self.best: dict[str, Any] = {"step": -1, f"val_{self.metric}": None, "params": None}
-        self.candidates: list[dict[str, Any]] = []
-        """The few best iterates by subsample validation (classification), measured again on the whole set at
-        the end."""
-        self.tested_step = -1
-        """The best-validation step whose test accuracy was last measured (-1: never)."""
-        self._loss_sum = 0.0
-        self._loss_n = 0
-        self._busy = False
-        """True while the state is between two consistent points (a step or an evaluation in progress)."""
-        self._stepping = False
-        """True while a training step is in progress (the one that will end at step ``_finishing``)."""
-        self._finishing = 0
-        self._link_seen = link_counters(reservoir)
-        self._evaluate_first = False
-        """Evaluate before the next step (set when a resumed run moved to another device)."""
-        self._note: dict[str, Any] = {}
-        """Fields for the next metrics record only."""
-        self.on_progress: Callable[[str], None] | None = None
-        """Called with a progress line (elapsed, time left) at least every PROGRESS_EVERY s of device work."""
-        self.clock = ProgressClock()
-        self.run_dir = Path(out_dir) if out_dir is not None else None
-        if self.run_dir is not None:
-            run_dirs.start(self.run_dir, self.config_doc())
-
-    def config_doc(self) -> dict[str, Any]:
-        """What ``config.json`` holds: the config, the device's description and the model's size."""
-        return {"config": dataclasses.asdict(self.config), "device": dict(getattr(self.reservoir, "info", {})),
-                "model_params": self.model.n_params(), "task": self.task.info}
-
-    # -- accounting --------------------------------------------------------------------------------
-    def _device_call(self, kind: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` (which queries the device) and book its rows and device time under ``kind``."""
-        q0 = self.reservoir.queries
-        t0 = float(self.reservoir.device_seconds)
-        try:
-            return fn()
-        finally:
-            setattr(self.counters, kind, getattr(self.counters, kind) + (self.reservoir.queries - q0))
-            self.counters.device_seconds += float(self.reservoir.device_seconds) - t0
-            line = self.clock.tick(self.step, "training" if kind == "train" else kind)
-            if line is not None and self.on_progress is not None:
-                self.on_progress(line)
-
-    def _check_link(self) -> None:
-        """Book resends, reconnects and resets the link saw since the last look; say so on stderr."""
-        now = link_counters(self.reservoir)
-        new = {k: now[k] - self._link_seen.get(k, 0) for k in LINK_KEYS if now[k] > self._link_seen.get(k, 0)}
-        self._link_seen = now
-        if new:
-            for k, n in new.items():
-                self.counters.link[k] = self.counters.link.get(k, 0) + n
-            self.log(f"link at step {self.step}: {link_text(new)}")
-
-    # -- calibration -------------------------------------------------------------------------------
-    def _batch(self, rng: np.random.Generator) -> tuple[Array, Array]:
-        idx = rng.choice(len(self.task.y_train), size=self.config.batch_size, replace=False)
-        return self.task.x_train[idx], self.task.y_train[idx]
-
-    def measure_device(self) -> None:
-        """The device's part of calibration: output normalisation (probe batch), ADC averaging, the estimator's
-        repeat noise and perturbation size."""
-        cfg = self.config
-        _, u, y = self._device_call("calibration", lambda: self.physical.calibrate(self.cal_rng, cfg.probe))
-        self.estimator.observe(u, y)
-        self.readout_notes: list[str] = self._device_call(
-            "calibration", lambda: self.physical.tune_averaging(self.cal_rng, cfg.probe))
-        if self.estimator.name != "backprop":
-            batch = self._batch(self.cal_rng)
-            self._device_call("calibration", lambda: self.estimator.calibrate(self.model, batch))
-
-    def calibrate(self) -> None:
-        """:meth:`measure_device`, then the starting learning rate and the optimizer."""
-        cfg = self.config
-        self.measure_device()
-        if self.lr is None:
-            weights = np.concatenate([p.ravel() for p in self.model.params.values() if p.ndim > 1])
-            lr_rel = cfg.lr_rel if cfg.lr_rel is not None else self.estimator.lr_rel
-            self.lr = float(lr_rel * np.sqrt(np.mean(weights**2)))
-            if cfg.optimizer != "adam":
-                # SGD: scale so the first step's update has the same RMS (gradient size from one estimate).
-                batch = self._batch(self.cal_rng)
-                _, g, _ = self._device_call("calibration", lambda: self.estimator.estimate(self.model, batch))
-                g_rms = float(np.sqrt(np.mean(np.concatenate([v.ravel() for v in g.values()]) ** 2)))
-                self.lr = self.lr / max(g_rms, 1e-12)
-        self._make_optimizer()
-        assert self._opt is not None
-        self.opt_state = self._opt.init(self.model.params)
-        self.calibrated = True
-
-    def _make_optimizer(self) -> None:
-        assert self.lr is not None
-        cfg = self.config
-        self._opt = make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, self.lr, cfg.steps), cfg.clip)
-
-    def header(self) -> str:
-        """One line on what a step costs: board, shape, slots, per-tap noise/span, n_avg, queries, device time."""
-        ph = self.physical
-        info = dict(getattr(self.reservoir, "info", {}) or {})
-        board = " ".join(str(info[key]) for key in ("board", "name") if info.get(key)) or str(info.get("kind", "?"))
-        uid = f" uid {info['uid']}" if info.get("uid") else ""
-        rows = self.config.batch_size * self.model.rows_per_sample * self.estimator.rows_per_row()
-        n_avg = ph.n_avg
-        return (f"device {board}{uid}: k={ph.k} drives, m={ph.m} taps; {ph.slots} slots -> ring layer "
-                f"{ph.width_in} drives / {ph.width_out} readings; noise/span per tap "
-                f"{' '.join(f'{v:.2f}' for v in ph.noise_span)}; n_avg {'-' if n_avg is None else n_avg}; "
-                + (f"{settle.describe(info)}; " if settle.describe(info) else "")
-                + f"{rows:,} queries per step, ~{rows * ph.seconds_per_query:.3g} device s per step; "
-                + self.estimator.describe())
 
     # -- evaluation --------------------------------------------------------------------------------
     def predict(self, x: Array, batch: int = 512, twin: bool = False) -> Array | None:
@@ -253,17 +98,6 @@ class Trainer:
         finally:
             for k, v in self.model.params.items():
                 v[...] = saved[k]
-
-    def _right(self, device: Array, twin: Array, labels: Array) -> tuple[Array, Array]:
-        """Per sample, whether the device's and the twin's outputs are right: the class, or (regression) a
-        squared error at most the median of both sets of errors together (equal error distributions give
-        equal rates; a twin more accurate than the device shows as a gap, as in classification)."""
-        if self.loss != "mse":
-            return np.argmax(device, axis=1) == labels, np.argmax(twin, axis=1) == labels
-        err_d = ((device - labels) ** 2).mean(axis=1)
-        err_t = ((twin - labels) ** 2).mean(axis=1)
-        cut = float(np.median(np.concatenate([err_d, err_t])))
-        return err_d <= cut, err_t <= cut
 
     def _record(self, **fields: Any) -> dict[str, Any]:
         c = self.counters
@@ -310,7 +144,7 @@ class Trainer:
             val = scores(out, labels, self.loss)
             fields |= {f"val_{k}": v for k, v in val.items()}
             if twin is not None:
-                self.estimator.checked(self.step, self.model, *self._right(out, twin, labels))
+                self.estimator.checked(self.step, self.model, *right_per_sample(out, twin, labels, self.loss))
             key = f"val_{self.metric}"
             if better(self.metric, val[self.metric], None if self.best["params"] is None else self.best[key]):
                 self.best = {"step": self.step, key: val[self.metric],
@@ -364,7 +198,7 @@ class Trainer:
         with deferred_interrupt(lambda: f"step {self._finishing if self._stepping else self.step}") as stop:
             try:
                 if not self.calibrated:
-                    self.calibrate()
+                    self.setup()
                     self.log(self.header())
                     for note in self.readout_notes:
                         self.log(note)
@@ -389,9 +223,10 @@ class Trainer:
                     self.test()
                     self._save_if_dir()
             except KeyboardInterrupt as exc:
-                raise TrainingInterrupted(self._stopped_note(consistent=not self._busy)) from exc
+                raise TrainingInterrupted(run_state.stopped_note(self, consistent=not self._busy)) from exc
             except PgtError as exc:
-                raise type(exc)(f"{exc}; {self._stopped_note(consistent=isinstance(exc, DeviceError))}") from exc
+                note = run_state.stopped_note(self, consistent=isinstance(exc, DeviceError))
+                raise type(exc)(f"{exc}; {note}") from exc
         return self.result()
 
     def select(self) -> None:
@@ -414,103 +249,21 @@ class Trainer:
         if self.run_dir is not None:
             self.save_checkpoint()
 
-    def _stopped_note(self, consistent: bool) -> str:
-        """Write a checkpoint at the last completed step when the state allows; say how to resume."""
-        if self.run_dir is None:
-            return f"stopped at step {self.step} (no run directory, nothing saved)"
-        if consistent and self.calibrated:
-            self.save_checkpoint()
-        try:
-            at = checkpoint.load(self.run_dir)["step"]
-        except UserError:
-            return f"stopped at step {self.step} before the first checkpoint (nothing to resume)"
-        return f"checkpoint at step {at} in {self.run_dir}; resume with: {resume_command(self.run_dir)}"
-
     def result(self) -> Result:
-        m = self.metric
-        vals = [r[f"val_{m}"] for r in self.history if r.get(f"val_{m}") is not None]
-        tests = [r[f"test_{m}"] for r in self.history
-                 if r.get(f"test_{m}") is not None and r.get("test_step") == self.best["step"]]
-        c = self.counters
-        best_val, best_test = self.best[f"val_{m}"], tests[-1] if tests else None
-        return Result(
-            best_step=self.best["step"], best_val_acc=best_val if m == "acc" else None,
-            best_test_acc=best_test if m == "acc" else None,
-            final_val_acc=(vals[-1] if vals else 0.0) if m == "acc" else None,
-            metric=m, best_val_nmse=best_val if m == "nmse" else None,
-            best_test_nmse=best_test if m == "nmse" else None,
-            queries=c.total, calibration_queries=c.calibration, training_queries=c.train, eval_queries=c.eval,
-            device_seconds=c.device_seconds, history=list(self.history), best_params=self.best["params"] or {},
-            run_dir=str(self.run_dir) if self.run_dir else None,
-        )
+        return run_state.result(self)
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """The whole run as plain data and arrays, each component's own ``state()``."""
-        device = getattr(self.reservoir, "state", None)
-        return {
-            "config": dataclasses.asdict(self.config),
-            "step": self.step,
-            "calibrated": self.calibrated,
-            "lr": self.lr,
-            "rngs": {"batch": checkpoint.rng_state(self.batch_rng), "cal": checkpoint.rng_state(self.cal_rng)},
-            "counters": dataclasses.asdict(self.counters),
-            "history": self.history,
-            "best": self.best,
-            "candidates": self.candidates,
-            "tested_step": self.tested_step,
-            "loss": [self._loss_sum, self._loss_n],
-            "model": self.model.state(),
-            "physical": self.physical.state(),
-            "estimator": self.estimator.state(),
-            "opt": self.opt_state,
-            "task": self.task.info,
-            "device": {"info": dict(getattr(self.reservoir, "info", {})),
-                       "state": device() if callable(device) else None},
-        }
+        """The whole run as plain data and arrays (:func:`pgt.run_state.state`)."""
+        return run_state.state(self)
 
     def load_state(self, state: dict[str, Any], device_changed: bool = False) -> None:
-        """Restore :meth:`state` on a trainer built from the same config. ``device_changed``: the device is
-        not the one the state was measured on, so the readout calibration, the estimator and the device state
-        are not restored (:meth:`recalibrate` measures them anew)."""
-        self.step, self.calibrated, self.lr = state["step"], state["calibrated"], state["lr"]
-        checkpoint.set_rng_state(self.batch_rng, state["rngs"]["batch"])
-        checkpoint.set_rng_state(self.cal_rng, state["rngs"]["cal"])
-        self.counters = Counters(**state["counters"])
-        self.history, self.best, self.tested_step = state["history"], state["best"], state["tested_step"]
-        self.candidates = state["candidates"]
-        self._loss_sum, self._loss_n = state["loss"]
-        try:
-            self.model.load_state(state["model"])
-        except ValueError as exc:
-            raise UserError(f"{exc} (a different model or device shape)") from None
-        self.opt_state = state["opt"]
-        if self.calibrated:
-            self._make_optimizer()
-        if device_changed:
-            return
-        self.physical.load_state(state["physical"])
-        self.estimator.load_state(state["estimator"])
-        device_state = state["device"]["state"]
-        if device_state is not None and _same_simulator(state["device"]["info"], getattr(self.reservoir, "info", {})):
-            self.reservoir.load_state(device_state)  # type: ignore[attr-defined]
-
-    def recalibrate(self, note: str) -> None:
-        """On a new device: measure the readout and the estimator's calibration anew (calibration rows), keep
-        the model and optimizer, and restart the best-iterate choice from an evaluation before the next step
-        (its metrics record carries ``note`` as ``device_changed``)."""
-        self.measure_device()
-        self.best = {"step": -1, f"val_{self.metric}": None, "params": None}
-        self.candidates = []
-        self._evaluate_first = True
-        self._note = {"device_changed": note}
-        self.log(self.header())
+        """Restore :meth:`state` on a trainer built from the same config (:func:`pgt.run_state.load_state`)."""
+        run_state.load_state(self, state, device_changed)
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoint.json`` + ``checkpoint-<step>.npz`` atomically (:mod:`pgt.checkpoint`)."""
-        if self.run_dir is None:
-            raise UserError("this trainer has no run directory")
-        return checkpoint.save(self.run_dir, self.state(), self.step)
+        return run_state.save(self)
 
     @classmethod
     def resume(
@@ -522,27 +275,7 @@ class Trainer:
         ``steps`` in all. Without ``reservoir`` the recorded device URL is reopened (on the in-process simulator,
         with its checkpointed state). A device of another shape is refused; another board, uid or simulator
         seed needs ``device_changed`` (see :mod:`pgt.resume`)."""
-        from . import resume as checks
-
-        run_dir = Path(run_dir)
-        state, config = checks.load(run_dir, steps, log)
-        saved = state["device"]["info"]
-        if reservoir is None:
-            reservoir = reopen(saved)
-        note = checks.check_device(saved, dict(getattr(reservoir, "info", {}) or {}), device_changed)
-        self = cls(reservoir, config, on_eval=on_eval, log=log)
-        self.load_state(state, device_changed=note is not None)
-        self.run_dir = run_dir
-        checks.write_files(run_dir, self.history, self.config_doc(), note)
-        if note is not None and self.calibrated:
-            self.log(f"device changed ({note}): recalibrating on it")
-            self.recalibrate(note)
-        return self
-
-
-def _same_simulator(saved: dict[str, Any], now: dict[str, Any]) -> bool:
-    keys = ("kind", "url", "seed", "level", "uid")
-    return all(saved.get(k) == now.get(k) for k in keys)
+        return run_state.resume(cls, run_dir, reservoir, on_eval, steps, device_changed, log)
 
 
 def fit(
@@ -584,4 +317,5 @@ def fit(
 
 
 __all__ = ["TrainConfig", "Trainer", "Result", "Counters", "fit", "crossing", "check_config", "default_device",
-           "open_device", "progress_line", "TrainingInterrupted", "ESTIMATORS", "TASKS"]
+           "open_device", "progress_line", "TrainingInterrupted", "ESTIMATORS", "TASKS",
+           "log_to_stderr", "PhysicalLayer"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_estimators import cosine, flat
 
-from pgt.calibration import measure, quantum
+from pgt.calibration import measure_response, quantum
 from pgt.estimators import Backprop, NodePGT, ParameterPGT, measure_noise
 from pgt.models import HybridModel, ReservoirMLP
 from pgt.physical import PhysicalLayer
@@ -34,7 +34,7 @@ def setup(res: Any, vjp: Any = None, n: int = 64, seed: int = 0) -> tuple[Hybrid
     rng = np.random.default_rng(seed)
     ph = PhysicalLayer(res, slots=1)
     model = ReservoirMLP(64, 10, ph, rng)
-    ph.calibrate(rng, 256)
+    ph.fit_normalisation(rng, 256)
     return model, (DIGITS.x_train[:n], DIGITS.y_train[:n])
 
 
@@ -66,7 +66,7 @@ def test_noise_free_quantised_device_gets_a_perturbation_above_its_resolution() 
     cal = measure_noise(model, batch[0], np.random.default_rng(1))
     assert cal.noise < 1e-12 and cal.resolution > 0.0 and cal.response > 0.0
     est = NodePGT(2)
-    est.calibrate(model, batch)
+    est.fit_to_device(model, batch)
     assert est.sigma is not None and est.sigma > 10 * est.sigma_range[0]
     auto = mean_cosine(est, model, batch)
     collapsed = mean_cosine(NodePGT(2, sigma=1e-3), model, batch)  # the old floor, chosen by zero noise
@@ -78,7 +78,7 @@ def test_noise_free_ring_with_an_8_bit_adc_does_not_collapse() -> None:
     device = open_sim_board(seed=1, noise_free=True, board="wide", config={"adc_bits": 8, "adc_enob": 8})
     model, batch = setup(device, reference_ring(seed=1, board="wide").vjp)
     est = NodePGT(2, directions=4)
-    cal = est.calibrate(model, batch)
+    cal = est.fit_to_device(model, batch)
     assert cal.resolution > 0.0 and cal.noise < 1e-12
     auto = mean_cosine(est, model, batch)
     assert auto > 0.5
@@ -88,7 +88,7 @@ def test_noise_free_ring_with_an_8_bit_adc_does_not_collapse() -> None:
 def test_zero_differences_enlarge_a_calibrated_sigma(caplog: pytest.LogCaptureFixture) -> None:
     model, batch = quantised_box()
     est = NodePGT(3)
-    est.calibrate(model, batch)
+    est.fit_to_device(model, batch)
     chosen = est.sigma
     assert chosen is not None
     est.sigma = 1e-4  # as if calibration had trusted the zero noise
@@ -104,7 +104,7 @@ def test_a_hand_set_sigma_is_kept_and_the_user_warned(caplog: pytest.LogCaptureF
     model, batch = quantised_box()
     est = NodePGT(3, sigma=1e-4)
     with caplog.at_level(logging.WARNING, logger="pgt"):
-        est.calibrate(model, batch)
+        est.fit_to_device(model, batch)
         for _ in range(3):
             est.estimate(model, batch)
     assert est.sigma == 1e-4 and est.raised == 0
@@ -129,7 +129,7 @@ def test_memory_is_detected_and_sized(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_the_default_ring_shows_its_adc_and_no_memory() -> None:
     model, batch = setup(open_sim_board(seed=0))
-    cal = measure(model.physical, model.pre(batch[0])[0][:24], np.random.default_rng(0))
+    cal = measure_response(model.physical, model.pre(batch[0])[0][:24], np.random.default_rng(0))
     lsb = 3.3 / 65535  # the mean of n_avg = 4 noisy 12-bit reads on the read_u16 scale: one 16-bit code
     assert cal.resolution == pytest.approx(lsb * np.sqrt(np.mean(model.physical.sd**-2.0)), rel=0.05)
     assert cal.noise > cal.resolution and not cal.memory_detected
@@ -147,7 +147,7 @@ def test_memory_sends_perturbed_rows_in_separate_blocks() -> None:
         return cosine(total, g), float(np.linalg.norm(total) / np.linalg.norm(g))
 
     auto = NodePGT(4)
-    auto.calibrate(model, batch)
+    auto.fit_to_device(model, batch)
     assert auto.blocks and auto.diagnostics()["order"] == "blocks"
     interleaved = NodePGT(4, sigma=auto.sigma, order="interleaved")
     cos_b, ratio_b = averaged(auto)
@@ -155,14 +155,14 @@ def test_memory_sends_perturbed_rows_in_separate_blocks() -> None:
     assert cos_b > 0.97 and ratio_b == pytest.approx(1.0, abs=0.1)
     assert 1.0 - cos_b < (1.0 - cos_i) / 3.0
     param = ParameterPGT(5)
-    param.calibrate(model, batch)
+    param.fit_to_device(model, batch)
     assert param.blocks
 
 
 def test_param_sigma_respects_the_resolution_floor_and_is_chosen_again_in_the_noise() -> None:
     model, batch = quantised_box()
     est = ParameterPGT(6, window=5)
-    cal = est.calibrate(model, batch)
+    cal = est.fit_to_device(model, batch)
     from pgt.calibration import sigma_floor
     from pgt.estimators.param import relative_floor
 
@@ -175,7 +175,7 @@ def test_param_sigma_respects_the_resolution_floor_and_is_chosen_again_in_the_no
     box = hostile.Box(0, noise=0.02)
     model, batch = setup(box.reservoir())
     est = ParameterPGT(7, window=20)
-    est.calibrate(model, batch)
+    est.fit_to_device(model, batch)
     good = est.sigma
     assert good is not None
     est.sigma = good / 100
@@ -191,16 +191,16 @@ def test_param_sigma_grows_to_where_the_loss_stops_being_linear(monkeypatch: pyt
     model, batch = setup(box.reservoir(), box.vjp)
     wide = (1e-3, 4.0)
     auto = ParameterPGT(1, sigma_range=wide)
-    cal = auto.calibrate(model, batch)
+    cal = auto.fit_to_device(model, batch)
     assert auto.sigma is not None and cal.sigma == auto.sigma
     monkeypatch.setattr(estimators, "LINEAR", 9.0)  # no size counts as linear: the noise-limited size
     noisy = ParameterPGT(1, sigma_range=wide)
-    noisy.calibrate(model, batch)
+    noisy.fit_to_device(model, batch)
     assert noisy.sigma is not None
     # Above the size the noise asks for, below the top of the range: stopped by the curvature of the loss.
     assert 2 * noisy.sigma < auto.sigma < wide[1] / 2
     monkeypatch.undo()
     # The top of sigma_range still bounds it.
     capped = ParameterPGT(1, sigma_range=(1e-3, 0.1))
-    capped.calibrate(model, batch)
+    capped.fit_to_device(model, batch)
     assert capped.sigma is not None and capped.sigma <= 0.1

@@ -67,7 +67,7 @@ def setup_mlp(res: Any, seed: int = 0, n: int = 64) -> tuple[HybridModel, tuple[
     rng = np.random.default_rng(seed)
     ph = PhysicalLayer(res, slots=1)
     model = ReservoirMLP(12, 4, ph, rng)
-    ph.calibrate(rng, n_probe=256)
+    ph.fit_normalisation(rng, n_probe=256)
     x = rng.normal(size=(n, 12))
     labels = rng.integers(0, 4, size=n)
     return model, (x, labels)
@@ -205,7 +205,7 @@ def test_transformer_node_pgt_per_token() -> None:
     rng = np.random.default_rng(0)
     ph = PhysicalLayer(res)
     model = ReservoirTransformer(5, 3, ph, rng, token_dim=4, d_model=8, heads=2)
-    ph.calibrate(rng, 128)
+    ph.fit_normalisation(rng, 128)
     batch = (rng.normal(size=(16, 5, 4)), rng.integers(0, 3, size=16))
     q0 = res.queries
     _, _, q = NodePGT(1, sigma=1e-3).estimate(model, batch)
@@ -223,7 +223,7 @@ def test_calibration_measures_noise_and_picks_sigma() -> None:
         expected = noise * np.sqrt(np.mean(model.physical.sd**-2.0))  # RMS over outputs, normalised
         assert cal.noise == pytest.approx(expected, rel=0.15, abs=1e-12)
         est = NodePGT(0)
-        est.calibrate(model, batch)
+        est.fit_to_device(model, batch)
         lo, hi = est.sigma_range
         assert est.sigma is not None and lo <= est.sigma <= hi
         if noise == 0.0:

@@ -165,7 +165,7 @@ def test_physical_layer_maps_into_safe_range_and_clips() -> None:
     np.testing.assert_allclose(u[0], [0.5, 5.0, 9.5])
     np.testing.assert_allclose(u[1], [0.0, 7.25, 10.0])
     assert mask.tolist() == [[True, True, True], [False, True, False]]
-    queries, _, _ = ph.calibrate(rng, n_probe=64)
+    queries, _, _ = ph.fit_normalisation(rng, n_probe=64)
     assert queries == ph.probe_queries(64) == 64 + 16 and res.queries == queries
     assert np.all(ph.noise_span == 0.0)  # a noise-free callable: repeats read the same
     z = ph.normalise(res.forward(ph.drive(rng.uniform(-1, 1, size=(64, 3)))[0]))

@@ -67,7 +67,7 @@ def test_backprop_through_slots_matches_finite_differences() -> None:
     rng = np.random.default_rng(0)
     ph = PhysicalLayer(board_ring(noise_free=True), slots=5)
     model = ReservoirMLP(12, 4, ph, rng)
-    ph.calibrate(rng, 128)
+    ph.fit_normalisation(rng, 128)
     x, labels = rng.normal(size=(16, 12)), rng.integers(0, 4, size=16)
     _, g, q = Backprop().estimate(model, (x, labels))
     assert q == 16 * 5
@@ -94,7 +94,7 @@ def test_node_perturbs_rows_with_twins_adjacent_in_one_block() -> None:
     dev = Recorder(board_ring(seed=1))
     ph = PhysicalLayer(dev, slots=4)
     model = ReservoirMLP(12, 4, ph, rng)
-    ph.calibrate(rng, 64)
+    ph.fit_normalisation(rng, 64)
     x, labels = rng.normal(size=(6, 12)), rng.integers(0, 4, size=6)
     dev.blocks.clear()
     _, _, q = NodePGT(2, sigma=0.01).estimate(model, (x, labels))
@@ -109,7 +109,7 @@ def test_surrogate_learns_the_single_device_map() -> None:
     rng = np.random.default_rng(2)
     ph = PhysicalLayer(board_ring(seed=2), slots=8)
     model = ReservoirMLP(12, 4, ph, rng)
-    _, u, y = ph.calibrate(rng, 256)
+    _, u, y = ph.fit_normalisation(rng, 256)
     est = SurrogatePGT(3)
     est.observe(u, y)
     x, labels = rng.normal(size=(10, 12)), rng.integers(0, 4, size=10)
@@ -119,27 +119,27 @@ def test_surrogate_learns_the_single_device_map() -> None:
     assert sum(len(b) for b in est._u) == ph.probe_queries(256) + 80  # every row seen, as (2,) -> (3,) pairs
 
 
-@pytest.mark.parametrize(("estimator", "options", "rows_per_row"), [
+@pytest.mark.parametrize(("estimator", "options", "rows_per_batch_row"), [
     ("node", {"two_sided": False, "directions": 2}, 3),
     ("node", {}, 2),
     ("surrogate", {}, 1),
 ])
 def test_queries_are_samples_times_slots_times_rows_plus_calibration(
-        estimator: str, options: dict[str, Any], rows_per_row: int) -> None:
+        estimator: str, options: dict[str, Any], rows_per_batch_row: int) -> None:
     dev = board_ring(seed=3)
     cfg = TrainConfig(estimator=estimator, steps=3, batch_size=8, probe=64, seed=3,
                       model_options={"slots": 4}, estimator_options=options)
     trainer = Trainer(dev, cfg)
     assert trainer.model.rows_per_sample == 4 and trainer.model.params["front.0.W"].shape == (64, 8)
-    trainer.calibrate()
+    trainer.setup()
     est_cal = trainer.estimator.calibration
     assert est_cal is not None
     calibration = trainer.physical.probe_queries(cfg.probe) + est_cal.queries
     assert dev.queries == trainer.counters.calibration == calibration
     for _ in range(3):
         trainer.train_step()
-    assert trainer.counters.train == 3 * 8 * 4 * rows_per_row
-    assert dev.queries == calibration + 3 * 8 * 4 * rows_per_row
+    assert trainer.counters.train == 3 * 8 * 4 * rows_per_batch_row
+    assert dev.queries == calibration + 3 * 8 * 4 * rows_per_batch_row
 
 
 def test_transformer_sends_slots_rows_per_token() -> None:
@@ -149,7 +149,7 @@ def test_transformer_sends_slots_rows_per_token() -> None:
     model = ReservoirTransformer(5, 3, ph, rng, token_dim=4, d_model=8, heads=2)
     assert model.rows_per_sample == 15
     assert model.params["ff_in.1.W"].shape == (8, 6) and model.params["ff_out.W"].shape == (9, 8)
-    ph.calibrate(rng, 64)
+    ph.fit_normalisation(rng, 64)
     q0 = dev.queries
     _, g, q = NodePGT(5, sigma=0.02).estimate(model, (rng.normal(size=(7, 5, 4)), rng.integers(0, 3, size=7)))
     assert q == dev.queries - q0 == 7 * 5 * 3 * 2
@@ -199,7 +199,7 @@ class AveragingBoard:
 def test_noise_span_is_measured_per_tap() -> None:
     board = AveragingBoard((0.0, 0.02, 0.1), per_read=False)
     ph = PhysicalLayer(board)
-    queries, _, _ = ph.calibrate(np.random.default_rng(0), 256)
+    queries, _, _ = ph.fit_normalisation(np.random.default_rng(0), 256)
     assert queries == 256 + 64
     assert ph.noise_span[0] == 0.0
     np.testing.assert_allclose(ph.tap_noise[1:], [0.02, 0.1], rtol=0.25)
@@ -210,7 +210,7 @@ def test_averaging_is_raised_when_it_lowers_the_noise() -> None:
     board = AveragingBoard((0.01, 0.3, 0.3), per_read=True)
     ph = PhysicalLayer(board)
     rng = np.random.default_rng(1)
-    ph.calibrate(rng, 256)
+    ph.fit_normalisation(rng, 256)
     poor = float(ph.noise_span.max())
     assert poor > 0.3
     notes = ph.tune_averaging(rng, 256)
@@ -224,7 +224,7 @@ def test_averaging_is_left_alone_when_the_noise_is_per_query() -> None:
     board = AveragingBoard((0.01, 0.3, 0.02), per_read=False)
     ph = PhysicalLayer(board)
     rng = np.random.default_rng(2)
-    ph.calibrate(rng, 256)
+    ph.fit_normalisation(rng, 256)
     span_before = ph.noise_span.copy()
     q0 = board.queries
     notes = ph.tune_averaging(rng, 256)
@@ -238,7 +238,7 @@ def test_a_hopeless_device_is_refused_with_the_numbers() -> None:
     board = AveragingBoard((5.0, 5.0, 5.0), per_read=False)
     ph = PhysicalLayer(board)
     rng = np.random.default_rng(3)
-    ph.calibrate(rng, 256)
+    ph.fit_normalisation(rng, 256)
     with pytest.raises(DeviceError, match=r"too noisy to train on: repeat noise / response span per tap 0\.9"):
         ph.tune_averaging(rng, 256)
 

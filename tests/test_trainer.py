@@ -72,7 +72,7 @@ def test_the_final_iterate_is_the_best_candidate_on_the_whole_validation_set() -
 
 def test_evaluation_rows_feed_the_surrogate() -> None:
     tr = Trainer(open_sim_board(seed=0), TrainConfig(estimator="surrogate", steps=0))
-    tr.calibrate()
+    tr.setup()
     before = sum(len(u) for u in tr.estimator._u)  # type: ignore[attr-defined]
     tr.evaluate()
     assert sum(len(u) for u in tr.estimator._u) == before + 64 * tr.physical.slots  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ Every estimator runs the digital layers exactly and differs only in how it cross
 Baseline and perturbed rows go to the device interleaved in one block (one ``forward`` call), so slow drift
 cancels in their differences; when calibration finds that a reading depends on the previous row, each
 version's rows go in a block of their own instead (:mod:`pgt.calibration`). Randomness comes from the
-estimator's own generator (checkpointed with it). ``calibrate`` measures the device's repeat noise, slope,
+estimator's own generator (checkpointed with it). ``fit_to_device`` measures the device's repeat noise, slope,
 resolution and memory (counted queries) and chooses a perturbation size that cannot fall below the readout's
 resolution; during training, a perturbation whose differences round to zero or sink into the noise is
 enlarged. Options are checked by one validator (:mod:`pgt.estimator_options`) wherever they come from.

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..calibration import Calibration, measure
+from ..calibration import Calibration, measure_response
 from ..errors import UserError
 from ..estimator_options import validate
 from ..layers import Grads
@@ -33,9 +33,10 @@ def measure_noise(
     model: HybridModel, x: Array, rng: np.random.Generator, rows: int = 24,
     observe: Callable[[Array, Array], None] | None = None,
 ) -> Calibration:
-    """Calibrate the device at the activations the model gives the first ``rows`` samples of ``x``."""
+    """Measure the device (:func:`~pgt.calibration.measure_response`) at the activations the model gives the
+    first ``rows`` samples of ``x``."""
     a, _ = model.pre(x)
-    return measure(model.physical, a[: min(rows, a.shape[0])], rng, observe=observe)
+    return measure_response(model.physical, a[: min(rows, a.shape[0])], rng, observe=observe)
 
 
 def forward_loss(model: HybridModel, z: Array, pre_cache: Any, labels: Array) -> tuple[float, Grads, Array, Any]:
@@ -65,7 +66,7 @@ class Estimator:
     def estimate(self, model: HybridModel, batch: Batch) -> tuple[float, Grads, int]:
         raise NotImplementedError
 
-    def rows_per_row(self) -> int:
+    def device_rows_per_batch_row(self) -> int:
         """Device rows a step sends per row of the batch (baseline and perturbed copies)."""
         return 1
 
@@ -75,8 +76,8 @@ class Estimator:
     def observe(self, u: Array, y: Array) -> None:
         """Device data gathered elsewhere (probe batches, evaluations): drives (mA) and volts."""
 
-    def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
-        """Measure the device (:func:`pgt.calibration.measure`); its rows also go to :meth:`observe`."""
+    def fit_to_device(self, model: HybridModel, batch: Batch) -> Calibration:
+        """Measure the device (:func:`pgt.calibration.measure_response`); its rows also go to :meth:`observe`."""
         self.calibration = measure_noise(model, batch[0], self.rng, observe=self.observe)
         return self.calibration
 

@@ -18,7 +18,7 @@ class NodePGT(_Perturbative):
 
     ``directions`` K per row; ``two_sided`` uses +v and -v (2K rows per row, the mean is the baseline),
     otherwise a baseline plus K perturbed rows ((K+1) rows per row). ``sigma`` is the perturbation size in
-    activation units (the drive moves by ``sigma * scale`` mA); None = chosen by :meth:`calibrate` from the
+    activation units (the drive moves by ``sigma * scale`` mA); None = chosen by :meth:`fit_to_device` from the
     noise, the slope and the readout's resolution, and enlarged when more than ``zero_tolerance`` of the
     differences (per output) are exactly zero or, over 20 steps, their signal-to-noise ratio falls below
     ``snr / 2``.
@@ -42,7 +42,7 @@ class NodePGT(_Perturbative):
         super().load_state(state)
         self._snr_ms = list(state["snr_ms"])
 
-    def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
+    def fit_to_device(self, model: HybridModel, batch: Batch) -> Calibration:
         cal = measure_noise(model, batch[0], self.rng)
         if self.sigma is None:
             self.sigma = node_sigma(cal, self.snr, *self.sigma_range)
@@ -50,7 +50,7 @@ class NodePGT(_Perturbative):
             self._warn_once("floor", f"sigma {self.sigma:g} is below the readout's resolution floor "
                             f"{sigma_floor(cal):.3g}: most differences will round to zero")
         cal.sigma = self.sigma
-        self._calibrated(cal)
+        self._use_calibration(cal)
         return cal
 
     def _watch(self, jv: Array) -> None:

@@ -192,7 +192,7 @@ class ParameterPGT(_Perturbative):
     of name prefixes. A layer after the device that is not perturbed always gets its exact gradient; one
     in front of it that is not perturbed gets none (it stays as it is).
 
-    ``sigma`` is relative to the RMS of the perturbed parameters; None = chosen by :meth:`calibrate`: at
+    ``sigma`` is relative to the RMS of the perturbed parameters; None = chosen by :meth:`fit_to_device`: at
     least the size whose loss differences stand ``snr`` times above the loss noise (from ``repeats``
     repeated and perturbed losses) and the readout's resolution floor, then grown to the largest size in
     ``sigma_range`` at which the loss differences are still linear in it (see :func:`linear_limit`): the
@@ -250,11 +250,11 @@ class ParameterPGT(_Perturbative):
                             f"(its groups: {', '.join(groups)}; or 'all')")
         return names
 
-    def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
+    def fit_to_device(self, model: HybridModel, batch: Batch) -> Calibration:
         """Device figures (noise, slope, resolution, memory), then ``sigma`` from the loss noise
         (:func:`choose_sigma`)."""
         cal = measure_noise(model, batch[0], self.rng)
-        self._calibrated(cal)
+        self._use_calibration(cal)
         if self.sigma is None:
             cal.queries += self._choose_sigma(model, batch)
         cal.sigma = self.sigma

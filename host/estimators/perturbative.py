@@ -47,7 +47,7 @@ class _Perturbative(Estimator):
         self.raised = 0
         self._warned: set[str] = set()
 
-    def rows_per_row(self) -> int:
+    def device_rows_per_batch_row(self) -> int:
         return 2 * self.directions if self.two_sided else self.directions + 1
 
     def config(self) -> dict[str, Any]:
@@ -58,7 +58,7 @@ class _Perturbative(Estimator):
         return super().diagnostics() | {"sigma": self.sigma, "sigma_raised": self.raised,
                                         "order": "blocks" if self.blocks else "interleaved"}
 
-    def _calibrated(self, cal: Calibration) -> None:
+    def _use_calibration(self, cal: Calibration) -> None:
         if self.order == "auto":
             self.blocks = cal.memory_detected
         self.calibration = cal

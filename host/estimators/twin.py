@@ -106,7 +106,7 @@ class TwinPGT(SurrogatePGT):
             "gap": self.gap, "drift_every": self.drift_every, "drift_rows": self.drift_rows,
             "max_heldout": self.max_heldout, "max_drifts": self.max_drifts}
 
-    def rows_per_row(self) -> int:
+    def device_rows_per_batch_row(self) -> int:
         return 1 if self.loop else 0
 
     def diagnostics(self) -> dict[str, Any]:
@@ -134,7 +134,7 @@ class TwinPGT(SurrogatePGT):
         self.ref_u, self.ref_y = state["ref_u"], state["ref_y"]
 
     # -- probe and fit ------------------------------------------------------------------------------
-    def calibrate(self, model: HybridModel, batch: Batch) -> Calibration:
+    def fit_to_device(self, model: HybridModel, batch: Batch) -> Calibration:
         """Probe (noise floor, memory, space-filling and active rows), fit, and decide: in silico or fallback."""
         self.phase = "probe"
         cal = measure_noise(model, batch[0], self.rng, observe=self.observe)
