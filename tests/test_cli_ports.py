@@ -101,7 +101,10 @@ def test_flash_refuses_a_port_a_training_uses(tmp_path: Path) -> None:
     with PtyServer(make_core(noise_free=True, files=file_hashes())) as srv:
         port = srv.start()
         core = srv.core
-        train = subprocess.Popen([*PGT, "train", "--device", port, "--steps", "100000", "--out", str(tmp_path)],
+        # (surrogate: a device query every step, so the board never waits out its host-silence timeout the way
+        # it may while the default twin trains in silico)
+        train = subprocess.Popen([*PGT, "train", "--device", port, "--estimator", "surrogate", "--steps", "100000",
+                                  "--out", str(tmp_path)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                  text=True)
         try:
