@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pgt.commands.predict import load_model, open_checked, run_inputs, score, split_inputs
+    from pgt.commands.predict import load_model, measure, score, split_inputs
     from pgt.commands.train import figure_text
 
     model, url = load_model(args)
@@ -26,10 +26,7 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"pgt eval: {line}", file=sys.stderr, flush=True)
 
-    device, built, cal_rows = open_checked(model, url, args, say)
-    q0 = device.queries
-    out = run_inputs(built, inputs, model, args, say)
-    rows = int(device.queries - q0)
+    device, out, rows, cal_rows = measure(model, url, inputs, args, say)
     now, then = score(model, out, inputs), model.doc["selection"]["test"]
     assert now is not None
     unit = 1.0 if model.metric == "nmse" else 100.0

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -48,6 +48,16 @@ class Inputs:
 
     def __init__(self, x: Any, y: Any, scaled: bool, what: str) -> None:
         self.x, self.y, self.scaled, self.what = x, y, scaled, what
+
+
+class Measured(NamedTuple):
+    """What :func:`measure` gives: the device, the model's outputs, and the device rows spent on inference and on
+    (re)calibration."""
+
+    device: Any
+    out: np.ndarray
+    rows: int
+    cal_rows: int
 
 
 def load_model(args: argparse.Namespace) -> Any:
@@ -95,22 +105,18 @@ def file_inputs(model: Any, spec: str, label: str | None) -> Inputs:
     return Inputs(x, y, False, spec)
 
 
-def open_checked(model: Any, url: str, args: argparse.Namespace, say: Any) -> tuple[Any, Any, int]:
-    """Open the device, check it against the model, build the model on it (recalibrating if asked):
-    (device, built model, calibration rows)."""
+def measure(model: Any, url: str, inputs: Inputs, args: argparse.Namespace, say: Any) -> Measured:
+    """Open the device, check it against the model, build the model on it (recalibrating if asked) and run
+    ``inputs`` through it in blocks of ``--batch`` samples, with progress; every device row counted."""
     from pgt.device import open_device
+    from pgt.model_file import run_through
 
     device = open_device(url)
     for line in model.check_device(device):
         say(line)
     q0 = device.queries
     built = model.build(device, recalibrate=args.recalibrate)
-    return device, built, int(device.queries - q0)
-
-
-def run_inputs(built: Any, inputs: Inputs, model: Any, args: argparse.Namespace, say: Any) -> np.ndarray:
-    from pgt.model_file import run_through
-
+    q1 = device.queries
     x = inputs.x if inputs.scaled else model.scale_inputs(inputs.x)
     t0 = last = time.monotonic()
 
@@ -122,7 +128,7 @@ def run_inputs(built: Any, inputs: Inputs, model: Any, args: argparse.Namespace,
             last = now
 
     out, _ = run_through(built, x, args.batch, progress)
-    return out
+    return Measured(device, out, int(device.queries - q1), int(q1 - q0))
 
 
 def score(model: Any, out: np.ndarray, inputs: Inputs) -> float | None:
@@ -172,10 +178,7 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"pgt predict: {line}", file=sys.stderr, flush=True)
 
-    device, built, cal_rows = open_checked(model, url, args, say)
-    q0 = device.queries
-    out = run_inputs(built, inputs, model, args, say)
-    rows = int(device.queries - q0)
+    device, out, rows, cal_rows = measure(model, url, inputs, args, say)
     pred = model.decode(out)
     labels = inputs.y
     if inputs.scaled and labels is not None:
