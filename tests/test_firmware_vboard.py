@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sim_output import served_port
 
 from pgt.cli import main as pgt_main
 
@@ -155,12 +156,7 @@ def _board(fs: Path | None = None, uid: str | None = None) -> Iterator[str]:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
-        port = ""
-        for line in proc.stdout:
-            if line.startswith("port: "):
-                port = line[len("port: "):].strip()
-            if line.startswith("serving until Ctrl-C"):
-                break
+        port = served_port(proc.stdout)
         assert port.startswith("/dev/")
         yield port
     finally:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sim_output import served_port
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +28,7 @@ def start_board(fs: Path, tmp: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "pgt.cli", "sim", "--board", "--fs", str(fs)],
                             stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
     assert proc.stdout is not None
-    port = ""
-    for line in proc.stdout:
-        if line.startswith("port: "):
-            port = line[len("port: "):].strip()
-        if line.startswith("serving until Ctrl-C"):
-            break
+    port = served_port(proc.stdout)
     assert port.startswith("/dev/"), port
     return proc, port
 
