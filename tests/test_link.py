@@ -186,9 +186,16 @@ def test_gives_up_when_the_port_does_not_come_back(pty: tuple[PtyServer, str]) -
     srv, url = pty
     with link_to(url, reconnect_timeout=0.2) as link:
         link.request({"op": "ping"})
-        srv.stop()
-        with pytest.raises(DeviceError, match="could not reconnect"):
-            link.request({"op": "ping"})
+        # An open slave keeps the pty's number taken once its path is gone: no other program (a parallel test's
+        # server) can get the same path and answer the link's reconnect.
+        keep = os.open(url, os.O_RDWR | os.O_NOCTTY)
+        try:
+            srv.stop()
+            assert not os.path.exists(url)
+            with pytest.raises(DeviceError, match="could not reconnect"):
+                link.request({"op": "ping"})
+        finally:
+            os.close(keep)
 
 
 def test_close_stops_the_reader_thread(tcp: tuple[TcpServer, str]) -> None:
