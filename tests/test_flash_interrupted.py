@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sim_output import served_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=40)
 
 CUTS = (0.05, 0.25, 0.45, 0.65, 0.85, 1.0)  # fractions of the time from "copying" to "soft reset"
 
@@ -91,6 +91,7 @@ def test_a_flash_killed_at_any_point_leaves_a_board_that_answers(tmp_path: Path)
     for frac in CUTS:
         board, port = start_board(fs, tmp_path)
         try:
+            handshake(port)  # the firmware is up (its boot hashes its files: seconds on a loaded machine)
             proc = flash(port, configs["second"])
             seen = []
             lines_until(proc, "copying", seen)
