@@ -20,8 +20,8 @@ Device: the in-process simulated ring that ``pgt train`` uses by default (its sh
 Each trial is long enough (6000 steps, about 7 CPU seconds) that the sweep's fixed cost — Tune starting two
 trial actors, each importing Ray Tune, about 2 s — is small against the work it parallelises.
 
-Usage: ``python bench/sweep.py [--trials N] [--steps S] [--quick]`` (quick: 2 trials of 600 steps: the plumbing, not
-a speedup worth quoting). The last line printed is one JSON object.
+Usage: ``python bench/sweep.py [--trials N] [--steps S] [--quick]`` (quick: 2 trials of 120 steps, a checkpoint every
+40: the plumbing, not a speedup worth quoting). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -53,12 +53,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8, help="identical trials (default 8)")
     parser.add_argument("--steps", type=int, default=6000, help="steps per trial (default 6000)")
-    parser.add_argument("--quick", action="store_true", help="2 trials of 600 steps (the kill still after step 400)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 trials of 120 steps, a checkpoint every 40 (the kill after the first)")
     args = parser.parse_args()
+    checkpoint_every, eval_every = (40, 20) if args.quick else (400, 100)
     if args.quick:
-        args.trials, args.steps = 2, 600
-    if args.trials < 1 or args.steps <= 500:
-        parser.error("--trials must be >= 1 and --steps > 500 (the kill comes after the step-400 checkpoint)")
+        args.trials, args.steps = 2, 120
+    if args.trials < 1 or args.steps <= checkpoint_every + eval_every:
+        parser.error(f"--trials must be >= 1 and --steps > {checkpoint_every + eval_every} (the kill comes after "
+                     f"the step-{checkpoint_every} checkpoint)")
 
     import ray
     from ray import tune
@@ -68,7 +71,7 @@ def main() -> int:
     from pgt.sweeps import chunk_ends, expand, sweep
     from pgt.trainer import Trainer
 
-    base = {"estimator": "node", "steps": args.steps, "eval_every": 100, "checkpoint_every": 400}
+    base = {"estimator": "node", "steps": args.steps, "eval_every": eval_every, "checkpoint_every": checkpoint_every}
     trials = expand(base, {}, seeds=list(range(args.trials)))
     device = open_sim_board(seed=0)
     shape = f"{device.info['board']} {device.n_inputs} drives / {device.n_outputs} taps"

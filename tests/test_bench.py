@@ -27,9 +27,12 @@ KEYS: dict[str, set[str]] = {
     "board": {"test_acc", "queries", "steps", "wall_s", "board", "k", "m", "slots"},
     "tasks": {"narma10", "mackey_glass", "digits_from_npz"},
 }
+# What a bench's quick run must find, not only print (bench/sweep.py: a sweep's trials equal the same trainings in
+# one process, and a trial whose worker is SIGKILLed resumes from its checkpoint to the same history).
+MUST: dict[str, dict[str, object]] = {"sweep": {"identical_to_sequential": True, "resumed_after_kill": True}}
 # Benches whose quick mode still takes more than a few seconds (a Ray cluster, a MicroPython VM training run).
-SLOW = {"sweep": [pytest.mark.slow, pytest.mark.ray], "queries": [pytest.mark.slow],
-        "board": [pytest.mark.slow, pytest.mark.vm], "firmware": [pytest.mark.vm]}
+SLOW = {"sweep": [pytest.mark.slow(seconds=13), pytest.mark.ray], "queries": [pytest.mark.slow],
+        "board": [pytest.mark.slow(seconds=15), pytest.mark.vm], "firmware": [pytest.mark.vm]}
 BENCHES = sorted(p.stem for p in BENCH.glob("*.py"))
 # Extra arguments beside --quick where even quick takes minutes (queries.py: one section, one seed, no Ray).
 ARGS = {"queries": ["--sequential", "--sections", "board", "--seeds", "1"]}
@@ -52,3 +55,5 @@ def test_bench_quick_prints_its_json(name: str) -> None:
     assert isinstance(report, dict) and report.get("bench") == name
     missing = KEYS.get(name, set()) - set(report)
     assert not missing, f"bench/{name}.py no longer prints {sorted(missing)}"
+    for key, want in MUST.get(name, {}).items():
+        assert report[key] == want, f"bench/{name}.py --quick: {key} is {report[key]!r}\n{proc.stdout[-2000:]}"

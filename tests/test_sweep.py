@@ -1,12 +1,11 @@
 """pgt sweep on a local Ray: results equal single runs, rigs are never shared, a lost rig fails only its trial,
-a killed worker resumes from its checkpoint, Ctrl-C stops it and it resumes, a rig given as a relative path opens.
-(Input refused before Ray starts: test_sweep_input.py.)"""
+Ctrl-C stops it and it resumes, a rig given as a relative path opens. (Input refused before Ray starts:
+test_sweep_input.py; a killed worker resumes from its checkpoint: bench/sweep.py's quick run in test_bench.py.)"""
 
 from __future__ import annotations
 
 import csv
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -82,32 +81,6 @@ def test_no_two_trials_hold_one_rig_at_once_and_a_vanished_rig_fails_only_its_tr
     for bad in result.trials[2::3]:
         assert bad.error.startswith(f"DeviceError: cannot open socket://127.0.0.1:{dead_port}")
     assert "DeviceError: cannot open" in format_table(result)
-
-
-@pytest.mark.slow
-def test_a_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
-    from ray import tune
-
-    class KillOnce(tune.Callback):
-        """SIGKILL the worker of the first trial once it has reported step 10 (after its step-8 checkpoint)."""
-
-        killed: list[int] = []
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if not self.killed and result.get("step") == 10 and trial.config["spec"]["index"] == 0:
-                self.killed.append(result["pid"])
-                os.kill(result["pid"], signal.SIGKILL)
-
-    trials = expand(TINY | {"estimator": "node", "checkpoint_every": 8, "eval_every": 2}, {}, seeds=[5])
-    result = sweep(trials, out=tmp_path, max_failures=1, callbacks=[KillOnce()], progress=lambda line: None)
-    (got,) = result.trials
-    want = _single(trials[0])
-    assert KillOnce.killed and got.status == "done"
-    assert got.metrics["resumed_from"] == 8  # restarted from the step-8 checkpoint, not from scratch
-    assert got.metrics["pid"] != KillOnce.killed[0]
-    assert got.metrics["queries"] == want.queries  # no step trained or evaluated twice
-    keys = ("step", "val_acc", "test_acc", "queries")
-    assert [[h[k] for k in keys] for h in got.history] == [[h[k] for k in keys] for h in want.history]
 
 
 @pytest.mark.slow
