@@ -15,12 +15,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pgt demo
 
-# Every test, on parallel workers (pytest-xdist); a module's tests share a worker, so its Ray cluster or virtual
-# board starts once (--dist loadscope would not group: xdist 3.8 cannot rename pytest 9's node ids).
+# Every test, on parallel workers (pytest-xdist; `-n auto` is two per core, tests/conftest.py), longest scopes
+# first; a module's tests share a worker, so its Ray cluster or virtual board starts once.
+# The suite starts hundreds of Python processes (pgt commands, boards, Ray workers): they share bytecode compiled
+# once here, even where the environment sets PYTHONDONTWRITEBYTECODE (the caches are git-ignored), and use one
+# BLAS thread each (the workers are the parallelism; OpenBLAS's pool costs CPU at every numpy import).
 # `make test PYTEST_ARGS="-m 'not slow'"` for a quick pass while developing.
 PYTEST_WORKERS ?= auto
+PYTEST_ENV := env -u PYTHONDONTWRITEBYTECODE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(PYTEST_ENV) $(BIN)/python -m compileall -q host sim protocol firmware tests bench > /dev/null
+	$(PYTEST_ENV) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check host protocol firmware sim tests bench

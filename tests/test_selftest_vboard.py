@@ -12,7 +12,7 @@ import pytest
 
 from pgt.cli import main as pgt_main
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=25)
 
 
 def test_selftest_on_the_virtual_board(virtual_board: str, tmp_path: Path,
