@@ -10,15 +10,15 @@ the memory it would take, before anything is allocated.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UserError, shown
+from .errors import UserError
 from .estimators import ESTIMATORS, check_options
+from .fields import Field, short
+from .physical import SLOTS
 from .tasks import TASKS, Task, load_task
 
 MAX_MEMORY = 4 << 30
@@ -29,66 +29,6 @@ iterate and a checkpoint copy."""
 EVAL_BATCH = 512
 DEFAULT_BOARD = (2, 3)
 """Drives and taps of the default board (rp2), used to size a model before its device is open."""
-
-
-@dataclass(frozen=True)
-class Field:
-    """One field's declaration: ``kind`` (int, float, str, dict), bounds (inclusive), choices, None allowed."""
-
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    choices: Callable[[], Sequence[str]] | None = None
-    optional: bool = False
-    none_text: str = ""
-    """What None means, for messages (e.g. "chosen at calibration")."""
-
-    def describe(self, with_none: bool = True) -> str:
-        if self.choices is not None:
-            text = "one of " + ", ".join(self.choices())
-        elif self.kind == "float":
-            text = "a finite number > 0" if self.low == 0 else "a finite number"
-        elif self.kind == "int":
-            text = f"an integer from {self.low:,.0f} to {self.high:,.0f}" if self.high is not None else \
-                f"an integer >= {self.low:,.0f}"
-        else:
-            text = f"a {self.kind}"
-        return text + (f" or null ({self.none_text})" if self.optional and with_none else "")
-
-    def check(self, name: str, value: Any) -> Any:
-        """``value`` converted (ints accepted as floats), or UserError naming ``name`` and the range."""
-        if value is None and self.optional:
-            return None
-        ok = value is not None and not isinstance(value, bool)
-        if self.kind == "int":
-            ok = ok and isinstance(value, int) and (self.low is None or value >= self.low) and (
-                self.high is None or value <= self.high)
-        elif self.kind == "float":
-            ok = ok and isinstance(value, (int, float)) and math.isfinite(value) and (
-                self.low is None or value > self.low)
-            value = float(value) if ok else value
-        elif self.kind == "str":
-            ok = ok and isinstance(value, str) and (self.choices is None or value in self.choices())
-        elif self.kind == "dict":
-            ok = ok and isinstance(value, dict) and all(isinstance(k, str) for k in value)
-        if not ok:
-            raise UserError(f"{name} must be {self.describe()}, got {_short(value)}")
-        return value
-
-    def argtype(self, flag: str) -> Callable[[str], Any]:
-        """An argparse ``type`` for this field: parses the flag's text and checks it (errors name the range)."""
-        def parse(text: str) -> Any:
-            try:
-                value: Any = {"int": int, "float": float}.get(self.kind, str)(text)
-            except ValueError:
-                value = text
-            try:
-                return self.check(flag, value)
-            except UserError:
-                raise argparse.ArgumentTypeError(f"must be {self.describe(with_none=False)}, got {_short(text)}") \
-                    from None
-        parse.__name__ = flag  # argparse names the type in "invalid <name> value" messages
-        return parse
 
 
 def _optimizers() -> Sequence[str]:
@@ -129,7 +69,7 @@ MODEL_OPTIONS: dict[str, Field] = {
     "hidden": Field("int", 1),  # each width (the model's memory is the bound: check_memory)
     "d_model": Field("int", 1),
     "heads": Field("int", 1, 1024),
-    "slots": Field("int", 1, 4096),
+    "slots": SLOTS,
 }
 """``model_options`` keys: mlp takes ``hidden`` (a list of widths) and ``slots``; the transformer ``d_model``,
 ``heads`` and ``slots``."""
@@ -178,11 +118,6 @@ class TrainConfig:
         validate(self)
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    """``value`` as a message shows user input (:func:`pgt.errors.shown`: escaped one way, cut when long)."""
-    return f"'{shown(value, limit)}'" if isinstance(value, str) else shown(repr(value), limit)
-
-
 def check_field(name: str, value: Any) -> Any:
     """One field's value checked against its declaration (a sweep's base and grid values); returns it
     converted. UserError for an unknown field or a bad value."""
@@ -199,7 +134,7 @@ def _model_options(options: dict[str, Any]) -> dict[str, Any]:
             raise UserError(f"unknown model option {key!r} (mlp: hidden, slots; transformer: d_model, heads, slots)")
         if key == "hidden":
             if not isinstance(value, (list, tuple)):
-                raise UserError(f"hidden must be a list of widths, got {_short(value)}")
+                raise UserError(f"hidden must be a list of widths, got {short(value)}")
             out[key] = tuple(MODEL_OPTIONS[key].check("hidden width", h) for h in value)
         else:
             MODEL_OPTIONS[key].check(key, value)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DeviceError, UserError
+from .fields import Field
 from .reservoir import Reservoir
 
 Array = np.ndarray
@@ -34,6 +35,10 @@ MAX_SLOWDOWN = 4.0
 """Averaging may cost at most this factor of device time per query (the device-time budget)."""
 MIN_UNITS = 16
 """Default ring-layer width: enough slots for at least this many drive units."""
+
+
+SLOTS = Field("int", 1, 4096)
+"""Device rows per sample: the one declaration of ``slots`` (also ``pgt.config.MODEL_OPTIONS["slots"]``)."""
 
 
 def default_slots(k: int) -> int:
@@ -52,9 +57,7 @@ class PhysicalLayer:
         """Taps of the device (the width of one reading)."""
         if slots is None:
             slots = default_slots(self.k)
-        if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or not 1 <= slots <= 4096:
-            raise UserError(f"slots must be an integer from 1 to 4096, got {slots!r}")
-        self.slots = int(slots)
+        self.slots = SLOTS.check("slots", int(slots) if isinstance(slots, np.integer) else slots)
         """Device rows per sample (or token): the ring layer is ``slots * k`` wide in, ``slots * m`` out."""
         low = np.asarray(reservoir.drive_low, dtype=float)
         high = np.asarray(reservoir.drive_high, dtype=float)

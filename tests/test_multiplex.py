@@ -267,3 +267,18 @@ def test_pgt_train_takes_slots(tmp_path: Any, capsys: pytest.CaptureFixture[str]
     assert main(["train", "--slots", "3", "--steps", "1", "--eval-every", "1", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "3 slots -> ring layer" in err and "noise/span per tap" in err
+
+
+@pytest.mark.parametrize("slots", [0, 4097, True, 2.0, "8"])
+def test_the_layer_and_the_config_refuse_slots_in_the_same_words(slots: Any) -> None:
+    """One declaration of ``slots`` (pgt.physical.SLOTS): the layer built by hand and a run's model options say
+    the same thing about a bad value."""
+    from pgt.config import check_field
+
+    with pytest.raises(UserError) as by_layer:
+        PhysicalLayer(board_ring(noise_free=True), slots=slots)
+    with pytest.raises(UserError) as by_config:
+        check_field("model_options", {"slots": slots})
+    assert str(by_layer.value) == str(by_config.value)
+    assert "slots must be an integer from 1 to 4,096" in str(by_layer.value)
+    assert PhysicalLayer(board_ring(), slots=np.int64(4)).slots == 4
