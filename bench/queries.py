@@ -24,9 +24,11 @@ cores; ``--sequential`` runs the same trials one after another in this process i
 (each trial is the same code with the same seeds; only the wall times differ).
 
 Usage: ``python bench/queries.py [--quick] [--seeds N] [--jobs J] [--sequential] [--sections board,mlp,transformer]``.
-``best_pgt`` is the PGT estimator that reaches the reference (at most 1 point below it) with the fewest device
-rows (lowest Q_90), or the most accurate one if none does. The last line printed is one JSON object; its
-``"board"`` key holds exactly
+Each estimator's ``vs_reference`` is its test accuracy minus backprop's, seed by seed (the same ring and data),
+averaged, with ``vs_reference_se`` its standard error: with 3 seeds a difference of a point or two is within
+the seeds' spread. ``best_pgt`` is the PGT estimator that reaches the reference (at most 1 point below it) with
+the fewest device rows (lowest Q_90), or the most accurate one if none does. The last line printed is one JSON
+object; its ``"board"`` key holds exactly
 ``{"k", "m", "slots", "reference_best_test_acc", "best_pgt": {"estimator", "best_test_acc", "Q_90"}}``.
 """
 
@@ -139,6 +141,14 @@ def mean(xs: list[float]) -> float:
     return float(sum(xs) / len(xs))
 
 
+def standard_error(xs: list[float]) -> float | None:
+    """The standard error of the mean of ``xs`` (None for fewer than two)."""
+    if len(xs) < 2:
+        return None
+    m = mean(xs)
+    return round(float((sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5), 4)
+
+
 def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     """Per estimator: accuracies, queries to 90 / 95 % of the reference, Q; the reference itself."""
     by = {(r["estimator"], r["seed"]): r for r in runs}
@@ -158,6 +168,8 @@ def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
             "queries": round(mean([by[(est, s)]["queries"] for s in seeds])),
             "wall_s": round(mean([by[(est, s)]["wall_s"] for s in seeds]), 1),
         }
+        diff = [by[(est, s)]["best_test_acc"] - by[("backprop", s)]["best_test_acc"] for s in seeds]
+        e["vs_reference"], e["vs_reference_se"] = round(mean(diff), 4), standard_error(diff)
         for pct in ("90", "95"):
             q, n_ok = reach[est][pct]
             qb, nb = reach["backprop"][pct]
@@ -187,7 +199,7 @@ def print_table(name: str, spec: dict[str, str], s: dict[str, Any], seeds: list[
     print(f"\n{name}: {spec['model']} on {spec['task']}, {shape}; backprop reference (test accuracy at the "
           f"best-validation step) {100 * s['reference_best_test_acc']:.1f}% (mean of {len(seeds)} seeds)")
     print(f"{'estimator':<10} {'rows to 90%':>11} {'Q90':>5} {'rows to 95%':>11} {'Q95':>5} "
-          f"{'best acc':>8} {'final val':>9} {'all rows':>10}")
+          f"{'best acc':>8} {'vs ref':>11} {'final val':>9} {'all rows':>10}")
 
     def fmt(v: Any, spec: str) -> str:
         return "-" if v is None else format(v, spec)
@@ -195,7 +207,15 @@ def print_table(name: str, spec: dict[str, str], s: dict[str, Any], seeds: list[
     for est, e in s["estimators"].items():
         print(f"{est:<10} {fmt(e['queries_90'], ',d'):>11} {fmt(e['Q_90'], '.2f'):>5} "
               f"{fmt(e['queries_95'], ',d'):>11} {fmt(e['Q_95'], '.2f'):>5} {100 * e['best_test_acc']:7.1f}% "
-              f"{100 * e['final_val_acc']:8.1f}% {e['queries']:>10,}")
+              f"{vs_ref(e):>11} {100 * e['final_val_acc']:8.1f}% {e['queries']:>10,}")
+    print("vs ref: test accuracy minus the reference's, seed by seed (same ring, same data), in points: the mean "
+          "± its standard error")
+
+
+def vs_ref(e: dict[str, Any]) -> str:
+    """``+0.3±0.6``: the mean paired difference from the reference in points, ± its standard error."""
+    se = "" if e["vs_reference_se"] is None else f"±{100 * e['vs_reference_se']:.1f}"
+    return f"{100 * e['vs_reference']:+.1f}{se}"
 
 
 def main() -> int:
