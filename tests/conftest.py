@@ -66,8 +66,10 @@ def scope_of(nodeid: str) -> str:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: two workers per core: much of the suite waits on pseudo-terminals, subprocesses and timeouts."""
-    return 2 * (os.cpu_count() or 1)
+    """``-n auto``: two workers per core this process may use (at most 16): much of the suite waits on
+    pseudo-terminals, subprocesses and timeouts."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(2 * cores, 16)
 
 
 @pytest.fixture(scope="session")
