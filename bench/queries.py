@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from typing import Any
@@ -143,10 +144,7 @@ def mean(xs: list[float]) -> float:
 
 def standard_error(xs: list[float]) -> float | None:
     """The standard error of the mean of ``xs`` (None for fewer than two)."""
-    if len(xs) < 2:
-        return None
-    m = mean(xs)
-    return round(float((sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5), 4)
+    return round(statistics.stdev(xs) / len(xs) ** 0.5, 4) if len(xs) > 1 else None
 
 
 def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
