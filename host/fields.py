@@ -72,7 +72,6 @@ class Field:
         return parse
 
 
-
 def short(value: Any, limit: int = 60) -> str:
     """``value`` as a message shows user input (:func:`pgt.errors.shown`: escaped one way, cut when long)."""
     return f"'{shown(value, limit)}'" if isinstance(value, str) else shown(repr(value), limit)
